@@ -1,0 +1,31 @@
+# `make demo` and `make test` work on a fresh clone: each builds .venv first if it is missing or stale.
+# torch is pinned through constraints.txt (torch==2.13.0, the CPU wheel) so no step ever pulls a CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow bench clean
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/loraguard demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

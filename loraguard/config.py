@@ -1,0 +1,150 @@
+"""A LoRA adapter's configuration, read and written as peft's `adapter_config.json`, with validation.
+
+The scaling rule lives here: ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA), with `rank_pattern` and
+`alpha_pattern` overriding r and alpha per module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraguard.matching import pattern_key
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+LEGACY_WEIGHTS_NAME = "adapter_model.bin"
+
+_BIAS_MODES = ("none", "all", "lora_only")
+
+
+class ConfigError(ValueError):
+    """An invalid adapter configuration; the message names the file and the field."""
+
+    def __init__(self, source: str, fieldname: str, problem: str):
+        super().__init__(f"{source}: field '{fieldname}': {problem}")
+        self.source, self.field, self.problem = source, fieldname, problem
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA fields loraguard understands, under peft's names; unknown peft fields ride along in `extra`."""
+
+    r: int = 8
+    lora_alpha: float = 8
+    target_modules: str | list[str] | None = None
+    modules_to_save: list[str] | None = None
+    lora_dropout: float = 0.0
+    fan_in_fan_out: bool = False
+    use_rslora: bool = False
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    bias: str = "none"
+    lora_bias: bool = False
+    use_dora: bool = False
+    init_lora_weights: bool | str = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate("LoraConfig")
+
+    def validate(self, source: str) -> None:
+        """Raise ConfigError naming `source` and the field for any value peft would misread or reject."""
+        def need(ok: bool, name: str, problem: str) -> None:
+            if not ok:
+                raise ConfigError(source, name, problem)
+
+        need(isinstance(self.r, int) and not isinstance(self.r, bool) and self.r > 0, "r",
+             f"must be a positive integer, got {self.r!r}")
+        need(_is_number(self.lora_alpha), "lora_alpha", f"must be a number, got {self.lora_alpha!r}")
+        need(_is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1, "lora_dropout",
+             f"must be in [0, 1), got {self.lora_dropout!r}")
+        need(self.bias in _BIAS_MODES, "bias", f"must be one of {_BIAS_MODES}, got {self.bias!r}")
+        tm = self.target_modules
+        need(tm is None or isinstance(tm, str) or (isinstance(tm, list) and all(isinstance(t, str) for t in tm)),
+             "target_modules", f"must be a regex string or a list of module names, got {tm!r}")
+        mts = self.modules_to_save
+        need(mts is None or (isinstance(mts, list) and all(isinstance(m, str) and m for m in mts)),
+             "modules_to_save", f"must be null or a list of module names, got {mts!r}")
+        for name in ("fan_in_fan_out", "use_rslora", "lora_bias", "use_dora"):
+            need(isinstance(getattr(self, name), bool), name, f"must be true or false, got {getattr(self, name)!r}")
+        need(isinstance(self.init_lora_weights, (bool, str)), "init_lora_weights",
+             f"must be a boolean or an init method name, got {self.init_lora_weights!r}")
+        for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
+            pat = getattr(self, name)
+            need(isinstance(pat, dict), name, f"must be an object, got {type(pat).__name__}")
+            for k, v in pat.items():
+                ok = (isinstance(v, int) and not isinstance(v, bool) and v > 0) if positive_int else _is_number(v)
+                need(ok, f"{name}.{k}", f"must be a {'positive integer' if positive_int else 'number'}, got {v!r}")
+
+    def rank_for(self, module: str) -> int:
+        """The rank of `module`'s adapter: `rank_pattern` wins over `r`."""
+        key = pattern_key(module, self.rank_pattern)
+        return self.rank_pattern[key] if key is not None else self.r
+
+    def alpha_for(self, module: str) -> float:
+        """The alpha of `module`'s adapter: `alpha_pattern` wins over `lora_alpha`."""
+        key = pattern_key(module, self.alpha_pattern)
+        return self.alpha_pattern[key] if key is not None else self.lora_alpha
+
+    def scaling_for(self, module: str) -> float:
+        """The factor applied to ``B @ A`` on `module`."""
+        return scaling(self.rank_for(module), self.alpha_for(module), self.use_rslora)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The dict peft writes as `adapter_config.json` (its extra fields preserved)."""
+        out = {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "inference_mode": True}
+        out.update(self.extra)
+        body = asdict(self)
+        body.pop("extra")
+        out.update(body)
+        return out
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `adapter_config.json` into `directory` the way peft does (sorted keys, indent 2)."""
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_json_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_json_dict(cls, data: Any, source: str = "adapter_config.json") -> LoraConfig:
+        """Build from a parsed config, refusing non-LoRA adapters and invalid values by name."""
+        if not isinstance(data, dict):
+            raise ConfigError(source, "<root>", f"must be a JSON object, got {type(data).__name__}")
+        peft_type = data.get("peft_type", "LORA")
+        if peft_type != "LORA":
+            raise ConfigError(source, "peft_type", f"loraguard handles LORA adapters, this one is {peft_type!r}")
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for nullable in ("rank_pattern", "alpha_pattern"):
+            if kwargs.get(nullable) is None:
+                kwargs.pop(nullable, None)
+        extra = {k: v for k, v in data.items() if k not in known}
+        try:
+            return cls(**kwargs, extra=extra)
+        except ConfigError as err:
+            raise ConfigError(source, err.field, err.problem) from None
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LoraConfig:
+        """Read `adapter_config.json` from an adapter directory."""
+        path = Path(directory) / CONFIG_NAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no adapter config; is this an adapter directory?") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(str(path), "<root>", f"not valid JSON ({err})") from None
+        return cls.from_json_dict(data, str(path))
+
+
+def scaling(rank: int, alpha: float, use_rslora: bool) -> float:
+    """LoRA's scale: alpha / r, or alpha / sqrt(r) for rsLoRA."""
+    return alpha / math.sqrt(rank) if use_rslora else alpha / rank
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,102 @@
+"""Module-name matching for `target_modules`, `modules_to_save` and the rank/alpha patterns, in one place.
+
+A list entry matches a module whose full name equals it or ends with ``"." + entry`` (a dot boundary,
+never a bare ``endswith``); a single string is a regex matched with ``re.fullmatch``. peft's
+`modules_to_save` once used bare ``endswith`` and caught ``img_model.layers.0.fc`` for ``model.layers.0.fc``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from loraguard.keys import LORA_INTERNAL_SEGMENTS, split
+
+ALL_LINEAR = "all-linear"
+
+Spec = str | Sequence[str] | None
+
+
+def entry_matches(name: str, entry: str) -> bool:
+    """True if `entry` names module `name`: equal, or a suffix that starts at a dot boundary."""
+    name_segs, entry_segs = split(name), split(entry)
+    return 0 < len(entry_segs) <= len(name_segs) and name_segs[-len(entry_segs):] == entry_segs
+
+
+def bare_suffix_match(name: str, entry: str) -> bool:
+    """peft's old rule (`name.endswith(entry)`): kept only to detect where it disagrees with ours."""
+    return name.endswith(entry)
+
+
+def spec_matches(name: str, spec: Spec) -> bool:
+    """Does a `target_modules`/`modules_to_save`-style spec select module `name`?"""
+    if spec is None:
+        return False
+    if isinstance(spec, str):
+        return re.fullmatch(spec, name) is not None
+    return any(entry_matches(name, entry) for entry in spec)
+
+
+def pattern_key(name: str, patterns: Mapping[str, object]) -> str | None:
+    """The first `rank_pattern`/`alpha_pattern` key that selects `name`, peft's rule: a regex on a dotted suffix."""
+    for key in patterns:
+        if re.fullmatch(rf"(?:.*\.)?(?:{key})", name):
+            return key
+    return None
+
+
+def is_lora_internal(name: str) -> bool:
+    """True for modules that exist only inside a LoRA wrapper (factors, dropout, base_layer, saved copies)."""
+    return any(seg in LORA_INTERNAL_SEGMENTS for seg in split(name))
+
+
+def false_suffix_matches(names: Iterable[str], entries: Sequence[str]) -> dict[str, list[str]]:
+    """For each entry, the module names a bare ``endswith`` would catch but the dot-boundary rule does not."""
+    names = list(names)
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        wrong = [n for n in names if bare_suffix_match(n, entry) and not entry_matches(n, entry)]
+        if wrong:
+            out[entry] = wrong
+    return out
+
+
+def family(name: str) -> str:
+    """A module's family: its path with numeric segments generalised (``layers.3.fc`` -> ``layers.*.fc``)."""
+    return ".".join("*" if s.isdigit() else s for s in split(name))
+
+
+def ambiguous_entries(names: Iterable[str], entries: Sequence[str]) -> dict[str, list[str]]:
+    """Entries that select modules of more than one family (``layers.0.fc`` in ``model`` and ``img_model``)."""
+    names = list(names)
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        hits = [n for n in names if entry_matches(n, entry)]
+        if len({family(n) for n in hits}) > 1:
+            out[entry] = hits
+    return out
+
+
+def unmatched_entries(names: Iterable[str], entries: Sequence[str]) -> list[str]:
+    """Entries that select no module at all."""
+    names = list(names)
+    return [e for e in entries if not any(entry_matches(n, e) for n in names)]
+
+
+def closest_names(entry: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """Module names that look like `entry`, to suggest in an error message."""
+    names = list(names)
+    by_last = {split(x)[-1]: x for x in names if x}
+    close = difflib.get_close_matches(entry, names, n=n, cutoff=0.5)
+    close += [by_last[k] for k in difflib.get_close_matches(split(entry)[-1], list(by_last), n=n, cutoff=0.6)]
+    return list(dict.fromkeys(close))[:n]
+
+
+def no_match_message(what: str, spec: Spec, names: Iterable[str]) -> str:
+    """An error message for a spec that selected nothing, with the closest real module names."""
+    names = [n for n in names if n and not is_lora_internal(n)]
+    entries = [spec] if isinstance(spec, str) else list(spec or [])
+    hints = sorted({h for e in entries for h in closest_names(e, names)})
+    hint = f" Closest module names: {', '.join(hints)}." if hints else ""
+    return f"{what}={spec!r} matches no module of the model.{hint}"

@@ -1,0 +1,10 @@
+"""loraguard's reference LoRA implementation: the oracle every backend is compared against."""
+
+from loraguard.reference.io import AdapterLoadError
+from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, ModulesToSave
+from loraguard.reference.model import AlreadyAdaptedError, LoraModel, all_linear_targets, carries_adapters
+
+__all__ = [
+    "AdapterLoadError", "AlreadyAdaptedError", "LoraConv", "LoraEmbedding", "LoraLayer", "LoraLinear",
+    "LoraModel", "ModulesToSave", "all_linear_targets", "carries_adapters",
+]

@@ -1,0 +1,307 @@
+"""Reference LoRA layers: Linear (and GPT-2's transposed Conv1D), Embedding, Conv1d/2d/3d, and ModulesToSave.
+
+Module and parameter names mirror peft's (`base_layer`, `lora_A.<adapter>`, `lora_embedding_A.<adapter>`,
+`modules_to_save.<adapter>`, `original_module`) so state dicts line up key for key. State changes (merge,
+unmerge, adapter switches) happen only through explicit calls, never as a side effect of `train()`/`eval()`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from loraguard.merge_math import LayerKind, delta_weight
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 or wider, so merge arithmetic never happens in half precision."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def is_conv1d_transposed(layer: nn.Module) -> bool:
+    """transformers' GPT-2 `Conv1D`: a linear layer whose weight is stored (in, out)."""
+    return type(layer).__name__ == "Conv1D" and hasattr(layer, "nf")
+
+
+class LoraLayer(nn.Module):
+    """A base layer plus any number of named adapters; subclasses define the factor shapes and the forward."""
+
+    kind: LayerKind
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_dropout = nn.ModuleDict()
+        self.scaling: dict[str, float] = {}
+        self.rank: dict[str, int] = {}
+        self.lora_bias: dict[str, bool] = {}
+        self.merged_adapters: list[str] = []
+        self.active_adapters: list[str] = []
+        self.disabled = False
+        self.fan_in_fan_out = False
+
+    # -- adapters ------------------------------------------------------------------------------------------
+    def add(self, name: str, rank: int, scale: float, dropout: float, lora_bias: bool, init: bool | str) -> None:
+        """Create adapter `name`'s factors: B zero by default (`init=True`), both random with `init=False`."""
+        if self.merged_adapters:
+            raise RuntimeError(f"cannot add adapter {name!r} while {self.merged_adapters} are merged; unmerge first")
+        self.rank[name], self.scaling[name], self.lora_bias[name] = rank, scale, lora_bias
+        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self._create(name, rank, lora_bias)
+        self._init(name, init)
+        weight = self.base_weight()
+        self._factor_modules_to(name, weight.device, weight.dtype)
+
+    def delete(self, name: str) -> None:
+        """Remove adapter `name` from this layer (it must not be merged)."""
+        if name in self.merged_adapters:
+            raise RuntimeError(f"adapter {name!r} is merged; unmerge before deleting it")
+        for store in self.adapter_stores():
+            store.pop(name, None)
+        for d in (self.scaling, self.rank, self.lora_bias):
+            d.pop(name, None)
+        self.lora_dropout.pop(name, None)
+        self.active_adapters = [a for a in self.active_adapters if a != name]
+
+    def adapters(self) -> list[str]:
+        """Adapters present on this layer, in insertion order."""
+        return list(self.scaling)
+
+    def base_weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    # -- merging -------------------------------------------------------------------------------------------
+    def delta(self, name: str) -> torch.Tensor:
+        """``s * B @ A`` in the base weight's layout (float32 or wider)."""
+        a, b = self.factors(name)
+        return delta_weight(a, b, self.scaling[name], self.kind, self.fan_in_fan_out)
+
+    @torch.no_grad()
+    def merge(self, names: list[str], safe: bool = False) -> None:
+        """Add the deltas of `names` into the base weight; already merged adapters are skipped, never re-applied."""
+        weight = self.base_weight()
+        for name in names:
+            if name not in self.scaling or name in self.merged_adapters:
+                continue
+            new = (_wide(weight) + self.delta(name)).to(weight.dtype)
+            if safe and not torch.isfinite(new).all():
+                raise ValueError(f"merging adapter {name!r} gives non-finite weights; the adapter is broken")
+            weight.copy_(new)
+            if self.lora_bias[name]:
+                self._base_bias_for(name).add_(self._lora_b_bias(name) * self.scaling[name])
+            self.merged_adapters.append(name)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract every merged delta, last merged first."""
+        weight = self.base_weight()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            weight.copy_((_wide(weight) - self.delta(name)).to(weight.dtype))
+            if self.lora_bias[name]:
+                self._base_bias_for(name).sub_(self._lora_b_bias(name) * self.scaling[name])
+
+    def _base_bias_for(self, name: str) -> torch.Tensor:
+        bias = getattr(self.base_layer, "bias", None)
+        if bias is None:
+            raise RuntimeError(f"adapter {name!r} has lora_bias but the base layer has no bias to merge it into")
+        return bias.data
+
+    # -- forward -------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.disabled and self.merged_adapters:
+            raise RuntimeError("adapters are merged into this layer; unmerge() before disabling them")
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disabled:
+            return result
+        out_dtype = result.dtype
+        for name in self.active_adapters:
+            if name in self.scaling and name not in self.merged_adapters:
+                result = result + self._lora_forward(name, x).to(out_dtype)
+        return result
+
+    # -- per-kind hooks ------------------------------------------------------------------------------------
+    def adapter_stores(self) -> tuple[nn.Module, ...]:
+        raise NotImplementedError
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) as raw tensors in peft's saved layout."""
+        raise NotImplementedError
+
+    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
+        raise NotImplementedError
+
+    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _init(self, name: str, init: bool | str) -> None:
+        a, b = self.factors(name)
+        with torch.no_grad():
+            if init is False:
+                nn.init.normal_(a, std=1.0 / math.sqrt(a[0].numel()))
+                nn.init.normal_(b, std=0.1)
+            elif init == "gaussian":
+                nn.init.normal_(a, std=1.0 / self.rank[name])
+                nn.init.zeros_(b)
+            elif init is True:
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+                nn.init.zeros_(b)
+            else:
+                raise ValueError(f"init_lora_weights={init!r} is not implemented by the reference; "
+                                 "use true, false or 'gaussian'")
+
+    def _factor_modules_to(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
+        for store in self.adapter_stores():
+            if name in store:
+                store[name].to(device=device, dtype=dtype)
+
+    def _lora_b_bias(self, name: str) -> torch.Tensor:
+        raise RuntimeError(f"{type(self).__name__} has no lora_bias support")
+
+
+class LoraLinear(LoraLayer):
+    """LoRA on `nn.Linear`, or on GPT-2 `Conv1D` (weight stored transposed: fan_in_fan_out)."""
+
+    kind: LayerKind = "linear"
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__(base_layer)
+        self.fan_in_fan_out = is_conv1d_transposed(base_layer)
+        w = base_layer.weight
+        self.in_features, self.out_features = (w.shape[0], w.shape[1]) if self.fan_in_fan_out else (w.shape[1], w.shape[0])
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+
+    def adapter_stores(self) -> tuple[nn.Module, ...]:
+        return (self.lora_A, self.lora_B)
+
+    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
+        self.lora_A[name] = nn.Linear(self.in_features, rank, bias=False)
+        self.lora_B[name] = nn.Linear(rank, self.out_features, bias=lora_bias)
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A[name].weight, self.lora_B[name].weight
+
+    def _lora_b_bias(self, name: str) -> torch.Tensor:
+        return self.lora_B[name].bias
+
+    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        a = self.lora_A[name]
+        x = x.to(a.weight.dtype)
+        return self.lora_B[name](a(self.lora_dropout[name](x))) * self.scaling[name]
+
+
+class LoraEmbedding(LoraLayer):
+    """LoRA on `nn.Embedding`: A is (r, num_embeddings), B is (embedding_dim, r), as peft stores them."""
+
+    kind: LayerKind = "embedding"
+
+    def __init__(self, base_layer: nn.Embedding):
+        super().__init__(base_layer)
+        self.lora_embedding_A = nn.ParameterDict()
+        self.lora_embedding_B = nn.ParameterDict()
+
+    def adapter_stores(self) -> tuple[nn.Module, ...]:
+        return (self.lora_embedding_A, self.lora_embedding_B)
+
+    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
+        if lora_bias:
+            raise ValueError("lora_bias is not supported for embedding layers (peft refuses it too)")
+        num, dim = self.base_layer.weight.shape
+        self.lora_embedding_A[name] = nn.Parameter(torch.empty(rank, num))
+        self.lora_embedding_B[name] = nn.Parameter(torch.empty(dim, rank))
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_embedding_A[name], self.lora_embedding_B[name]
+
+    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        # Dropout is not applied to token ids, as in peft.
+        base = self.base_layer
+        after_a = F.embedding(x, self.lora_embedding_A[name].T, base.padding_idx, base.max_norm,
+                              base.norm_type, base.scale_grad_by_freq, base.sparse)
+        return (after_a @ self.lora_embedding_B[name].T) * self.scaling[name]
+
+
+class LoraConv(LoraLayer):
+    """LoRA on `nn.Conv1d/2d/3d`: A copies the base kernel geometry, B is a 1x1 convolution."""
+
+    kind: LayerKind = "conv"
+
+    def __init__(self, base_layer: nn.modules.conv._ConvNd):
+        if base_layer.groups != 1:
+            raise ValueError(f"grouped convolutions (groups={base_layer.groups}) are not supported by the reference")
+        super().__init__(base_layer)
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+
+    def adapter_stores(self) -> tuple[nn.Module, ...]:
+        return (self.lora_A, self.lora_B)
+
+    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
+        base = self.base_layer
+        conv = type(base)
+        self.lora_A[name] = conv(base.in_channels, rank, base.kernel_size, base.stride, base.padding,
+                                 base.dilation, bias=False)
+        self.lora_B[name] = conv(rank, base.out_channels, 1, 1, 0, bias=lora_bias)
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A[name].weight, self.lora_B[name].weight
+
+    def _lora_b_bias(self, name: str) -> torch.Tensor:
+        return self.lora_B[name].bias
+
+    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        a = self.lora_A[name]
+        x = x.to(a.weight.dtype)
+        return self.lora_B[name](a(self.lora_dropout[name](x))) * self.scaling[name]
+
+
+class ModulesToSave(nn.Module):
+    """A module trained in full for some adapters: one independent copy per adapter, the original untouched."""
+
+    def __init__(self, original_module: nn.Module):
+        super().__init__()
+        self.original_module = original_module
+        self.modules_to_save = nn.ModuleDict()
+        self.active_adapters: list[str] = []
+        self.disabled = False
+
+    def add(self, name: str) -> None:
+        self.modules_to_save[name] = copy.deepcopy(self.original_module)
+
+    def delete(self, name: str) -> None:
+        self.modules_to_save.pop(name, None)
+        self.active_adapters = [a for a in self.active_adapters if a != name]
+
+    def adapters(self) -> list[str]:
+        return list(self.modules_to_save)
+
+    def active_copy(self) -> nn.Module:
+        """The module forward runs: the active adapter's copy, or the original when none applies."""
+        if self.disabled:
+            return self.original_module
+        mine = [a for a in self.active_adapters if a in self.modules_to_save]
+        if len(mine) > 1:
+            raise RuntimeError(f"adapters {mine} each have their own copy of this module; activate only one of them")
+        return self.modules_to_save[mine[0]] if mine else self.original_module
+
+    def forward(self, *args, **kwargs):
+        return self.active_copy()(*args, **kwargs)
+
+
+def wrap_layer(module: nn.Module) -> LoraLayer:
+    """The reference LoRA wrapper for `module`, or a ValueError naming the unsupported type."""
+    if isinstance(module, nn.Linear) or is_conv1d_transposed(module):
+        return LoraLinear(module)
+    if isinstance(module, nn.Embedding):
+        return LoraEmbedding(module)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return LoraConv(module)
+    raise ValueError(
+        f"target module type {type(module).__name__} is not supported; LoRA applies to Linear, GPT-2 Conv1D, "
+        "Embedding and Conv1d/2d/3d layers"
+    )

@@ -1,0 +1,55 @@
+"""The one tolerance table: how far two computations that are mathematically equal may drift, per dtype.
+
+Bounds are relative to the magnitude of the expected values (max-norm), so they hold for any weight scale.
+Round-trips (save/load, unmerge of an exactly representable delta) are not here: they use `torch.equal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A max-norm bound: ``max|got - want| <= rel * max|want| * depth + floor``."""
+
+    rel: float
+    floor: float
+    reason: str
+
+
+TABLE: dict[torch.dtype, Tolerance] = {
+    torch.float64: Tolerance(1e-11, 1e-12, "float64: reassociating a sum moves a few ulps (2^-52)"),
+    torch.float32: Tolerance(2e-5, 1e-6, "float32: (W + sBA)x vs Wx + sB(Ax) reorder sums of ~100 terms; eps 2^-23"),
+    torch.float16: Tolerance(4e-3, 1e-4, "float16: the merged weight is rounded to eps 2^-10 before use"),
+    torch.bfloat16: Tolerance(3e-2, 1e-3, "bfloat16: the merged weight is rounded to eps 2^-7 before use"),
+}
+
+#: An adapter's effect must exceed the bound by this factor before "equal" means anything.
+EFFECT_MARGIN = 10.0
+
+
+def tolerance(dtype: torch.dtype) -> Tolerance:
+    """The table entry for `dtype`; an unknown dtype is an error, never a silent loose default."""
+    try:
+        return TABLE[dtype]
+    except KeyError:
+        raise ValueError(f"no tolerance defined for {dtype}; add one to loraguard.tolerance.TABLE") from None
+
+
+def bound(want: torch.Tensor, dtype: torch.dtype, depth: int = 1) -> float:
+    """The allowed max-abs difference when comparing against `want`, computed in `dtype` through `depth` layers."""
+    tol = tolerance(dtype)
+    scale = want.detach().abs().max().item() if want.numel() else 0.0
+    return tol.rel * scale * depth + tol.floor
+
+
+def max_diff(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest absolute elementwise difference, in float64 so the comparison itself adds no error."""
+    if got.shape != want.shape:
+        raise ValueError(f"shapes differ: {tuple(got.shape)} vs {tuple(want.shape)}")
+    if got.numel() == 0:
+        return 0.0
+    return (got.detach().double() - want.detach().double()).abs().max().item()

@@ -1,0 +1,160 @@
+"""The built-in tiny models: each built in code from a config (nothing downloaded), with inputs and LoRA targets.
+
+Every model is small enough that one forward takes well under a millisecond on CPU, and together they cover
+Linear, GPT-2 Conv1D (fan_in_fan_out), Embedding, Conv1d/Conv2d, and adversarial module names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A tiny model recipe: how to build it, what to feed it, and which modules a LoRA config should target."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    inputs: Callable[[torch.Generator], tuple]
+    target_modules: list[str] | str
+    modules_to_save: list[str] = field(default_factory=list)
+    needs: tuple[str, ...] = ()
+
+    def make(self, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
+        """A fresh instance with deterministic weights for `seed`."""
+        torch.manual_seed(seed)
+        model = self.build().to(device=device, dtype=dtype)
+        return model.eval()
+
+    def example(self, seed: int = 0, device: str = "cpu") -> tuple:
+        """Deterministic inputs for `seed`."""
+        gen = torch.Generator().manual_seed(seed)
+        return tuple(t.to(device) for t in self.inputs(gen))
+
+
+def run(model: nn.Module, inputs: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Forward `inputs` through a base, reference or peft-wrapped model and return the output tensor."""
+    if dtype is not None:
+        inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
+    out = model(*inputs)
+    return getattr(out, "logits", out)
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(0.0)
+        self.fc2 = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.fc2(self.drop(self.act(self.fc1(x))))))
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 1)
+        self.seq = nn.Conv1d(6, 4, 3)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))  # (b, 6, 5, 5)
+        h = self.seq(h.flatten(2))  # (b, 4, 23)
+        return self.head(h.mean(-1))
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(20, 8)
+        self.proj = nn.Linear(8, 8)
+        self.lm_head = nn.Linear(8, 20)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(torch.tanh(self.proj(self.wte(ids))))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.fc_out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc_out(torch.tanh(self.fc(x)))
+
+
+class Tower(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Block(width), Block(width)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class NestedNames(nn.Module):
+    """Colliding names: `model.layers.0.fc` beside `img_model.layers.0.fc`, `head` beside `xhead`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = Tower(8)
+        self.img_model = Tower(8)
+        self.head = nn.Linear(8, 4)
+        self.xhead = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model(x)) + self.xhead(self.img_model(x))
+
+
+def _llama() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(cfg)
+
+
+def _gpt2() -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=32, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(cfg)
+
+
+def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
+    return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
+
+
+ZOO: dict[str, ZooModel] = {m.name: m for m in [
+    ZooModel("mlp", MLP, lambda g: (torch.randn(3, 8, generator=g),), ["fc1", "fc2"], ["head"]),
+    ZooModel("convnet", ConvNet, lambda g: (torch.randn(2, 3, 5, 5, generator=g),), ["conv1", "conv2", "seq"], ["head"]),
+    ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
+    ZooModel("nested", NestedNames, lambda g: (torch.randn(3, 8, generator=g),),
+             ["model.layers.0.fc", "fc_out"], ["model.layers.1.fc"]),
+    ZooModel("llama", _llama, _ids(32, 6), ["q_proj", "v_proj", "gate_proj"], ["lm_head"], needs=("transformers",)),
+    ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], needs=("transformers",)),
+]}
+
+
+def available(names: list[str] | None = None) -> list[ZooModel]:
+    """Zoo entries whose optional dependencies import; `names` picks a subset (unknown names are an error)."""
+    import importlib.util
+
+    if names:
+        unknown = [n for n in names if n not in ZOO]
+        if unknown:
+            raise ValueError(f"unknown zoo model(s) {unknown}; choose from {sorted(ZOO)}")
+    picked = [ZOO[n] for n in names] if names else list(ZOO.values())
+    return [m for m in picked if all(importlib.util.find_spec(d) is not None for d in m.needs)]

@@ -1,0 +1,107 @@
+"""The backend interface: how loraguard drives a PEFT-style library. Small on purpose.
+
+A backend only *acts* (wrap, add, merge, save...) and *exposes raw state* (factors, weights, saved files).
+It never judges itself: the invariants compare what it exposes against the oracle (the formula and the
+reference implementation). Optional abilities are named in `capabilities`; an invariant that needs one a
+backend lacks is skipped with that reason, never failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from loraguard.config import LoraConfig
+
+#: Capabilities a backend may declare. Core methods below are always required.
+CAPABILITIES = {
+    "multi_adapter": "several named adapters in one model (add_adapter, set_adapter)",
+    "delete_adapter": "delete_adapter(model, name)",
+    "disable": "disabled(model): a context computing the base output",
+    "modules_to_save": "LoraConfig.modules_to_save: trainable full copies per adapter",
+    "save_load": "save(...) and load(...) in peft's on-disk format",
+    "load_adapter": "load_adapter(model, directory, name, trainable) onto an already wrapped model",
+    "embedding": "LoRA on nn.Embedding",
+    "conv": "LoRA on nn.Conv1d/Conv2d",
+    "fan_in_fan_out": "LoRA on GPT-2 Conv1D (transposed weights)",
+    "rslora": "use_rslora=True",
+    "patterns": "rank_pattern / alpha_pattern",
+    "lora_bias": "lora_bias=True (a bias on lora_B)",
+    "all_linear": 'target_modules="all-linear"',
+    "weighted_combination": "add_weighted_adapter(model, adapters, weights, name)",
+    "unload": "unload(model): the base model back without merging",
+    "bfloat16": "models in bfloat16",
+    "float16": "models in float16",
+    "cuda": "models on a CUDA device",
+}
+
+
+class BackendError(RuntimeError):
+    """The backend could not do what was asked (distinct from an invariant violation)."""
+
+
+class Unsupported(BackendError):
+    """This release of the library lacks a feature the scenario needs: the check is skipped with this reason."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements. Paths are module names inside the *base* model (e.g. ``layers.0.fc``)."""
+
+    name: str
+    capabilities: frozenset[str]
+
+    def version(self) -> str:
+        """The library's release, shown in reports and recorded in snapshots."""
+
+    def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:
+        """Inject adapter `adapter` into `base` and activate it (``get_peft_model``)."""
+
+    def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
+        """Add another adapter without activating it."""
+
+    def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
+        """Make `adapters` the active ones."""
+
+    def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Raw (A, B) per LoRA-wrapped module path, in peft's saved layout (A (r, in...), B (out, r...))."""
+
+    def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
+        """The current weight of the base layer at `path` (merged or not)."""
+
+    def saved_copy(self, model: nn.Module, adapter: str, path: str) -> dict[str, torch.Tensor]:
+        """The state of `adapter`'s modules_to_save copy of module `path`; KeyError if it has none."""
+
+    def merge(self, model: nn.Module, adapters: list[str] | None = None) -> None:
+        """Merge adapters (the active ones by default) into the base weights, in place."""
+
+    def unmerge(self, model: nn.Module) -> None:
+        """Undo every merge."""
+
+    def merge_and_unload(self, model: nn.Module) -> nn.Module:
+        """Merge the active adapters and return the plain base model."""
+
+    def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
+        """A context in which the model computes the base output."""
+
+    def trainable(self, model: nn.Module) -> set[str]:
+        """Parameters that require grad, named as in the base model (``fc.lora_A.default.weight``)."""
+
+    def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
+        """Save adapters the library's way (``save_pretrained``)."""
+
+    def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
+        """Load a saved adapter onto `base` (``from_pretrained``)."""
+
+
+def iter_capabilities(backend: Backend) -> Iterator[str]:
+    """The backend's declared capabilities, validated against the known list."""
+    for cap in sorted(backend.capabilities):
+        if cap not in CAPABILITIES:
+            raise BackendError(f"backend {backend.name!r} declares unknown capability {cap!r}; known: {sorted(CAPABILITIES)}")
+        yield cap

@@ -1,0 +1,151 @@
+"""Hugging Face peft as a backend, for the installed release (0.10 and later).
+
+Differences between releases are absorbed here, by feature detection, so invariants never see them. A
+config field the installed release does not know raises `Unsupported` (the check is skipped, with the reason).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from loraguard.backends.base import Unsupported
+from loraguard.config import LoraConfig
+
+
+def _peft():
+    import peft
+
+    return peft
+
+
+def _release() -> tuple[int, ...]:
+    parts = []
+    for p in _peft().__version__.split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+class PeftBackend:
+    """Drives `peft.get_peft_model` / `PeftModel` with loraguard's config translated field by field."""
+
+    name = "peft"
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {"multi_adapter", "delete_adapter", "disable", "modules_to_save", "save_load", "load_adapter",
+                "embedding", "conv", "fan_in_fan_out", "rslora", "patterns", "all_linear", "unload",
+                "weighted_combination", "bfloat16", "float16", "cuda"}
+        if "lora_bias" in self._config_fields():
+            caps.add("lora_bias")
+        return frozenset(caps)
+
+    def version(self) -> str:
+        return _peft().__version__
+
+    # -- config ----------------------------------------------------------------------------------------------
+    def _config_fields(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(_peft().LoraConfig)}
+
+    def peft_config(self, config: LoraConfig):
+        """Translate loraguard's config; a non-default value for a field this release lacks is Unsupported."""
+        known = self._config_fields()
+        ours = config.to_json_dict()
+        defaults = LoraConfig().to_json_dict()
+        kwargs = {}
+        for key, value in ours.items():
+            if key in ("peft_type", "base_model_name_or_path", "inference_mode", "task_type"):
+                continue
+            if key in known:
+                kwargs[key] = value
+            elif value != defaults.get(key, value) or key not in defaults:
+                raise Unsupported(f"peft {self.version()} has no LoraConfig field {key!r} (needed: {key}={value!r})")
+        if isinstance(kwargs.get("target_modules"), list):
+            kwargs["target_modules"] = list(kwargs["target_modules"])
+        return _peft().LoraConfig(**kwargs)
+
+    # -- structure -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _base(model: nn.Module) -> nn.Module:
+        return model.base_model.model
+
+    def _lora_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+        return {n: m for n, m in self._base(model).named_modules()
+                if hasattr(m, "lora_A") and hasattr(m, "base_layer") and n.split(".")[-1] != "base_layer"}
+
+    def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        out = {}
+        for path, layer in self._lora_layers(model).items():
+            if adapter in layer.lora_A:
+                out[path] = (layer.lora_A[adapter].weight, layer.lora_B[adapter].weight)
+            elif adapter in getattr(layer, "lora_embedding_A", {}):
+                out[path] = (layer.lora_embedding_A[adapter], layer.lora_embedding_B[adapter])
+        return out
+
+    def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
+        layer = self._lora_layers(model)[path]
+        return layer.get_base_layer().weight
+
+    def saved_copy(self, model: nn.Module, adapter: str, path: str) -> dict[str, torch.Tensor]:
+        wrapper = self._base(model).get_submodule(path)
+        if not hasattr(wrapper, "modules_to_save"):
+            raise KeyError(f"{path} is not wrapped for modules_to_save")
+        return wrapper.modules_to_save[adapter].state_dict()
+
+    def trainable(self, model: nn.Module) -> set[str]:
+        return {n for n, p in self._base(model).named_parameters() if p.requires_grad}
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:
+        return _peft().get_peft_model(base, self.peft_config(config), adapter_name=adapter)
+
+    def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
+        model.add_adapter(adapter, self.peft_config(config))
+
+    def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
+        if len(adapters) == 1:
+            model.set_adapter(adapters[0])
+            return
+        tuner = model.base_model
+        if "adapter_names" not in inspect.signature(tuner.set_adapter).parameters and _release() < (0, 10):
+            raise Unsupported(f"peft {self.version()} cannot activate several adapters at once")
+        tuner.set_adapter(adapters)
+
+    def delete_adapter(self, model: nn.Module, adapter: str) -> None:
+        model.delete_adapter(adapter)
+
+    def merge(self, model: nn.Module, adapters: list[str] | None = None) -> None:
+        model.merge_adapter(adapter_names=adapters) if adapters is not None else model.merge_adapter()
+
+    def unmerge(self, model: nn.Module) -> None:
+        model.unmerge_adapter()
+
+    def merge_and_unload(self, model: nn.Module) -> nn.Module:
+        return model.merge_and_unload()
+
+    def unload(self, model: nn.Module) -> nn.Module:
+        return model.unload()
+
+    def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
+        return model.disable_adapter()
+
+    def add_weighted_adapter(self, model: nn.Module, adapters: list[str], weights: list[float], name: str) -> None:
+        model.add_weighted_adapter(adapters, weights, name, combination_type="linear")
+
+    def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
+        if adapters is None:
+            model.save_pretrained(str(directory))
+        else:
+            model.save_pretrained(str(directory), selected_adapters=adapters)
+
+    def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
+        return _peft().PeftModel.from_pretrained(base, str(directory), adapter_name=adapter, is_trainable=trainable)
+
+    def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
+        model.load_adapter(str(directory), adapter_name=adapter, is_trainable=trainable)

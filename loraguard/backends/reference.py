@@ -1,0 +1,77 @@
+"""The reference implementation as a backend: the suite must pass it, and mutants of it must fail."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from loraguard.config import LoraConfig
+from loraguard.reference import LoraModel
+
+
+class ReferenceBackend:
+    """Drives `loraguard.reference.LoraModel`."""
+
+    name = "reference"
+    capabilities = frozenset({
+        "multi_adapter", "delete_adapter", "disable", "modules_to_save", "save_load", "load_adapter", "embedding",
+        "conv", "fan_in_fan_out", "rslora", "patterns", "lora_bias", "all_linear", "unload", "bfloat16",
+        "float16", "cuda",
+    })
+    model_class: type[LoraModel] = LoraModel
+
+    def version(self) -> str:
+        from loraguard import __version__
+
+        return __version__
+
+    def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:
+        return self.model_class(base, config, adapter)
+
+    def add_adapter(self, model: LoraModel, adapter: str, config: LoraConfig) -> None:
+        model.add_adapter(adapter, config)
+
+    def set_adapter(self, model: LoraModel, adapters: list[str]) -> None:
+        model.set_adapter(adapters)
+
+    def delete_adapter(self, model: LoraModel, adapter: str) -> None:
+        model.delete_adapter(adapter)
+
+    def lora_factors(self, model: LoraModel, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {p: layer.factors(adapter) for p, layer in model.lora_layers().items() if adapter in layer.scaling}
+
+    def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
+        return model.lora_layers()[path].base_weight()
+
+    def saved_copy(self, model: LoraModel, adapter: str, path: str) -> dict[str, torch.Tensor]:
+        return model.saved_modules()[path].modules_to_save[adapter].state_dict()
+
+    def merge(self, model: LoraModel, adapters: list[str] | None = None) -> None:
+        model.merge(adapters)
+
+    def unmerge(self, model: LoraModel) -> None:
+        model.unmerge()
+
+    def merge_and_unload(self, model: LoraModel) -> nn.Module:
+        return model.merge_and_unload()
+
+    def unload(self, model: LoraModel) -> nn.Module:
+        return model.unload()
+
+    def disabled(self, model: LoraModel) -> AbstractContextManager[None]:
+        return model.disable_adapter()
+
+    def trainable(self, model: LoraModel) -> set[str]:
+        return {n for n, p in model.model.named_parameters() if p.requires_grad}
+
+    def save(self, model: LoraModel, directory: Path, adapters: list[str] | None = None) -> None:
+        model.save_pretrained(directory, adapters)
+
+    def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
+        return self.model_class.from_pretrained(base, directory, adapter, is_trainable=trainable)
+
+    def load_adapter(self, model: LoraModel, directory: Path, adapter: str, trainable: bool = False) -> None:
+        model.load_adapter(directory, adapter, is_trainable=trainable)

@@ -1,0 +1,72 @@
+"""Comparison primitives every invariant is built from; each failure says what differed, where and by how much.
+
+Exact comparisons (round-trips, isolation) use `torch.equal`; numeric ones use the tolerance table. An
+"effect" check comes before any closeness check, so an adapter that does nothing cannot pass for the wrong reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from loraguard.tolerance import EFFECT_MARGIN, bound, max_diff
+
+
+class InvariantViolation(AssertionError):
+    """A broken promise of a LoRA library; the message is the report a user reads."""
+
+
+def expect(ok: bool, message: str) -> None:
+    """Raise InvariantViolation with `message` unless `ok`."""
+    if not ok:
+        raise InvariantViolation(message)
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str, depth: int = 1) -> float:
+    """`got` equals `want` within the dtype's bound; returns the difference seen."""
+    expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != expected {tuple(want.shape)}")
+    expect(bool(torch.isfinite(got).all()), f"{what}: result has NaN or Inf")
+    diff, allowed = max_diff(got, want), bound(want, dtype, depth)
+    expect(diff <= allowed, f"{what}: max |difference| {diff:.3g} exceeds the {dtype} bound {allowed:.3g}")
+    return diff
+
+
+def assert_effect(with_adapter: torch.Tensor, without: torch.Tensor, dtype: torch.dtype, what: str,
+                  depth: int = 1) -> float:
+    """The adapter changes the output by well over the comparison bound (else equality checks prove nothing)."""
+    effect, allowed = max_diff(with_adapter, without), bound(without, dtype, depth)
+    expect(effect > EFFECT_MARGIN * allowed,
+           f"{what}: the adapter changes the output by only {effect:.3g}, not above {EFFECT_MARGIN:g} x the bound "
+           f"{allowed:.3g}; the adapter has no effect (all-zero lora_B, or its delta vanishes in {dtype})")
+    return effect
+
+
+def assert_equal(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Bit-identical tensors (same shape, dtype and values)."""
+    expect(got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}")
+    expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}")
+    if not torch.equal(got.cpu(), want.cpu()):
+        raise InvariantViolation(f"{what}: values differ (max |difference| {max_diff(got, want):.3g})")
+
+
+def assert_same_keys(got: Mapping[str, object], want: Mapping[str, object], what: str) -> None:
+    """Equal key sets, reporting what appeared and what vanished."""
+    extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+    expect(not extra and not missing,
+           f"{what}: key sets differ; unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}, "
+           f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+
+
+def assert_state_equal(got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor], what: str) -> None:
+    """Two state dicts with the same keys and bit-identical tensors."""
+    assert_same_keys(got, want, what)
+    for key in sorted(want):
+        assert_equal(got[key], want[key], f"{what}: {key}")
+
+
+def assert_no_empty_tensors(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """No zero-size tensor: the mark of a ZeRO-3 parameter saved without gathering."""
+    empty = sorted(k for k, v in state.items() if v.numel() == 0)
+    expect(not empty, f"{what}: {len(empty)} tensor(s) have no elements, e.g. {empty[0] if empty else ''}: "
+                      "parameters were saved un-gathered (ZeRO-3 shards); save inside GatheredParameters")

@@ -13,6 +13,8 @@ import sys
 #: subcommand name -> module implementing it
 COMMANDS: dict[str, str] = {
     "demo": "loraguard.demo",
+    "audit": "loraguard.audit.cli",
+    "audit-merge": "loraguard.audit.merge_cli",
 }
 
 

@@ -1,0 +1,40 @@
+"""`loraguard audit PATH...`: audit adapters, safetensors files, sharded models and pickles without trusting them.
+
+Imports nothing heavy at module top: the main CLI imports every command module to build its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Audit LoRA adapters and checkpoints offline (safetensors headers, keys vs config, ranks, values, pickles)."
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """--format and --fail-on, shared by `audit` and `audit-merge`."""
+    parser.add_argument("--format", choices=("table", "json", "junit", "sarif"), default="table",
+                        help="report format (default: table); junit and sarif are for CI and code scanning")
+    parser.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
+                        help="exit 1 if a finding is at or above this severity (default: error)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="adapter directory (named adapters in subfolders too), *.safetensors, "
+                             "*.safetensors.index.json, model directory, or pickle (*.bin)")
+    add_report_options(parser)
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="load pickle files whose scan finds only tensor imports, with torch.load(weights_only=True), "
+                             "and audit their tensors; only for files you trust")
+
+
+def run(args: argparse.Namespace) -> int:
+    from loraguard.audit.checkpoint import Options, audit_paths
+    from loraguard.audit.progress import terminal_progress
+    from loraguard.audit.report import exit_code, render
+
+    progress = terminal_progress() if args.format == "table" else None
+    result = audit_paths(args.paths, Options(allow_pickle=args.allow_pickle, progress=progress))
+    sys.stdout.write(render(result, args.format, args.fail_on))
+    return exit_code(result, args.fail_on)

@@ -21,10 +21,10 @@ class Tolerance:
 
 
 TABLE: dict[torch.dtype, Tolerance] = {
-    torch.float64: Tolerance(1e-11, 1e-12, "float64: reassociating a sum moves a few ulps (2^-52)"),
-    torch.float32: Tolerance(2e-5, 1e-6, "float32: (W + sBA)x vs Wx + sB(Ax) reorder sums of ~100 terms; eps 2^-23"),
-    torch.float16: Tolerance(4e-3, 1e-4, "float16: the merged weight is rounded to eps 2^-10 before use"),
-    torch.bfloat16: Tolerance(3e-2, 1e-3, "bfloat16: the merged weight is rounded to eps 2^-7 before use"),
+    torch.float64: Tolerance(2.0**-40, 1e-12, "float64: reordered sums drift a few ulps of eps 2^-52"),
+    torch.float32: Tolerance(2.0**-17, 1e-6, "float32: (W + sBA)x vs Wx + sB(Ax) reorder sums; 64 ulps of eps 2^-23"),
+    torch.float16: Tolerance(2.0**-8, 1e-4, "float16: merged weights and activations round to eps 2^-10; 4 ulps"),
+    torch.bfloat16: Tolerance(2.0**-6, 1e-3, "bfloat16: merged weights and activations round to eps 2^-8; 4 ulps"),
 }
 
 #: An adapter's effect must exceed the bound by this factor before "equal" means anything.
@@ -39,10 +39,14 @@ def tolerance(dtype: torch.dtype) -> Tolerance:
         raise ValueError(f"no tolerance defined for {dtype}; add one to loraguard.tolerance.TABLE") from None
 
 
-def bound(want: torch.Tensor, dtype: torch.dtype, depth: int = 1) -> float:
-    """The allowed max-abs difference when comparing against `want`, computed in `dtype` through `depth` layers."""
+def bound(want: torch.Tensor, dtype: torch.dtype, depth: int = 1, via: torch.Tensor | None = None) -> float:
+    """The allowed max-abs difference when comparing against `want`, computed in `dtype` through `depth` layers.
+
+    `via` is an intermediate the result was rounded through (the merged weight, for an unmerge): rounding error
+    scales with the largest magnitude seen, not only with the final one.
+    """
     tol = tolerance(dtype)
-    scale = want.detach().abs().max().item() if want.numel() else 0.0
+    scale = max((t.detach().abs().max().item() for t in (want, via) if t is not None and t.numel()), default=0.0)
     return tol.rel * scale * depth + tol.floor
 
 

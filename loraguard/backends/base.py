@@ -74,8 +74,8 @@ class Backend(Protocol):
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
         """The current weight of the base layer at `path` (merged or not)."""
 
-    def saved_copy(self, model: nn.Module, adapter: str, path: str) -> dict[str, torch.Tensor]:
-        """The state of `adapter`'s modules_to_save copy of module `path`; KeyError if it has none."""
+    def saved_copies(self, model: nn.Module, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
+        """`adapter`'s modules_to_save copies: module path -> the copy's state dict (tensors shared, not cloned)."""
 
     def merge(self, model: nn.Module, adapters: list[str] | None = None) -> None:
         """Merge adapters (the active ones by default) into the base weights, in place."""

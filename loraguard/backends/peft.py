@@ -92,11 +92,9 @@ class PeftBackend:
         layer = self._lora_layers(model)[path]
         return layer.get_base_layer().weight
 
-    def saved_copy(self, model: nn.Module, adapter: str, path: str) -> dict[str, torch.Tensor]:
-        wrapper = self._base(model).get_submodule(path)
-        if not hasattr(wrapper, "modules_to_save"):
-            raise KeyError(f"{path} is not wrapped for modules_to_save")
-        return wrapper.modules_to_save[adapter].state_dict()
+    def saved_copies(self, model: nn.Module, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
+        return {p: m.modules_to_save[adapter].state_dict() for p, m in self._base(model).named_modules()
+                if isinstance(getattr(m, "modules_to_save", None), nn.ModuleDict) and adapter in m.modules_to_save}
 
     def trainable(self, model: nn.Module) -> set[str]:
         return {n for n, p in self._base(model).named_parameters() if p.requires_grad}
@@ -136,7 +134,7 @@ class PeftBackend:
         return model.disable_adapter()
 
     def add_weighted_adapter(self, model: nn.Module, adapters: list[str], weights: list[float], name: str) -> None:
-        model.add_weighted_adapter(adapters, weights, name, combination_type="linear")
+        model.add_weighted_adapter(adapters, weights, name, combination_type="cat")
 
     def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
         if adapters is None:

@@ -46,8 +46,9 @@ class ReferenceBackend:
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
         return model.lora_layers()[path].base_weight()
 
-    def saved_copy(self, model: LoraModel, adapter: str, path: str) -> dict[str, torch.Tensor]:
-        return model.saved_modules()[path].modules_to_save[adapter].state_dict()
+    def saved_copies(self, model: LoraModel, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
+        return {p: w.modules_to_save[adapter].state_dict() for p, w in model.saved_modules().items()
+                if adapter in w.modules_to_save}
 
     def merge(self, model: LoraModel, adapters: list[str] | None = None) -> None:
         model.merge(adapters)

@@ -23,11 +23,12 @@ def expect(ok: bool, message: str) -> None:
         raise InvariantViolation(message)
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str, depth: int = 1) -> float:
-    """`got` equals `want` within the dtype's bound; returns the difference seen."""
+def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str, depth: int = 1,
+                 via: torch.Tensor | None = None) -> float:
+    """`got` equals `want` within the dtype's bound (see tolerance.bound for `via`); returns the difference seen."""
     expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != expected {tuple(want.shape)}")
     expect(bool(torch.isfinite(got).all()), f"{what}: result has NaN or Inf")
-    diff, allowed = max_diff(got, want), bound(want, dtype, depth)
+    diff, allowed = max_diff(got, want), bound(want, dtype, depth, via)
     expect(diff <= allowed, f"{what}: max |difference| {diff:.3g} exceeds the {dtype} bound {allowed:.3g}")
     return diff
 

@@ -61,10 +61,12 @@ class LoraLayer(nn.Module):
         if name in self.merged_adapters:
             raise RuntimeError(f"adapter {name!r} is merged; unmerge before deleting it")
         for store in self.adapter_stores():
-            store.pop(name, None)
+            if name in store:
+                del store[name]
         for d in (self.scaling, self.rank, self.lora_bias):
             d.pop(name, None)
-        self.lora_dropout.pop(name, None)
+        if name in self.lora_dropout:
+            del self.lora_dropout[name]
         self.active_adapters = [a for a in self.active_adapters if a != name]
 
     def adapters(self) -> list[str]:
@@ -274,7 +276,8 @@ class ModulesToSave(nn.Module):
         self.modules_to_save[name] = copy.deepcopy(self.original_module)
 
     def delete(self, name: str) -> None:
-        self.modules_to_save.pop(name, None)
+        if name in self.modules_to_save:
+            del self.modules_to_save[name]
         self.active_adapters = [a for a in self.active_adapters if a != name]
 
     def adapters(self) -> list[str]:

@@ -46,21 +46,25 @@ class LoraModel(nn.Module):
     """A base model (at `.model`) with named LoRA adapters; one adapter is created and activated at construction."""
 
     def __init__(self, model: nn.Module, config: LoraConfig, adapter_name: str = "default"):
+        self._refuse_if_adapted(model)
+        super().__init__()
+        self.model = model
+        self.peft_config: dict[str, LoraConfig] = {}
+        self.active_adapters: list[str] = []
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.add_adapter(adapter_name, config)
+        self.set_adapter(adapter_name)
+
+    @staticmethod
+    def _refuse_if_adapted(model: nn.Module) -> None:
+        """Wrapping a wrapped model would target LoRA internals: refuse, and say what to do instead."""
         if carries_adapters(model):
             raise AlreadyAdaptedError(
                 "this model already carries LoRA adapters; wrapping it again would target LoRA internals "
                 "(lora_dropout, base_layer, lora_A). To continue training the saved adapter use "
                 "LoraModel.from_pretrained(base, path, is_trainable=True); to train a new one use add_adapter(name, config)."
             )
-        super().__init__()
-        self.model = model
-        self.peft_config: dict[str, LoraConfig] = {}
-        self.active_adapters: list[str] = []
-        self._disabled = False
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.add_adapter(adapter_name, config)
-        self.set_adapter(adapter_name)
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -93,14 +97,14 @@ class LoraModel(nn.Module):
         if config.bias == "all":
             raise ValueError("bias='all' is not implemented by the reference; use 'none' or 'lora_only'")
         names = [n for n, _ in self.model.named_modules() if n]
-        candidates = [n for n in names if not is_lora_internal(n)]
+        candidates = self._candidates(names)
         if config.target_modules == ALL_LINEAR:
             targets = all_linear_targets(self.model)
         else:
-            targets = [n for n in candidates if spec_matches(n, config.target_modules)]
+            targets = [n for n in candidates if self._selects(n, config.target_modules)]
         if not targets:
             raise ValueError(no_match_message("target_modules", config.target_modules, names))
-        saved = [n for n in candidates if spec_matches(n, config.modules_to_save)]
+        saved = [n for n in candidates if self._selects(n, config.modules_to_save)]
         missing = unmatched_entries(candidates, config.modules_to_save or [])
         if missing:
             raise ValueError(no_match_message("modules_to_save", missing, names))
@@ -111,7 +115,7 @@ class LoraModel(nn.Module):
         if lora_wrapped:
             raise ValueError(f"modules_to_save {lora_wrapped} already carry LoRA layers of another adapter")
         # Validate every target before changing anything, so a failure leaves the model as it was.
-        new_layers = {p: wrap_layer(self.model.get_submodule(p)) for p in targets
+        new_layers = {p: self._wrap_layer(self.model.get_submodule(p)) for p in targets
                       if not isinstance(self.model.get_submodule(p), LoraLayer)}
         for path in targets:
             layer = new_layers.get(path) or self.model.get_submodule(path)
@@ -129,6 +133,21 @@ class LoraModel(nn.Module):
             wrapper.active_adapters = list(self.active_adapters)
         self.peft_config[adapter_name] = config
         self._update_trainable()
+
+    # Selection and wrapping go through these methods so each rule is stated once (and can be broken on purpose
+    # by the mutant backends in tests/, one rule at a time).
+    @staticmethod
+    def _candidates(names: list[str]) -> list[str]:
+        """Modules a config may select: never LoRA internals (lora_dropout, base_layer, saved copies...)."""
+        return [n for n in names if not is_lora_internal(n)]
+
+    @staticmethod
+    def _selects(name: str, spec: str | list[str] | None) -> bool:
+        return spec_matches(name, spec)
+
+    @staticmethod
+    def _wrap_layer(module: nn.Module) -> LoraLayer:
+        return wrap_layer(module)
 
     def set_adapter(self, adapter_names: str | list[str]) -> None:
         """Make `adapter_names` the active adapters (their outputs add up); only they are trainable."""

@@ -1,0 +1,41 @@
+"""Adapter isolation: what happens to one adapter never touches another (the modules_to_save leak of peft 0.14)."""
+
+from __future__ import annotations
+
+from loraguard.backends.base import Backend
+from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal
+from loraguard.invariants.registry import invariant
+from loraguard.invariants.steps import OTHER, adapter_snapshot, perturb, read_saved, scratch_dir, wrap
+from loraguard.scenarios import Scenario, expected_saved_keys
+
+
+@invariant("isolation", "Adding, training, switching or deleting one adapter leaves every other adapter bit-identical, "
+           "and each adapter saves exactly its own modules_to_save.", needs=("multi_adapter", "save_load"),
+           needs_second=True)
+def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
+    w = wrap(backend, scenario)
+    first = adapter_snapshot(backend, w.model, "default", scenario)
+    out = w.out()
+
+    def unchanged(after: str) -> None:
+        assert_state_equal(adapter_snapshot(backend, w.model, "default", scenario), first,
+                           f"adapter 'default' after {after}")
+        assert_equal(w.out(), out, f"output of adapter 'default' after {after}")
+
+    backend.add_adapter(w.model, OTHER, scenario.second)
+    unchanged(f"adding adapter '{OTHER}'")
+    backend.set_adapter(w.model, [OTHER])
+    perturb(backend, w.model, OTHER)
+    backend.set_adapter(w.model, ["default"])
+    unchanged(f"training adapter '{OTHER}' and switching back")
+
+    adapters = [("default", scenario.config), (OTHER, scenario.second)]
+    with scratch_dir() as d:
+        backend.save(w.model, d)
+        for name, where in (("default", d), (OTHER, d / OTHER)):
+            assert_same_keys(read_saved(where), expected_saved_keys(scenario, adapters, name),
+                             f"keys saved for adapter '{name}'")
+
+    if "delete_adapter" in backend.capabilities:
+        backend.delete_adapter(w.model, OTHER)
+        unchanged(f"deleting adapter '{OTHER}'")

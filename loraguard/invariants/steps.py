@@ -1,0 +1,121 @@
+"""Steps invariants share: wrapping a scenario's model, simulated training, snapshots and reading saved files."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from loraguard.backends.base import Backend
+from loraguard.config import WEIGHTS_NAME, LoraConfig
+from loraguard.invariants.checks import expect
+from loraguard.keys import MODULES_TO_SAVE, AdapterKey
+from loraguard.merge_math import LayerKind
+from loraguard.scenarios import Scenario, expected_targets, layer_kind
+from loraguard.zoo import run
+
+OTHER = "other"
+
+
+@dataclass
+class Wrapped:
+    """A scenario's model wrapped by a backend, with what it looked like before."""
+
+    model: nn.Module
+    base: nn.Module  # the module handed to backend.wrap (adapted in place by peft-style libraries)
+    inputs: tuple
+    base_out: torch.Tensor
+    base_weights: dict[str, torch.Tensor]
+    targets: dict[str, tuple[LayerKind, bool]]
+
+    def out(self) -> torch.Tensor:
+        with torch.no_grad():
+            return run(self.model, self.inputs)
+
+
+def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None) -> Wrapped:
+    """Build the base, record its output and target weights, wrap it, and check the backend wrapped exactly the
+    modules the oracle selects (dot-boundary names, never LoRA internals)."""
+    config = config or scenario.config
+    base, x = scenario.base(), scenario.inputs()
+    targets = expected_targets(scenario, config)
+    with torch.no_grad():
+        base_out = run(base, x)
+    w0 = {p: base.get_submodule(p).weight.detach().clone() for p in targets}
+    model = backend.wrap(base, config)
+    got = set(backend.lora_factors(model, "default"))
+    expect(got == set(targets),
+           f"wrapped modules differ from target_modules={config.target_modules!r}: unexpected "
+           f"{sorted(got - set(targets))}, missing {sorted(set(targets) - got)}")
+    return Wrapped(model, base, x, base_out, w0, targets)
+
+
+def perturb(backend: Backend, model: nn.Module, adapter: str, seed: int = 1) -> None:
+    """Simulated training of one adapter: change its factors and modules_to_save copies in place."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = [t for ab in backend.lora_factors(model, adapter).values() for t in ab]
+    tensors += [t for state in backend.saved_copies(model, adapter).values() for t in state.values()]
+    with torch.no_grad():
+        for t in tensors:
+            if t.is_floating_point():
+                t.add_((torch.randn(t.shape, generator=gen) * 0.05).to(t.device, t.dtype))
+
+
+def adapter_snapshot(backend: Backend, model: nn.Module, adapter: str, scenario: Scenario) -> dict[str, torch.Tensor]:
+    """Every tensor of one adapter (factors and modules_to_save copies), cloned, under its saved key."""
+    return {k: v.detach().clone() for k, v in adapter_tensors(backend, model, adapter, scenario).items()}
+
+
+def adapter_tensors(backend: Backend, model: nn.Module, adapter: str, scenario: Scenario) -> dict[str, torch.Tensor]:
+    """One adapter's tensors as the backend holds them, keyed by the name peft's format gives them on disk."""
+    kinds = module_kinds(scenario)
+    out: dict[str, torch.Tensor] = {}
+    for path, (a, b) in backend.lora_factors(model, adapter).items():
+        embedding = kinds.get(path) == "embedding"
+        roles = ("lora_embedding_A", "lora_embedding_B") if embedding else ("lora_A", "lora_B")
+        param = "" if embedding else "weight"
+        out[AdapterKey(path, roles[0], param).saved()] = a
+        out[AdapterKey(path, roles[1], param).saved()] = b
+    for path, state in backend.saved_copies(model, adapter).items():
+        for k, v in state.items():
+            out[AdapterKey(path, MODULES_TO_SAVE, k).saved()] = v
+    return out
+
+
+def module_kinds(scenario: Scenario) -> dict[str, LayerKind]:
+    """Layer kind of every module of the scenario's base model, by path."""
+    return {n: layer_kind(m)[0] for n, m in scenario.base().named_modules() if n}
+
+
+def train_step(model: nn.Module, inputs: tuple, lr: float = 0.1) -> None:
+    """One SGD step on every parameter that requires grad (loss: mean square of the output)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    expect(bool(params), "no parameter requires grad after wrapping: nothing would train")
+    model.zero_grad(set_to_none=True)
+    run(model, inputs).float().pow(2).mean().backward()
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+    model.zero_grad(set_to_none=True)
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A temporary directory (Hypothesis examples cannot use function-scoped fixtures such as tmp_path)."""
+    with tempfile.TemporaryDirectory(prefix="loraguard-") as d:
+        yield Path(d)
+
+
+def read_saved(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved adapter directory, as written."""
+    from safetensors.torch import load_file
+
+    path = directory / WEIGHTS_NAME
+    expect(path.exists(), f"{path} was not written by save")
+    return load_file(str(path))

@@ -1,0 +1,141 @@
+"""A scenario is what an invariant runs on: a tiny model recipe, one or two LoRA configs, a dtype and a device.
+
+The oracle's expectations for a scenario (which modules are targets, what kind each is, which keys a save
+must hold, which capabilities a backend needs) are derived here from the base model and the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from loraguard.config import LoraConfig
+from loraguard.merge_math import LayerKind
+from loraguard.reference.layers import is_conv1d_transposed
+from loraguard.zoo import ZooModel
+
+_DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16", torch.float64: "f64"}
+DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One model + adapters setup. `second` is a config for a second adapter ("other") where an invariant needs one."""
+
+    model: ZooModel
+    config: LoraConfig
+    second: LoraConfig | None = None
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    seed: int = 0
+    label: str = ""
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def id(self) -> str:
+        """Readable test id: model, label, dtype."""
+        return "-".join(p for p in (self.model.name, self.label, _DTYPE_NAMES.get(self.dtype, str(self.dtype))) if p)
+
+    def base(self) -> nn.Module:
+        """A fresh base model, deterministic for the scenario's seed."""
+        return self.model.make(self.seed, self.dtype, self.device)
+
+    def inputs(self) -> tuple:
+        x = self.model.example(self.seed, self.device)
+        return tuple(t.to(self.dtype) if t.is_floating_point() else t for t in x)
+
+
+def layer_kind(module: nn.Module) -> tuple[LayerKind, bool]:
+    """(kind, fan_in_fan_out) of a base layer, decided from its type alone (the oracle's view, not the backend's)."""
+    if isinstance(module, nn.Embedding):
+        return "embedding", False
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return "conv", False
+    return "linear", is_conv1d_transposed(module)
+
+
+def oracle(scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = None):
+    """The reference model for the scenario (adapters added in order; the first is active)."""
+    from loraguard.reference import LoraModel
+
+    adapters = adapters or [("default", scenario.config)]
+    (name, cfg), rest = adapters[0], adapters[1:]
+    ref = LoraModel(scenario.base(), cfg, name)
+    for other, other_cfg in rest:
+        ref.add_adapter(other, other_cfg)
+    return ref
+
+
+def expected_targets(scenario: Scenario, config: LoraConfig | None = None) -> dict[str, tuple[LayerKind, bool]]:
+    """Module path -> (kind, fan_in_fan_out) for every module the config must wrap, per the reference's rules."""
+    config = config or scenario.config
+    ref = oracle(scenario, [("default", config)])
+    return {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items()}
+
+
+def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:
+    """The exact key set adapter `name` must save, per the reference."""
+    return set(oracle(scenario, adapters).adapter_state_dict(name))
+
+
+def needed_capabilities(scenario: Scenario) -> set[str]:
+    """Capabilities a backend must declare to run this scenario at all."""
+    needs: set[str] = set()
+    for cfg in filter(None, (scenario.config, scenario.second)):
+        if cfg.use_rslora:
+            needs.add("rslora")
+        if cfg.rank_pattern or cfg.alpha_pattern:
+            needs.add("patterns")
+        if cfg.lora_bias:
+            needs.add("lora_bias")
+        if cfg.modules_to_save:
+            needs.add("modules_to_save")
+        if cfg.target_modules == "all-linear":
+            needs.add("all_linear")
+        for kind, fifo in expected_targets(scenario, cfg).values():
+            if fifo:
+                needs.add("fan_in_fan_out")
+            elif kind != "linear":
+                needs.add(kind)
+    if scenario.second is not None:
+        needs.add("multi_adapter")
+    if scenario.dtype == torch.bfloat16:
+        needs.add("bfloat16")
+    if scenario.dtype == torch.float16:
+        needs.add("float16")
+    if scenario.device.startswith("cuda"):
+        needs.add("cuda")
+    return needs
+
+
+def clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached copies, to compare against later."""
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+#: A second adapter per zoo model, with other targets and (where the model has a spare module) its own
+#: modules_to_save, so isolation is tested the way peft's leak showed up.
+_SECOND: dict[str, tuple[list[str], list[str] | None]] = {
+    "mlp": (["fc1"], None),
+    "convnet": (["conv2"], None),
+    "embedding": (["proj"], None),
+    "nested": (["fc_out"], ["xhead"]),
+    "llama": (["v_proj", "down_proj"], ["model.norm"]),
+    "gpt2": (["c_fc"], None),
+}
+
+
+def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
+    """The deterministic scenarios of the built-in zoo (or user models): non-trivial scaling, non-zero B."""
+    out = []
+    for zm in models:
+        targets, saved = _SECOND.get(zm.name, (None, None))
+        first = LoraConfig(r=4, lora_alpha=16, target_modules=zm.target_modules,
+                           modules_to_save=list(zm.modules_to_save) or None, init_lora_weights=False)
+        second = LoraConfig(r=2, lora_alpha=8, target_modules=targets or zm.target_modules, modules_to_save=saved,
+                            init_lora_weights=False)
+        for dtype in dtypes:
+            out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))
+    return out

@@ -62,6 +62,7 @@ def load_adapter(model: LoraModel, directory: Path, adapter_name: str, is_traina
     On any error the adapter is removed again, so the model is left as it was.
     """
     config = read_config(directory)
+    wrapped_before = set(model.lora_layers()) | set(model.saved_modules())
     if not created:
         model.add_adapter(adapter_name, config)
     try:
@@ -71,8 +72,19 @@ def load_adapter(model: LoraModel, directory: Path, adapter_name: str, is_traina
         if created:
             raise
         model.delete_adapter(adapter_name)
+        _unwrap_new(model, wrapped_before)
         raise
     _set_trainable_after_load(model, adapter_name, is_trainable)
+
+
+def _unwrap_new(model: LoraModel, wrapped_before: set[str]) -> None:
+    """Put back the plain modules that a failed load wrapped, so the model's structure is as before."""
+    for path, layer in model.lora_layers().items():
+        if path not in wrapped_before:
+            model._replace(path, layer.base_layer)
+    for path, wrapper in model.saved_modules().items():
+        if path not in wrapped_before:
+            model._replace(path, wrapper.original_module)
 
 
 def _copy_into(model: LoraModel, path: Path, tensors: dict[str, torch.Tensor], adapter_name: str) -> None:

@@ -98,6 +98,16 @@ class LoraLayer(nn.Module):
             self.merged_adapters.append(name)
 
     @torch.no_grad()
+    def merge_is_finite(self, names: list[str]) -> bool:
+        """Would merging `names` leave the base weight finite? (checked before any layer changes, for safe merge)"""
+        weight = self.base_weight()
+        new = _wide(weight)
+        for name in names:
+            if name in self.scaling and name not in self.merged_adapters:
+                new = new + self.delta(name)
+        return bool(torch.isfinite(new.to(weight.dtype)).all())
+
+    @torch.no_grad()
     def unmerge(self) -> None:
         """Subtract every merged delta, last merged first."""
         weight = self.base_weight()

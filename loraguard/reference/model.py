@@ -34,12 +34,19 @@ def carries_adapters(model: nn.Module) -> bool:
 
 
 def all_linear_targets(model: nn.Module) -> list[str]:
-    """peft's "all-linear": every Linear/Conv1D outside LoRA internals, minus the output head if the model names one."""
+    """peft's "all-linear": every Linear/Conv1D outside LoRA internals, minus the output head if the model names one.
+
+    A layer already wrapped by LoRA counts by its base layer, so a second adapter finds the same layers.
+    """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [
-        name for name, m in model.named_modules()
-        if name and (isinstance(m, nn.Linear) or is_conv1d_transposed(m)) and not is_lora_internal(name) and m is not head
-    ]
+
+    def linear(m: nn.Module) -> bool:
+        if isinstance(m, LoraLayer):
+            return linear(m.base_layer)
+        return isinstance(m, nn.Linear) or is_conv1d_transposed(m)
+
+    return [name for name, m in model.named_modules()
+            if name and linear(m) and not is_lora_internal(name) and m is not head]
 
 
 class LoraModel(nn.Module):
@@ -220,7 +227,12 @@ class LoraModel(nn.Module):
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise ValueError(f"unknown adapter(s) {unknown}; this model has {list(self.peft_config)}")
-        for layer in self.lora_layers().values():
+        layers = self.lora_layers()
+        broken = [path for path, layer in layers.items() if safe and not layer.merge_is_finite(names)]
+        if broken:
+            raise ValueError(f"merging {names} would give non-finite weights in {broken}; nothing was merged. "
+                             "The adapter is broken (NaN/inf factors or overflow): check its weights")
+        for layer in layers.values():
             layer.merge(names, safe=safe)
 
     def unmerge(self) -> None:

@@ -1,0 +1,70 @@
+"""The rank launcher: collectives work, a raised exception comes back with its traceback, a hang is named and
+cleaned up, and nothing outlives the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import os
+
+import pytest
+
+from loraguard.zero3.launch import launch
+
+pytestmark = pytest.mark.zero3
+SCENARIOS = Path(__file__).with_name("scenarios.py")
+
+
+def scenario(name: str) -> str:
+    return f"{SCENARIOS}:{name}"
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for a parent that is not us to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def children_of_this_process() -> list[int]:
+    mine = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            mine.append(int(stat.parent.name))
+    return mine
+
+
+def test_exception_on_rank1_is_reported_with_every_rank_traceback_and_the_run_goes_on():
+    outcomes = launch([scenario("all_reduce_sum"), scenario("raise_on_rank1"), scenario("all_reduce_sum")], 2,
+                      timeout=30)
+    assert [o.status for o in outcomes] == ["passed", "error", "passed"]
+    failed = outcomes[1]
+    assert [r.rank for r in failed.ranks] == [0, 1]
+    rank1 = failed.ranks[1]
+    assert "ValueError: deliberate failure on rank 1" in rank1.message
+    assert 'raise ValueError("deliberate failure on rank 1")' in rank1.traceback
+    assert "--- rank 0:" in failed.message and "--- rank 1:" in failed.message
+    assert "scenarios.py" in failed.ranks[0].traceback  # rank 0's own traceback: its barrier lost the peer
+
+
+def test_hang_names_the_rank_that_did_not_arrive_and_leaves_no_process(tmp_path):
+    pid_file = tmp_path / "pids"
+    [outcome] = launch([scenario("hang_on_rank1")], 2, timeout=5, options={"pid_file": str(pid_file)})
+    assert outcome.status == "error"
+    assert "rank(s) [1] did not arrive at 'barrier', reached by rank(s) [0]" in outcome.message
+    assert "in hang_on_rank1" in outcome.message  # the hung rank's stack
+    pids = [int(p) for p in pid_file.read_text().split()] + outcome.pids
+    assert len(pids) == 6  # two ranks, each with a child, plus the ranks as the launcher saw them
+    assert all(gone(pid) for pid in pids), [p for p in pids if not gone(p)]
+    assert children_of_this_process() == []
+
+
+def test_unknown_scenario_is_an_error_naming_the_choices():
+    [outcome] = launch(["no-such-invariant"], 1, timeout=30)
+    assert outcome.status == "error"
+    assert "unknown scenario 'no-such-invariant'" in outcome.message and "zero3-save-gathered" in outcome.message

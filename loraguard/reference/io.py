@@ -116,9 +116,12 @@ def _copy_into(model: LoraModel, path: Path, tensors: dict[str, torch.Tensor], a
 
 
 def _set_trainable_after_load(model: LoraModel, adapter_name: str, is_trainable: bool) -> None:
-    """Inference: nothing trainable. Continued training: exactly this adapter's parameters."""
+    """Inference: nothing trainable and eval mode (dropout off), as peft. Continued training: exactly this
+    adapter's parameters."""
     for p in model.model.parameters():
         p.requires_grad_(False)
     if is_trainable:
         for p in model.adapter_parameters(adapter_name).values():
             p.requires_grad_(True)
+    else:
+        model.eval()

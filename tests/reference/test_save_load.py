@@ -105,9 +105,14 @@ def test_a_pickle_only_adapter_is_refused(saved: Path) -> None:
         LoraModel.from_pretrained(ZOO["mlp"].make(), saved)
 
 
-def test_inference_load_freezes_everything(saved: Path) -> None:
-    model = LoraModel.from_pretrained(ZOO["mlp"].make(), saved)
+def test_inference_load_freezes_everything_and_turns_dropout_off(tmp_path: Path) -> None:
+    wrapped("mlp", target_modules=["fc1", "fc2"], lora_dropout=0.5).save_pretrained(tmp_path)
+    model = LoraModel.from_pretrained(ZOO["mlp"].make().train(), tmp_path)
     assert not any(p.requires_grad for p in model.parameters())
+    assert not any(m.training for m in model.modules())
+    x = ZOO["mlp"].example()
+    with torch.no_grad():
+        assert torch.equal(run(model, x), run(model, x))
 
 
 def test_continued_training_trains_exactly_the_adapter(saved: Path) -> None:

@@ -1,0 +1,133 @@
+"""`loraguard demo`: run loraguard's checks on the built-in tiny models against the installed peft, as a report.
+
+The report is a list of sections; each renders its own text and says whether it passed. A later check adds
+one `Section` to `SECTIONS`. Exit code 1 if any section failed, 2 if peft is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+HELP = "Run loraguard on its built-in tiny models against the installed peft and print a readable report."
+
+
+@dataclass(frozen=True)
+class SectionResult:
+    """What a section prints, and whether it found a problem that is not a documented upstream bug."""
+
+    text: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    run: Callable[[argparse.Namespace], SectionResult]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="zoo models to use (default: all available)")
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
+                        help="dtypes to compare in (default: both)")
+
+
+def agreement_section(args: argparse.Namespace) -> SectionResult:
+    """The reference-vs-peft agreement table, with every problem spelled out below it."""
+    import peft
+
+    from loraguard.agreement import agreement_rows
+
+    rows = agreement_rows(args.models, args.dtypes)
+    lines = [
+        f"peft {peft.__version__}; differences are max |peft - reference| over the outputs; a difference passes "
+        "when <= bound",
+        "(the tolerance table's bound for the dtype); effect = smallest change the adapter makes, must be >= 10x bound.",
+        "",
+        format_table(rows),
+    ]
+    lines += format_problems(rows)
+    bad = [r for r in rows if not r.agrees and not r.explained]
+    explained = [r for r in rows if r.explained]
+    summary = f"{len(rows) - len(bad) - len(explained)} of {len(rows)} rows agree"
+    if explained:
+        summary += f"; {len(explained)} differ only by documented peft bugs"
+    if bad:
+        summary += f"; {len(bad)} DISAGREE"
+    lines += ["", summary]
+    return SectionResult("\n".join(lines), ok=not bad)
+
+
+def format_table(rows: list) -> str:
+    """Fixed-width text table of agreement rows."""
+    header = ("model", "dtype", "config", "effect", "bound", "unmerged", "disabled", "merged", "saved keys",
+              "saved file", "peft<-ref", "ref<-peft", "verdict")
+    body = [(r.model, r.dtype, r.variant, _num(r.effect), _num(r.bound), _num(r.unmerged), _num(r.disabled),
+             _num(r.merged), "same" if r.keys_equal else "DIFFER", r.weights_file, _yes(r.peft_loads_reference),
+             _yes(r.reference_loads_peft), r.verdict) for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_problems(rows: list) -> list[str]:
+    """Each model's problems once, with the dtype/config rows that show it, then the peft bugs they cite."""
+    from loraguard.agreement import KNOWN_PEFT_BUGS
+
+    by_model: dict[str, dict[str, list[str]]] = {}
+    for r in rows:
+        for p in r.problems:
+            text = p.text + (f"  [{p.cause}]" if p.cause else "")
+            by_model.setdefault(r.model, {}).setdefault(text, []).append(f"{r.dtype}/{r.variant}")
+    if not by_model:
+        return []
+    lines = ["", "Problems:"]
+    for model, problems in by_model.items():
+        by_rows: dict[tuple[str, ...], list[str]] = {}
+        for text, where in problems.items():
+            by_rows.setdefault(tuple(where), []).append(text)
+        for where, texts in by_rows.items():
+            lines.append(f"  {model} ({', '.join(where)}):")
+            lines += [f"    - {t}" for t in texts]
+    cited = sorted({p.cause for r in rows for p in r.problems if p.cause})
+    if cited:
+        lines += ["", "Known peft bugs cited above:"] + [f"  {c}: {KNOWN_PEFT_BUGS[c]}" for c in cited]
+    return lines
+
+
+SECTIONS: list[Section] = [
+    Section("Reference LoRA vs peft: same weights, same outputs, same files", agreement_section),
+]
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [m for m in ("torch", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"loraguard demo needs {', '.join(missing)}: run `make demo`, which installs them into .venv",
+              file=sys.stderr)
+        return 2
+    import warnings
+
+    failed = []
+    for section in SECTIONS:
+        print(f"== {section.title} ==\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # library API deprecations, not findings
+            result = section.run(args)
+        print(result.text + "\n")
+        if not result.ok:
+            failed.append(section.title)
+    print("demo: FAILED in: " + "; ".join(failed) if failed else "demo: all sections passed")
+    return 1 if failed else 0
+
+
+def _num(x: float) -> str:
+    return "0" if x == 0 else f"{x:.2e}"
+
+
+def _yes(ok: bool) -> str:
+    return "ok" if ok else "FAIL"

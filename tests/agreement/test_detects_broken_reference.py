@@ -1,0 +1,70 @@
+"""The agreement check is only worth something if it fails a broken implementation: one-defect mutants of the
+reference (scaling, Conv1D transpose, LoRA forward, key format) must each make a zoo row disagree, and the demo
+must then exit 1."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+pytest.importorskip("peft")
+
+from loraguard import demo  # noqa: E402
+from loraguard.agreement import VARIANTS, compare  # noqa: E402
+from loraguard.keys import AdapterKey, strip_prefix  # noqa: E402
+from loraguard.reference import layers  # noqa: E402
+from loraguard.zoo import ZOO  # noqa: E402
+
+
+def _ignore_rslora(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("loraguard.config.scaling", lambda r, alpha, use_rslora: alpha / r)
+
+
+def _drop_transpose(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = layers.delta_weight
+    monkeypatch.setattr(layers, "delta_weight", lambda a, b, s, kind, fan_in_fan_out=False: real(a, b, s, kind))
+
+
+def _forward_without_scaling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers.LoraLinear, "_lora_forward",
+                        lambda self, name, x: self.lora_B[name](self.lora_A[name](x.to(self.lora_A[name].weight.dtype))))
+
+
+def _keys_without_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = AdapterKey.saved
+    monkeypatch.setattr(AdapterKey, "saved", lambda self: strip_prefix(real(self)))
+
+
+@pytest.mark.parametrize(("mutant", "zoo_name", "variant", "symptom"), [
+    (_ignore_rslora, "mlp", "rslora+patterns", "unmerged outputs differ"),
+    (_drop_transpose, "gpt2", "plain", "comparison stopped: RuntimeError"),  # W is (in, out), delta (out, in)
+    (_forward_without_scaling, "llama", "plain", "unmerged outputs differ"),
+    (_keys_without_prefix, "embedding", "plain", "saved keys differ"),
+], ids=["scaling", "transpose", "forward", "key-format"])
+def test_a_broken_reference_disagrees(monkeypatch: pytest.MonkeyPatch, mutant, zoo_name: str, variant: str,
+                                      symptom: str) -> None:
+    assert compare(ZOO[zoo_name], "float32", VARIANTS[variant]).agrees
+    mutant(monkeypatch)
+    row = compare(ZOO[zoo_name], "float32", VARIANTS[variant])
+    assert row.verdict == "DISAGREE"
+    assert any(symptom in p.text for p in row.problems), [p.text for p in row.problems]
+
+
+def _demo(capsys: pytest.CaptureFixture[str], *models: str) -> tuple[int, str]:
+    code = demo.run(argparse.Namespace(models=list(models), dtypes=["float32"]))
+    return code, capsys.readouterr().out
+
+
+def test_demo_passes_when_the_only_differences_are_documented_peft_bugs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _demo(capsys, "mlp", "nested")
+    assert code == 0, out
+    assert "peft bug huggingface/peft#1917" in out and "DISAGREE" not in out
+
+
+def test_demo_exits_1_on_a_real_disagreement(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _ignore_rslora(monkeypatch)
+    code, out = _demo(capsys, "mlp")
+    assert code == 1
+    assert "DISAGREE" in out and "unmerged outputs differ" in out

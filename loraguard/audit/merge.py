@@ -124,8 +124,7 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
             out.append(Finding("LG503", got.file, f"shape {list(got.shape)} in the merged model, {list(base_ref.shape)} "
                                "in the base", key))
         elif key in targets:
-            finding = _check_target(config, targets[key], adapter, base, merged)
-            if finding is not None:
+            for finding in _check_layouts(config, targets[key], adapter, base, merged):
                 (no_op if finding.rule == "LG501" else out).append(finding)
         elif key in copies:
             out += _check_equal(copies[key], got, adapter, merged, "the adapter's saved copy of this module")
@@ -162,15 +161,31 @@ def _factor_rows(kind: str, fan_in_fan_out: bool, a, b, start: int, stop: int):
     return a, b[start:stop]
 
 
+def _check_layouts(config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource,
+                   merged: TensorSource) -> list[Finding]:
+    """Check with the config's fan_in_fan_out; if the delta only fits the base transposed the other way, say so
+    (peft transposes GPT-2 Conv1D layers whatever the config says) and check with the layout that fits."""
+    fifo = config.fan_in_fan_out and target.kind == "linear"
+    finding = _check_target(config, target, adapter, base, merged, fifo)
+    if finding is None or finding.rule != "LG503" or target.kind != "linear":
+        return [finding] if finding else []
+    retry = _check_target(config, target, adapter, base, merged, not fifo)
+    if retry is not None and retry.rule == "LG503":
+        return [finding]
+    note = Finding("LG507", finding.file, f"the config says fan_in_fan_out={str(fifo).lower()} but the factors fit this "
+                   f"weight only with fan_in_fan_out={str(not fifo).lower()} (GPT-2 Conv1D layout); checked that way. "
+                   "Save the config with the layout the layers use", target.key)
+    return [note] + ([retry] if retry else [])
+
+
 def _check_target(config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource,
-                  merged: TensorSource) -> Finding | None:
+                  merged: TensorSource, fifo: bool) -> Finding | None:
     import torch
 
     from loraguard.merge_math import merged_weight
     from loraguard.tolerance import max_diff
 
     scale = config.scaling_for(target.module)
-    fifo = config.fan_in_fan_out and target.kind == "linear"
     base_ref, got_ref = base.refs[target.key], merged.refs[target.key]
     a_full, b_full = adapter.load(target.factors.a), adapter.load(target.factors.b)
     stats = _Stats()

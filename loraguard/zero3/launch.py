@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loraguard.zero3.worker import decision_file
 from loraguard.zero3.world import rank_environment
 
 STATUSES = ("passed", "failed", "skipped", "error")
@@ -51,7 +52,7 @@ class Outcome:
 
 def launch(scenarios: list[str], world_size: int, timeout: float = 60.0, device: str = "cpu",
            options: dict[str, Any] | None = None) -> list[Outcome]:
-    """Run `scenarios` in order on `world_size` fresh ranks; after a failure, a fresh world runs the rest.
+    """Run `scenarios` in order on `world_size` fresh ranks; after a hang or a crash, a fresh world runs the rest.
 
     `device`: "cpu" (gloo), "cuda" (NCCL, rank r on cuda:r) or "auto" (CUDA when there is a GPU per rank).
     """
@@ -178,16 +179,17 @@ def _hang_report(marks: dict[int, tuple[int, str]], hung: list[int], world: _Wor
 
 
 def _outcomes(world: _World, scenarios: list[str], hang: str, elapsed: float) -> list[Outcome]:
-    """Scenarios every rank reported, in order, up to the first failure; an unfinished one ends the list."""
+    """Scenarios every rank reported, in order, until one some rank did not report (hung or died) or the ranks
+    left after a failure (the rest runs in a fresh world)."""
     results = world.results()
     pids = [p.pid for p in world.procs]
     outcomes = []
     for index, name in enumerate(scenarios):
         reports = {r: rs[index] for r, rs in results.items() if len(rs) > index}
         if len(reports) == world.world_size:
-            outcome = combine(name, reports, pids)
-            outcomes.append(outcome)
-            if outcome.status in ("failed", "error"):
+            outcomes.append(combine(name, reports, pids))
+            if any(decision_file(world.jobdir, r, index).exists() and
+                   decision_file(world.jobdir, r, index).read_text() == "leave" for r in range(world.world_size)):
                 break
             continue
         outcomes.append(_unfinished(name, reports, world, hang, pids, elapsed - sum(o.duration for o in outcomes)))

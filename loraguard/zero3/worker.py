@@ -1,8 +1,10 @@
 """The process the launcher starts for each rank: ``python -m loraguard.zero3.worker JOBDIR``.
 
 It joins the file rendezvous in JOBDIR, runs the job's scenarios in order and appends one JSON line per
-scenario to ``rank<N>.results``. After a failure it exits at once, so peers blocked on it in a collective fail
-fast instead of hanging; the launcher restarts the world for the remaining scenarios.
+scenario to ``rank<N>.results``. After each scenario the ranks agree, through files, whether the world goes on:
+a rank that failed stays only if every peer also finished the scenario (a failure all saw alike); otherwise it
+leaves at once, so peers blocked on it in a collective fail fast instead of hanging, everyone follows, and
+the launcher starts a fresh world for the remaining scenarios.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 _COLLECTIVE_SLACK_S = 10.0
+_PEER_WAIT_S = 5.0
+_POLL_S = 0.05
 
 
 def progress_writer(jobdir: Path, rank: int):
@@ -26,6 +31,40 @@ def progress_writer(jobdir: Path, rank: int):
         os.replace(tmp, path)
 
     return mark
+
+
+def settle(jobdir: Path, world_size: int, rank: int, index: int, failed: bool) -> bool:
+    """Whether this world goes on after scenario `index`: no rank leaves. A hung rank is the watchdog's job."""
+    stay = not failed or _all_reported(jobdir, world_size, index, _PEER_WAIT_S)
+    tmp = decision_file(jobdir, rank, index).with_suffix(".tmp")
+    tmp.write_text("stay" if stay else "leave")
+    os.replace(tmp, decision_file(jobdir, rank, index))
+    while stay:
+        decisions = [p.read_text() if p.exists() else "" for p in
+                     (decision_file(jobdir, r, index) for r in range(world_size))]
+        if "leave" in decisions:
+            return False
+        if all(decisions):
+            return True
+        time.sleep(_POLL_S)
+    return False
+
+
+def decision_file(jobdir: Path, rank: int, index: int) -> Path:
+    """Where rank `rank` writes "stay" or "leave" after scenario `index`."""
+    return jobdir / f"rank{rank}.after{index}"
+
+
+def _all_reported(jobdir: Path, world_size: int, index: int, wait: float) -> bool:
+    """True once every rank has reported scenario `index` (so none is blocked inside it), within `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        paths = [jobdir / f"rank{r}.results" for r in range(world_size)]
+        if all(p.exists() and p.read_text().count("\n") > index for p in paths):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_S)
 
 
 def main(argv: list[str]) -> int:
@@ -47,11 +86,11 @@ def main(argv: list[str]) -> int:
     ctx = RankContext(world, jobdir / "shared", job["options"], mark)
     ctx.step("joined the process group")
     with open(jobdir / f"rank{rank}.results", "a") as results:
-        for name in job["scenarios"]:
+        for index, name in enumerate(job["scenarios"]):
             outcome = run_scenario(ctx, name)
             results.write(json.dumps(outcome) + "\n")
             results.flush()
-            if outcome["status"] in ("failed", "error"):
+            if not settle(jobdir, world.world_size, rank, index, outcome["status"] in ("failed", "error")):
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(1)

@@ -44,3 +44,56 @@ def hang_on_rank1(ctx) -> None:
         time.sleep(600)
     ctx.step("barrier")
     dist.barrier()
+
+
+# -- mutants: wrong ways to use ZeRO-3 that the invariants must catch ---------------------------------------
+def ungathered_save_checked(ctx) -> None:
+    """zero3-save-gathered with a real peft save taken without gathering; the save is kept in options["out"]."""
+    import shutil
+
+    from loraguard.zero3.invariants import _ungathered_save, save_matches_single_process
+
+    def save(ctx, backend, model, directory):
+        _ungathered_save(ctx, backend, model, directory)
+        if ctx.rank == 0:
+            shutil.copytree(directory, ctx.options["out"])
+
+    save_matches_single_process(ctx, save=save)
+
+
+def merge_in_readonly_gather(ctx) -> None:
+    """zero3-merge-gathered merging inside a read-only gather: the merge is silently thrown away."""
+    from loraguard.zero3.invariants import merge_matches_single_process
+
+    merge_matches_single_process(ctx, merge_gathered=False)
+
+
+def export_by_merging_in_place(ctx) -> None:
+    """zero3-mixed-export with the naive export: merge the training model itself, then write it."""
+    from loraguard.zero3.export import export_merged
+    from loraguard.zero3.gather import gathered
+    from loraguard.zero3.invariants import mixed_training_export
+
+    backend = ctx.backend()
+
+    def naive(engine, path):
+        with gathered(engine.module.parameters(), modify=True):
+            backend.merge(engine.module)
+        export_merged(engine, path)
+
+    mixed_training_export(ctx, export=naive)
+
+
+def suite_in_existing_world(ctx) -> None:
+    """run_suite called inside ranks that are already launched uses their world instead of starting one."""
+    import torch.distributed as dist
+
+    from loraguard.invariants.checks import expect
+    from loraguard.zero3 import run_suite
+
+    ids = ["zero3-init-load"]
+    results = run_suite(ctx.world_size, ids=ids)
+    expect([(r.id, r.status) for r in results] == [(i, "passed") for i in ids], f"in-world results: {results}")
+    everyone = [None] * ctx.world_size
+    dist.all_gather_object(everyone, [(r.id, r.status, r.message) for r in results])
+    expect(all(e == everyone[0] for e in everyone), f"ranks returned different results: {everyone}")

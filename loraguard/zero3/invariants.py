@@ -1,0 +1,325 @@
+"""The ZeRO-3 invariants: what a LoRA library must still promise when every parameter is sharded across ranks.
+
+Each runs inside every rank (see `loraguard.zero3.launch`), compares what ZeRO-3 produced with a single-process
+twin trained from the same seed on the same global batches, and uses the comparison primitives of
+`loraguard.invariants.checks`. Files are written by rank 0 into the directory all ranks share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch import nn
+
+from loraguard.backends.base import Unsupported
+from loraguard.config import WEIGHTS_NAME
+from loraguard.invariants.checks import (InvariantViolation, assert_close, assert_effect, assert_no_empty_tensors,
+                                         assert_same_keys, assert_state_equal, expect)
+from loraguard.zero3.gather import gathered, is_partitioned
+from loraguard.zero3.rank import RankContext
+from loraguard.zero3.training import (Recipe, build, ds_config, probe_inputs, train_single, train_zero3,
+                                      zero3_engine)
+from loraguard.zoo import run
+
+F32 = torch.float32
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """One promise: a stable ID, the promise in one line, and the function every rank runs to check it."""
+
+    id: str
+    promise: str
+    run: Callable[[RankContext], None]
+
+
+# -- shared steps ---------------------------------------------------------------------------------------------
+def _recipe(ctx: RankContext) -> Recipe:
+    return Recipe(model=ctx.options.get("model", "mlp"))
+
+
+def _dir(ctx: RankContext, name: str, own: bool = False) -> Path:
+    """A directory under the shared workdir; `own` gives this rank a private one."""
+    path = ctx.workdir / name / (f"rank{ctx.rank}" if own else "")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _rank0(ctx: RankContext, action: Callable[[], None]) -> None:
+    """Run `action` on rank 0 only, then wait until it is done everywhere."""
+    if ctx.rank == 0:
+        action()
+    dist.barrier()
+
+
+def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Callable[[nn.Module], None] = lambda m: None):
+    """A model trained under ZeRO-3 (with its engine) and its single-process twin, both after `prepare`."""
+    model = build(backend, recipe, ctx.device)
+    prepare(model)
+    engine = zero3_engine(model, recipe, ctx.world_size, ctx.device)
+    expect(is_partitioned(model), "deepspeed.initialize at stage 3 left the model unpartitioned; nothing to check")
+    ctx.step("train under ZeRO-3")
+    train_zero3(engine, recipe, ctx.rank, ctx.device)
+    twin = build(backend, recipe, ctx.device)
+    prepare(twin)
+    train_single(twin, recipe, ctx.world_size, ctx.device)
+    return model, engine, twin
+
+
+def _outputs(model: nn.Module, inputs: tuple) -> torch.Tensor:
+    """Eval-mode forward without gradients (a collective for a ZeRO-3 engine)."""
+    model.eval()
+    with torch.no_grad():
+        return run(model, inputs).float()
+
+
+def _adapter_effect(backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
+    """The twin's output, after checking its adapter changes it (else every equality here proves nothing)."""
+    inputs = probe_inputs(recipe, device)
+    out = _outputs(twin, inputs)
+    with backend.disabled(twin):
+        base = _outputs(twin, inputs)
+    assert_effect(out, base, F32, "the trained adapter", depth=3)
+    return out
+
+
+def check_saved_adapter(got_dir: Path, want_dir: Path, what: str) -> None:
+    """A saved adapter has no zero-size tensor and matches the expected one key for key, tensor for tensor."""
+    got, want = load_file(str(got_dir / WEIGHTS_NAME)), load_file(str(want_dir / WEIGHTS_NAME))
+    assert_no_empty_tensors(got, what)
+    assert_same_keys(got, want, what)
+    for key in sorted(want):
+        assert_close(got[key], want[key], want[key].dtype, f"{what}: {key}")
+
+
+def _gathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
+    """The correct ZeRO-3 save: every rank gathers, rank 0 writes."""
+    with gathered(model.parameters()):
+        _rank0(ctx, lambda: backend.save(model, directory))
+
+
+def _ungathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
+    """The mistake: rank 0 saves its shards as they are."""
+    _rank0(ctx, lambda: backend.save(model, directory))
+
+
+# -- the invariants -------------------------------------------------------------------------------------------
+def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_save) -> None:
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    model, _, twin = _trained(ctx, recipe, backend)
+    _adapter_effect(backend, twin, recipe, ctx.device)
+    saved, single = _dir(ctx, "save"), _dir(ctx, "save-single", own=True)
+    ctx.step("save under ZeRO-3")
+    save(ctx, backend, model, saved)
+    backend.save(twin, single)
+    check_saved_adapter(saved, single, "adapter saved under ZeRO-3 vs single process")
+
+
+def ungathered_save_detected(ctx: RankContext) -> None:
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    model, _, twin = _trained(ctx, recipe, backend)
+    saved, single = _dir(ctx, "ungathered"), _dir(ctx, "ungathered-single", own=True)
+    ctx.step("save without gathering")
+    refused = _refuse_or_save(ctx, backend, model, saved)
+    if refused:
+        return
+    backend.save(twin, single)
+    try:
+        check_saved_adapter(saved, single, "un-gathered save")
+    except InvariantViolation:
+        return  # detected (zero-size shards), as promised
+    # a library that gathers by itself writes a complete, correct file: that is fine too
+
+
+def _refuse_or_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> bool:
+    """Attempt the un-gathered save on rank 0; True if the library refused it with an exception."""
+    refused = torch.zeros(1)
+    if ctx.rank == 0:
+        try:
+            backend.save(model, directory)
+        except Exception:  # noqa: BLE001 - refusing an un-gathered save is the correct behaviour
+            refused += 1
+    dist.broadcast(refused, 0)
+    return bool(refused.item())
+
+
+def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) -> None:
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    model, engine, twin = _trained(ctx, recipe, backend)
+    inputs = probe_inputs(recipe, ctx.device)
+    want_out = _adapter_effect(backend, twin, recipe, ctx.device)
+    unmerged_out = _outputs(engine, inputs)
+    ctx.step("merge under ZeRO-3")
+    with gathered(model.parameters(), modify=merge_gathered):
+        backend.merge(model)
+    backend.merge(twin)
+    with gathered(model.parameters()):
+        merged = {p: backend.base_weight(model, p).detach().clone() for p in backend.lora_factors(model, "default")}
+    for path, weight in merged.items():
+        assert_close(weight, backend.base_weight(twin, path).detach(), F32, f"merged weight of {path}")
+    merged_out = _outputs(engine, inputs)
+    assert_close(merged_out, unmerged_out, F32, "merged output vs unmerged forward under ZeRO-3", depth=3)
+    assert_close(merged_out, want_out, F32, "merged output under ZeRO-3 vs single process", depth=3)
+
+
+def _train_base_too(backend) -> Callable[[nn.Module], None]:
+    """Unfreeze the base weight of every LoRA layer: base and LoRA train together (the founding bug)."""
+    def prepare(model: nn.Module) -> None:
+        for path in backend.lora_factors(model, "default"):
+            backend.base_weight(model, path).requires_grad_(True)
+    return prepare
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter, whole, cloned (a collective under ZeRO-3)."""
+    with gathered(model.parameters()):
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], object] | None = None) -> None:
+    from loraguard.zero3.export import export_merged, merged_state_dict
+
+    export = export or export_merged
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    model, engine, twin = _trained(ctx, recipe, backend, _train_base_too(backend))
+    inputs = probe_inputs(recipe, ctx.device)
+    trained_out = _outputs(engine, inputs)
+    with backend.disabled(model):
+        assert_effect(trained_out, _outputs(engine, inputs), F32, "the adapter after mixed training", depth=3)
+    before = _snapshot(model)
+    layout = {n: (p.shape, p.device, p.requires_grad) for n, p in model.named_parameters()}
+    path = _dir(ctx, "export") / "merged.safetensors"
+    ctx.step("export under ZeRO-3")
+    export(engine, path)
+
+    assert_state_equal(_snapshot(model), before, "training model parameters after export")
+    expect({n: (p.shape, p.device, p.requires_grad) for n, p in model.named_parameters()} == layout,
+           "export changed the training model's shards, devices or trainable flags")
+    expect(torch.equal(_outputs(engine, inputs), trained_out),
+           "the training model's output changed after export: it was merged in place")
+
+    exported = load_file(str(path))
+    assert_no_empty_tensors(exported, "exported merged model")
+    plain = recipe.zoo.make(seed=recipe.seed + 1, device=ctx.device)
+    plain.load_state_dict(exported, strict=True)
+    assert_close(_outputs(plain, inputs), trained_out, F32, "exported merged model vs trained forward", depth=3)
+
+    ctx.step("export from one process")
+    single = build(backend, recipe, ctx.device)
+    _train_base_too(backend)(single)
+    with torch.no_grad():
+        for name, param in single.named_parameters():
+            param.copy_(before[name])
+    assert_state_equal(exported, merged_state_dict(single),
+                       f"merged file from {ctx.world_size} ZeRO-3 ranks vs one process with the same weights")
+
+
+def checkpoint_consolidation(ctx: RankContext) -> None:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    model, engine, _ = _trained(ctx, recipe, backend)
+    saved, ckpt = _dir(ctx, "ckpt-gathered"), _dir(ctx, "ckpt")
+    _gathered_save(ctx, backend, model, saved)
+    ctx.step("save_checkpoint")
+    engine.save_checkpoint(str(ckpt), tag="final")
+    dist.barrier()
+    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="final")
+    consolidated = build(backend, recipe, ctx.device)
+    missing, unexpected = consolidated.load_state_dict(state, strict=False)
+    expect(not unexpected and not [k for k in missing if k in dict(consolidated.named_parameters())],
+           f"zero_to_fp32 state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    mine = _dir(ctx, "ckpt-consolidated", own=True)
+    backend.save(consolidated, mine)
+    got, want = load_file(str(mine / WEIGHTS_NAME)), load_file(str(saved / WEIGHTS_NAME))
+    assert_no_empty_tensors(want, "gathered save")
+    assert_state_equal(got, want, "adapter from zero_to_fp32 vs gathered save")
+
+
+def zero_init_load(ctx: RankContext) -> None:
+    import deepspeed
+
+    from loraguard.zero3.world import init_deepspeed_comm
+
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    twin = build(backend, recipe, ctx.device)
+    train_single(twin, recipe, ctx.world_size, ctx.device)
+    want = _adapter_effect(backend, twin, recipe, ctx.device)
+    adapter = _dir(ctx, "init-adapter", own=True)
+    backend.save(twin, adapter)
+
+    init_deepspeed_comm(ctx.device)
+    config = ds_config(ctx.world_size, 1)
+    ctx.step("build under zero.Init")
+    with deepspeed.zero.Init(config_dict_or_path=config):
+        torch.manual_seed(recipe.seed)
+        base = recipe.zoo.build()
+    expect(is_partitioned(base), "zero.Init left the base model unpartitioned; nothing to check")
+    model = backend.load(base, adapter)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    assert_close(_outputs(engine, probe_inputs(recipe, ctx.device)), want, F32,
+                 "adapter loaded into a zero.Init model vs without ZeRO", depth=3)
+
+
+def two_adapters(ctx: RankContext) -> None:
+    from loraguard.config import LoraConfig
+
+    backend, recipe = ctx.backend(), _recipe(ctx)
+    missing = {"multi_adapter", "save_load", "load_adapter"} - set(backend.capabilities)
+    if missing:
+        raise Unsupported(f"backend {backend.name!r} lacks {sorted(missing)}")
+    other = LoraConfig(r=2, lora_alpha=4, target_modules=recipe.zoo.target_modules[:1], init_lora_weights=False)
+
+    def add_other(model: nn.Module) -> None:
+        backend.add_adapter(model, "other", other)
+        backend.set_adapter(model, ["default"])
+
+    model, _, _ = _trained(ctx, recipe, backend, add_other)
+    fresh = build(backend, recipe, ctx.device)
+    add_other(fresh)
+    with gathered(model.parameters()):
+        trained = {a: _factors(backend, model, a) for a in ("default", "other")}
+        _rank0(ctx, lambda: backend.save(model, _dir(ctx, "two")))
+    untouched = {a: _factors(backend, fresh, a) for a in ("default", "other")}
+    assert_state_equal(trained["other"], untouched["other"], "adapter 'other' after training 'default' under ZeRO-3")
+    expect(any(not torch.equal(trained["default"][k], untouched["default"][k]) for k in trained["default"]),
+           "training 'default' under ZeRO-3 changed none of its factors; isolation would hold vacuously")
+
+    ctx.step("load both adapters")
+    loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device=ctx.device), _dir(ctx, "two"))
+    backend.load_adapter(loaded, _dir(ctx, "two") / "other", "other")
+    for adapter in ("default", "other"):
+        assert_state_equal(_factors(backend, loaded, adapter), trained[adapter],
+                           f"adapter {adapter!r} saved under ZeRO-3 and loaded back")
+
+
+def _factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+    """An adapter's LoRA factors as a flat state (``<path>.lora_A`` / ``<path>.lora_B``), cloned."""
+    out = {}
+    for path, (a, b) in backend.lora_factors(model, adapter).items():
+        out[f"{path}.lora_A"], out[f"{path}.lora_B"] = a.detach().clone(), b.detach().clone()
+    return out
+
+
+INVARIANTS: dict[str, Invariant] = {inv.id: inv for inv in [
+    Invariant("zero3-save-gathered", "An adapter saved under GatheredParameters equals, tensor for tensor, the "
+              "one a single process saves after the same seed and data.", save_matches_single_process),
+    Invariant("zero3-save-ungathered-detected", "A save taken without gathering is refused by the library or "
+              "rejected by the zero-size check, never accepted.", ungathered_save_detected),
+    Invariant("zero3-merge-gathered", "Merging under GatheredParameters gives the single-process merged weights, "
+              "and the merged output equals the unmerged forward.", merge_matches_single_process),
+    Invariant("zero3-mixed-export", "After training base weights with an unmerged LoRA, the merged export equals "
+              "the trained forward, leaves the training model untouched, and is the same file from N ranks as "
+              "from one process.", mixed_training_export),
+    Invariant("zero3-checkpoint-consolidation", "save_checkpoint then zero_to_fp32 consolidation gives the same "
+              "adapter as the gathered save.", checkpoint_consolidation),
+    Invariant("zero3-init-load", "An adapter loaded into a model built under zero.Init gives the same outputs "
+              "as without ZeRO.", zero_init_load),
+    Invariant("zero3-two-adapters", "With two adapters under ZeRO-3, training one leaves the other bit-identical "
+              "and both round-trip through save and load bit for bit.", two_adapters),
+]}

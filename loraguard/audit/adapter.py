@@ -179,7 +179,7 @@ def _values(source: TensorSource, layout: KeyLayout, on_read: Callable[[int], No
     for ref in source.refs.values():
         if ref.numel == 0 or torch_dtype(ref.dtype) is None:
             continue
-        non_finite, all_zero = value_flags(source.load(ref))
+        non_finite, all_zero = value_flags(source.peek(ref))
         on_read(ref.nbytes)
         if non_finite:
             out.append(Finding("LG306", ref.file, f"{ref.dtype} tensor holds NaN or Inf: training diverged or the file "

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Rows (or bytes) are streamed in blocks of about this size, so big tensors never sit in memory whole.
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 1 << 20
 
 
 def torch_dtype(name: str) -> torch.dtype | None:
@@ -45,6 +45,7 @@ class TensorSource:
     refs: dict[str, TensorRef]
     in_memory: dict[str, torch.Tensor] = field(default_factory=dict)
     _handles: dict[str, BinaryIO] = field(default_factory=dict)
+    _scratch: bytearray = field(default_factory=bytearray)
 
     @classmethod
     def from_headers(cls, headers: Iterable[Header]) -> TensorSource:
@@ -81,6 +82,25 @@ class TensorSource:
         if got != length:
             raise OSError(f"{ref.file}: key '{ref.name}': file shrank while reading ({got} of {length} bytes)")
         return buf
+
+    def peek(self, ref: TensorRef) -> torch.Tensor:
+        """The whole tensor in a scratch buffer that the next `peek` overwrites: for a check that is done with it
+        before reading another tensor. Reusing one buffer saves allocating (and faulting in) every tensor anew."""
+        import torch
+
+        if ref.name in self.in_memory or not ref.shape:
+            return self.load(ref)
+        dtype = torch_dtype(ref.dtype)
+        if dtype is None:
+            raise ValueError(f"{ref.file}: key '{ref.name}': torch cannot hold {ref.dtype} values")
+        if len(self._scratch) < ref.nbytes:
+            self._scratch = bytearray(ref.nbytes)
+        view = memoryview(self._scratch)[:ref.nbytes]
+        f = self._file(ref.file)
+        f.seek(ref.start)
+        if f.readinto(view) != ref.nbytes:
+            raise OSError(f"{ref.file}: key '{ref.name}': file shrank while reading")
+        return torch.frombuffer(view, dtype=dtype).reshape(ref.shape)
 
     def load(self, ref: TensorRef) -> torch.Tensor:
         """The whole tensor; ValueError for dtypes torch cannot hold (F4, F6)."""

@@ -165,6 +165,9 @@ def _check_layouts(config: LoraConfig, target: Target, adapter: TensorSource, ba
                    merged: TensorSource) -> list[Finding]:
     """Check with the config's fan_in_fan_out; if the delta only fits the base transposed the other way, say so
     (peft transposes GPT-2 Conv1D layers whatever the config says) and check with the layout that fits."""
+    if config.use_dora:
+        return [Finding("LG506", merged.refs[target.key].file, "DoRA rescales the merged weight by its magnitude "
+                        "vector; only plain LoRA merges are verified", target.key)]
     fifo = config.fan_in_fan_out and target.kind == "linear"
     finding = _check_target(config, target, adapter, base, merged, fifo)
     if finding is None or finding.rule != "LG503" or target.kind != "linear":

@@ -80,7 +80,7 @@ _RULES = [
     Rule("LG503", "merge-structure", "error", "Base and merged models do not hold the same tensors with the same shapes."),
     Rule("LG504", "merge-untouched-changed", "error", "A tensor the adapter does not touch differs between base and merged model."),
     Rule("LG505", "merge-effect-too-small", "info", "The adapter's effect on a tensor is within 10x the dtype bound, so merged and base cannot be told apart."),
-    Rule("LG506", "merge-not-verified", "info", "A merged tensor the audit cannot verify (lora_B bias, no tolerance for its dtype)."),
+    Rule("LG506", "merge-not-verified", "info", "A merged tensor the audit cannot verify (lora_B bias, DoRA, no tolerance for its dtype)."),
     Rule("LG507", "layout-mismatch", "warning", "The factors fit a base weight only in the layout opposite to the config's fan_in_fan_out."),
 ]
 

@@ -178,3 +178,9 @@ def test_broken_adapter_stops_before_comparing(merges, tmp_path):
     (tmp_path / "adapter").mkdir()
     found = run(base, tmp_path / "adapter", merged)
     assert found.unusable and rules(found) == {"LG002"}
+
+
+def test_dora_adapter_audits_clean_and_its_merge_is_reported_unverified(tmp_path):
+    base, adapter, merged = make_merge(tmp_path, "peft", "mlp", use_dora=True)
+    found = run(base, adapter, merged).findings
+    assert sorted((f.rule, f.key) for f in found) == [("LG506", "fc1.weight"), ("LG506", "fc2.weight")]

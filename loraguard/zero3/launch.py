@@ -22,7 +22,6 @@ from typing import Any
 from loraguard.zero3.worker import decision_file
 from loraguard.zero3.world import rank_environment
 
-STATUSES = ("passed", "failed", "skipped", "error")
 _POLL_S = 0.05
 _STACK_WAIT_S = 1.0
 _LOG_TAIL = 4000

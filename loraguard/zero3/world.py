@@ -42,17 +42,20 @@ def world_from_env(device: str | None = None) -> World:
                            "loraguard.zero3.launch, torchrun or the deepspeed launcher")
     local_rank = int(os.environ["LOCAL_RANK"])
     if device in (None, "auto"):
-        device = pick_device(local_rank)
+        device = pick_device(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
     elif device == "cuda":
         device = f"cuda:{local_rank}"
     return World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device)
 
 
-def pick_device(local_rank: int) -> str:
-    """One rank per GPU when CUDA is available (cuda:<local rank>), else the CPU."""
+def pick_device(local_rank: int, local_world_size: int) -> str:
+    """cuda:<local rank> when this host has a GPU for every rank on it, else the CPU for all of them.
+
+    All ranks choose alike, so they never mix NCCL and gloo.
+    """
     import torch
 
-    if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+    if torch.cuda.is_available() and torch.cuda.device_count() >= local_world_size:
         return f"cuda:{local_rank}"
     return "cpu"
 

@@ -199,7 +199,9 @@ class LoraModel(nn.Module):
     def adapter_parameters(self, adapter_name: str) -> dict[str, nn.Parameter]:
         """The parameters adapter `adapter_name` trains, by their state-dict key in the base model."""
         params = dict(self.model.named_parameters(remove_duplicate=False))
-        return {k.in_model(adapter_name): params[k.in_model(adapter_name)] for k in self.adapter_keys(adapter_name)}
+        buffers = dict(self.model.named_buffers(remove_duplicate=False))  # saved (BatchNorm statistics), not trained
+        keys = [k.in_model(adapter_name) for k in self.adapter_keys(adapter_name)]
+        return {k: params[k] for k in keys if k not in buffers}
 
     def adapter_keys(self, adapter_name: str) -> list[AdapterKey]:
         """Structural description of every tensor adapter `adapter_name` saves."""

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("peft")
 
 from loraguard.agreement import DTYPES, PEFT_SUFFIX_BUG, VARIANTS, Variant, compare, suffix_traps  # noqa: E402
-from loraguard.zoo import ZOO, available  # noqa: E402
+from loraguard.zoo import ZOO, ZooModel, available  # noqa: E402
 
 MODELS = [m.name for m in available()]
 
@@ -52,3 +52,17 @@ def test_bias_options_and_dropout_agree(zoo_name: str, variant: Variant) -> None
 def test_float32_saves_are_byte_identical() -> None:
     row = compare(ZOO["embedding"], "float32", VARIANTS["plain"])
     assert row.weights_file == "identical bytes"
+
+
+def _batchnorm_model():
+    import torch
+    from torch import nn
+
+    return ZooModel("batchnorm", lambda: nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 4)),
+                    lambda g: (torch.randn(4, 8, generator=g),), ["0", "2"], ["1"])
+
+
+def test_modules_to_save_with_buffers_agrees() -> None:
+    # BatchNorm's running statistics are saved with the copy but are buffers, never trainable parameters.
+    row = compare(_batchnorm_model(), "float32", VARIANTS["plain"])
+    _assert_agrees(row)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from loraguard.config import LoraConfig
 from loraguard.reference import AdapterLoadError, AlreadyAdaptedError, LoraModel
 from loraguard.zoo import ZOO, run
 
@@ -131,3 +132,16 @@ def test_wrapping_a_wrapped_model_is_refused_with_guidance() -> None:
     with pytest.raises(AlreadyAdaptedError) as info:
         LoraModel(model.model, model.peft_config["default"])
     assert "is_trainable=True" in str(info.value) and "add_adapter" in str(info.value)
+
+
+def test_buffers_of_a_saved_module_are_saved_but_not_trained(tmp_path: Path) -> None:
+    base = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8))
+    model = LoraModel(base, LoraConfig(target_modules=["0"], modules_to_save=["1"]))
+    assert "base_model.model.1.running_mean" in model.adapter_state_dict()
+    assert set(model.adapter_parameters("default")) == {
+        "0.lora_A.default.weight", "0.lora_B.default.weight", "1.modules_to_save.default.weight",
+        "1.modules_to_save.default.bias"}
+    model.save_pretrained(tmp_path)
+    loaded = LoraModel.from_pretrained(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8)),
+                                       tmp_path, is_trainable=True)
+    assert {k for k, p in loaded.model.named_parameters() if p.requires_grad} == set(model.adapter_parameters("default"))

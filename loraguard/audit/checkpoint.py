@@ -80,7 +80,7 @@ def header_of(path: str, result: AuditResult) -> Header:
     try:
         return read_header(path)
     except HeaderError as err:
-        raise Unusable(Finding(err.rule, path, str(err))) from None
+        raise Unusable(Finding(err.rule, path, str(err).removeprefix(f"{path}: "))) from None
     except OSError as err:
         raise Unusable(Finding("LG001", path, f"cannot read: {err.strerror or err}")) from None
 

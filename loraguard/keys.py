@@ -11,6 +11,7 @@ module's own path (``base_model.model.head.weight``). The adapter name never app
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 PEFT_PREFIX = "base_model.model."
@@ -107,11 +108,11 @@ def parse_saved_key(key: str, lora_modules: set[str], saved_modules: set[str]) -
     raise KeyError(f"{key}: no LoRA layer or modules_to_save module of the model has this key")
 
 
-def embedded_adapter_name(key: str) -> str | None:
+def embedded_adapter_name(key: str, adapter_names: Collection[str] = ("default",)) -> str | None:
     """Describe an adapter name left inside a saved key (peft's load-mismatch bug), or None if the key is clean.
 
     Flags ``lora_A.<name>.weight``, ``lora_embedding_A.<name>``, ``modules_to_save.<name>`` and a doubled
-    segment such as ``default.default``.
+    adapter name such as ``default.default`` (a doubled module name like ``base.base`` is a legitimate path).
     """
     segs = split(strip_prefix(key))
     for i, seg in enumerate(segs):
@@ -122,7 +123,7 @@ def embedded_adapter_name(key: str) -> str | None:
                 return f"adapter name '{nxt}' after '{seg}'"
         if seg == MODULES_TO_SAVE and nxt is not None:
             return f"adapter name '{nxt}' after 'modules_to_save'"
-        if nxt is not None and seg == nxt and not seg.isdigit() and seg not in _TENSOR_PARAMS:
+        if nxt is not None and seg == nxt and seg in adapter_names:
             return f"doubled segment '{seg}.{seg}'"
     return None
 

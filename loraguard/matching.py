@@ -24,6 +24,12 @@ def entry_matches(name: str, entry: str) -> bool:
     return 0 < len(entry_segs) <= len(name_segs) and name_segs[-len(entry_segs):] == entry_segs
 
 
+def is_within(name: str, ancestor: str) -> bool:
+    """True if module `name` lies strictly inside module `ancestor`."""
+    name_segs, anc_segs = split(name), split(ancestor)
+    return len(anc_segs) < len(name_segs) and name_segs[:len(anc_segs)] == anc_segs
+
+
 def bare_suffix_match(name: str, entry: str) -> bool:
     """peft's old rule (`name.endswith(entry)`): kept only to detect where it disagrees with ours."""
     return name.endswith(entry)

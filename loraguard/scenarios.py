@@ -68,11 +68,15 @@ def oracle(scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = N
     return ref
 
 
-def expected_targets(scenario: Scenario, config: LoraConfig | None = None) -> dict[str, tuple[LayerKind, bool]]:
-    """Module path -> (kind, fan_in_fan_out) for every module the config must wrap, per the reference's rules."""
-    config = config or scenario.config
-    ref = oracle(scenario, [("default", config)])
-    return {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items()}
+def expected_targets(scenario: Scenario, config: LoraConfig | None = None,
+                     adapters: list[tuple[str, LoraConfig]] | None = None,
+                     adapter: str = "default") -> dict[str, tuple[LayerKind, bool]]:
+    """Module path -> (kind, fan_in_fan_out) for every module `adapter` must wrap, per the reference's rules.
+
+    With `adapters`, the oracle adds them all in order (a later adapter cannot target inside an earlier copy).
+    """
+    ref = oracle(scenario, adapters or [("default", config or scenario.config)])
+    return {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items() if adapter in layer.scaling}
 
 
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:

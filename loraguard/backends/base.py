@@ -71,6 +71,9 @@ class Backend(Protocol):
     def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Raw (A, B) per LoRA-wrapped module path, in peft's saved layout (A (r, in...), B (out, r...))."""
 
+    def lora_biases(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """lora_B's bias per module path, for adapters with lora_bias=True (empty dict otherwise)."""
+
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
         """The current weight of the base layer at `path` (merged or not)."""
 

@@ -88,6 +88,10 @@ class PeftBackend:
                 out[path] = (layer.lora_embedding_A[adapter], layer.lora_embedding_B[adapter])
         return out
 
+    def lora_biases(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        return {p: layer.lora_B[adapter].bias for p, layer in self._lora_layers(model).items()
+                if adapter in layer.lora_B and getattr(layer.lora_B[adapter], "bias", None) is not None}
+
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
         layer = self._lora_layers(model)[path]
         return layer.get_base_layer().weight

@@ -43,6 +43,10 @@ class ReferenceBackend:
     def lora_factors(self, model: LoraModel, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {p: layer.factors(adapter) for p, layer in model.lora_layers().items() if adapter in layer.scaling}
 
+    def lora_biases(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
+        return {p: layer.lora_B[adapter].bias for p, layer in model.lora_layers().items()
+                if layer.lora_bias.get(adapter)}
+
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
         return model.lora_layers()[path].base_weight()
 

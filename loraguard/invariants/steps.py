@@ -81,6 +81,8 @@ def adapter_tensors(backend: Backend, model: nn.Module, adapter: str, scenario: 
         param = "" if embedding else "weight"
         out[AdapterKey(path, roles[0], param).saved()] = a
         out[AdapterKey(path, roles[1], param).saved()] = b
+    for path, bias in backend.lora_biases(model, adapter).items():
+        out[AdapterKey(path, "lora_B", "bias").saved()] = bias
     for path, state in backend.saved_copies(model, adapter).items():
         for k, v in state.items():
             out[AdapterKey(path, MODULES_TO_SAVE, k).saved()] = v

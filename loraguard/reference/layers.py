@@ -183,8 +183,11 @@ class LoraLinear(LoraLayer):
     def __init__(self, base_layer: nn.Module):
         super().__init__(base_layer)
         self.fan_in_fan_out = is_conv1d_transposed(base_layer)
-        w = base_layer.weight
-        self.in_features, self.out_features = (w.shape[0], w.shape[1]) if self.fan_in_fan_out else (w.shape[1], w.shape[0])
+        # Sizes come from the layer's attributes, not its weight: under DeepSpeed zero.Init the weight is a shard.
+        if self.fan_in_fan_out:
+            self.in_features, self.out_features = base_layer.nx, base_layer.nf
+        else:
+            self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from loraguard.config import LoraConfig
 from loraguard.keys import BASE_BIAS, MODULES_TO_SAVE, AdapterKey, check_adapter_name
-from loraguard.matching import ALL_LINEAR, is_lora_internal, no_match_message, spec_matches, unmatched_entries
+from loraguard.matching import ALL_LINEAR, is_lora_internal, is_within, no_match_message, spec_matches, unmatched_entries
 from loraguard.reference.layers import LoraLayer, ModulesToSave, is_conv1d_transposed, wrap_layer
 
 
@@ -112,15 +112,22 @@ class LoraModel(nn.Module):
         if not targets:
             raise ValueError(no_match_message("target_modules", config.target_modules, names))
         saved = [n for n in candidates if self._selects(n, config.modules_to_save)]
+        # An entry may match a module and one of its descendants: the outer copy already holds the inner one.
+        saved = [n for n in saved if not any(is_within(n, outer) for outer in saved)]
+        nested = sorted(t for t in targets if any(is_within(t, s) for s in saved))
+        if nested:
+            raise ValueError(f"target_modules {nested} lie inside modules_to_save modules; a full copy is trained "
+                             "there already, so drop them from target_modules or modules_to_save")
         missing = unmatched_entries(candidates, config.modules_to_save or [])
         if missing:
             raise ValueError(no_match_message("modules_to_save", missing, names))
         both = set(targets) & set(saved)
         if both:
             raise ValueError(f"modules {sorted(both)} are in both target_modules and modules_to_save; pick one")
-        lora_wrapped = [p for p in saved if isinstance(self.model.get_submodule(p), LoraLayer)]
+        lora_wrapped = [p for p in saved if any(isinstance(m, LoraLayer) for m in self.model.get_submodule(p).modules())]
         if lora_wrapped:
-            raise ValueError(f"modules_to_save {lora_wrapped} already carry LoRA layers of another adapter")
+            raise ValueError(f"modules_to_save {lora_wrapped} are or contain LoRA layers of another adapter; "
+                             "a full copy of them cannot be kept apart from that adapter")
         # Validate every target before changing anything, so a failure leaves the model as it was.
         new_layers = {p: self._wrap_layer(self.model.get_submodule(p)) for p in targets
                       if not isinstance(self.model.get_submodule(p), LoraLayer)}

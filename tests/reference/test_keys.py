@@ -82,6 +82,7 @@ def test_a_module_path_containing_a_role_name_stays_intact() -> None:
     ("base_model.model.fc1.default.default.weight", "doubled segment 'default.default'"),
     ("base_model.model.fc1.lora_A.weight", None),
     ("base_model.model.layers.0.fc.weight", None),
+    ("base_model.model.base.base.weight", None),  # a module really named base.base
 ])
 def test_embedded_adapter_names_are_detected(key: str, found: str | None) -> None:
     assert embedded_adapter_name(key) == found

@@ -138,7 +138,12 @@ class PeftBackend:
         return model.disable_adapter()
 
     def add_weighted_adapter(self, model: nn.Module, adapters: list[str], weights: list[float], name: str) -> None:
-        model.add_weighted_adapter(adapters, weights, name, combination_type="cat")
+        try:
+            model.add_weighted_adapter(adapters, weights, name, combination_type="cat")
+        except ValueError as err:  # a documented refusal, raised before anything changes, is a limitation
+            if "same target modules type" in str(err):
+                raise Unsupported(f"peft {self.version()} cannot combine these adapters: {err}") from None
+            raise
 
     def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
         if adapters is None:

@@ -43,7 +43,9 @@ class KnownFailure:
     reason: str
 
     def matches(self, name: str) -> bool:
-        return fnmatch.fnmatchcase(name, self.pattern)
+        """`*` and `?` are wildcards; brackets are literal, since every name has them."""
+        literal = "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in self.pattern)
+        return fnmatch.fnmatchcase(name, literal)
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""Running the invariants in-process, without pytest: for benchmarks, mutant checks and scripts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from loraguard.backends import Backend
+from loraguard.invariants.checks import InvariantViolation
+from loraguard.invariants.registry import Invariant, Skipped, all_invariants, run_invariant
+from loraguard.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class Outcome:
+    invariant: str
+    scenario: str
+    status: str  # "passed" | "failed" | "error" | "skipped"
+    message: str
+    elapsed: float  # seconds since the run started, when this outcome was known
+
+
+def run_all(backend: Backend, scenarios: list[Scenario], invariants: list[Invariant] | None = None,
+            stop_on_failure: bool = False) -> list[Outcome]:
+    """Every invariant on every scenario; a violation is "failed", any other exception "error"."""
+    start = time.perf_counter()
+    out: list[Outcome] = []
+    for scenario in scenarios:
+        for inv in invariants or list(all_invariants().values()):
+            try:
+                run_invariant(inv, backend, scenario)
+                status, message = "passed", ""
+            except Skipped as why:
+                status, message = "skipped", str(why)
+            except InvariantViolation as err:
+                status, message = "failed", str(err)
+            except Exception as err:  # the backend crashed: also a failure of the promise
+                status, message = "error", f"{type(err).__name__}: {err}"
+            out.append(Outcome(inv.id, scenario.id, status, message, time.perf_counter() - start))
+            if stop_on_failure and status in ("failed", "error"):
+                return out
+    return out

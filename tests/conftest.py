@@ -1,0 +1,3 @@
+"""Shared test configuration: pytester drives the plugin in its own sessions."""
+
+pytest_plugins = ["pytester"]

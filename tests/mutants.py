@@ -1,0 +1,153 @@
+"""Mutant backends: the reference implementation with exactly one defect each, taken from real peft bugs.
+
+A suite that passes one of these is itself broken. Each is usable as ``--loraguard-backend tests.mutants:NAME``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from loraguard.backends.reference import ReferenceBackend
+from loraguard.keys import PEFT_PREFIX
+from loraguard.reference import LoraModel
+from loraguard.reference import io as reference_io
+from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, wrap_layer
+from loraguard.merge_math import delta_weight
+
+
+class _Mutant(ReferenceBackend):
+    defect = ""
+
+
+# -- 1. modules_to_save / targets matched with a bare str.endswith (peft seed bug 4) ------------------------------
+class _BareSuffixModel(LoraModel):
+    @staticmethod
+    def _selects(name, spec):
+        if isinstance(spec, list):
+            return any(name.endswith(entry) for entry in spec)
+        return LoraModel._selects(name, spec)
+
+
+class BareSuffix(_Mutant):
+    name, model_class, defect = "mutant-bare-suffix", _BareSuffixModel, "names matched with bare endswith"
+
+
+# -- 2. modules_to_save shared between adapters (peft seed bug 1: adapter 2 inherits adapter 1's) -------------------
+class _SharedSavedModel(LoraModel):
+    def add_adapter(self, adapter_name, config):
+        import dataclasses
+
+        inherited = [m for c in self.peft_config.values() for m in (c.modules_to_save or [])]
+        if inherited:
+            merged = list(dict.fromkeys(inherited + list(config.modules_to_save or [])))
+            config = dataclasses.replace(config, modules_to_save=merged)
+        super().add_adapter(adapter_name, config)
+
+
+class SharedModulesToSave(_Mutant):
+    name, model_class, defect = "mutant-shared-mts", _SharedSavedModel, "modules_to_save leak into later adapters"
+
+
+# -- 3. the adapter name kept in saved keys (peft seed bug 2) --------------------------------------------------------
+class _NamedKeysModel(LoraModel):
+    def adapter_state_dict(self, adapter_name="default"):
+        state = self.model.state_dict(keep_vars=True)
+        return {PEFT_PREFIX + k.in_model(adapter_name): state[k.in_model(adapter_name)].detach()
+                for k in self.adapter_keys(adapter_name)}
+
+
+class AdapterNameInKeys(_Mutant):
+    name, model_class, defect = "mutant-named-keys", _NamedKeysModel, "adapter name kept in saved keys"
+
+
+# -- 4/5/6. layer-level merge defects ----------------------------------------------------------------------------------
+def _layer_model(mixin: type) -> type[LoraModel]:
+    """A LoraModel whose wrapped layers carry `mixin`'s one defect."""
+    classes = {cls: type(f"{mixin.__name__}{cls.__name__}", (mixin, cls), {})
+               for cls in (LoraLinear, LoraEmbedding, LoraConv)}
+
+    class Model(LoraModel):
+        @staticmethod
+        def _wrap_layer(module: nn.Module) -> LoraLayer:
+            layer = wrap_layer(module)
+            layer.__class__ = classes[type(layer)]
+            return layer
+
+    return Model
+
+
+class _NoScaleAtMerge:
+    def delta(self, name):
+        a, b = self.factors(name)
+        return delta_weight(a, b, 1.0, self.kind, self.fan_in_fan_out)
+
+
+class _MergeTwice:
+    @torch.no_grad()
+    def merge(self, names, safe=False):
+        self.merged_adapters = [n for n in self.merged_adapters if n not in names]
+        weight = self.base_weight()
+        for name in names:
+            if name in self.scaling:
+                weight.copy_((weight.float() + self.delta(name)).to(weight.dtype))
+                self.merged_adapters.append(name)
+
+
+class _NoTranspose:
+    def delta(self, name):
+        a, b = self.factors(name)
+        return delta_weight(a, b, self.scaling[name], self.kind, fan_in_fan_out=False)
+
+
+class ScalingDroppedAtMerge(_Mutant):
+    name, model_class, defect = "mutant-no-scale", _layer_model(_NoScaleAtMerge), "scaling dropped at merge"
+
+
+class DoubleMerge(_Mutant):
+    name, model_class, defect = "mutant-double-merge", _layer_model(_MergeTwice), "merging twice applies twice"
+
+
+class NoFanInFanOutTranspose(_Mutant):
+    name, model_class, defect = "mutant-no-transpose", _layer_model(_NoTranspose), "fan_in_fan_out not transposed"
+
+
+# -- 7. a load that silently skips keys (what made peft's merge_and_unload a no-op) -----------------------------------
+class _SkippingLoadModel(LoraModel):
+    @classmethod
+    def from_pretrained(cls, model, directory, adapter_name="default", is_trainable=False):
+        lora = cls(model, reference_io.read_config(Path(directory)), adapter_name)
+        _, tensors = reference_io.read_weights(Path(directory))
+        state = lora.model.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for key in lora.adapter_keys(adapter_name):
+                if key.saved() in tensors and key.role != "lora_B":  # lora_B keys silently not loaded
+                    state[key.in_model(adapter_name)].copy_(tensors[key.saved()])
+        return lora
+
+
+class SilentlySkipsKeys(_Mutant):
+    name, model_class, defect = "mutant-skip-keys", _SkippingLoadModel, "load silently skips lora_B keys"
+
+
+# -- 8. re-wrapping walks into LoRA internals (peft seed bug 5: "Target module Dropout is not supported") --------------
+class _RewrapModel(LoraModel):
+    @staticmethod
+    def _refuse_if_adapted(model):
+        return None
+
+    @staticmethod
+    def _candidates(names):
+        return list(names)
+
+
+class RewrapTargetsDropout(_Mutant):
+    name, model_class, defect = "mutant-rewrap", _RewrapModel, "re-wrap targets lora_dropout"
+
+
+MUTANTS: list[type[_Mutant]] = [
+    BareSuffix, SharedModulesToSave, AdapterNameInKeys, ScalingDroppedAtMerge, DoubleMerge,
+    NoFanInFanOutTranspose, SilentlySkipsKeys, RewrapTargetsDropout,
+]

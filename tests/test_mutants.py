@@ -1,0 +1,30 @@
+"""The default profile must catch every mutant backend, and pass the reference it was derived from."""
+
+import pytest
+import torch
+
+from loraguard.backends.reference import ReferenceBackend
+from loraguard.scenarios import zoo_scenarios
+from loraguard.settings import PROFILES
+from loraguard.suite import run_all
+from loraguard.zoo import available
+from tests.mutants import MUTANTS
+
+_CI = PROFILES["ci"]
+
+
+def _default_scenarios():
+    return zoo_scenarios(available(list(_CI.zoo) if _CI.zoo else None), [torch.float32])
+
+
+def test_reference_passes_every_invariant():
+    bad = [o for o in run_all(ReferenceBackend(), _default_scenarios()) if o.status in ("failed", "error")]
+    assert not bad, "\n".join(f"{o.invariant} on {o.scenario}: {o.message}" for o in bad)
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+def test_default_profile_catches_mutant(mutant):
+    outcomes = run_all(mutant(), _default_scenarios(), stop_on_failure=True)
+    last = outcomes[-1]
+    assert last.status in ("failed", "error"), f"{mutant.defect}: not caught by any invariant"
+    print(f"{mutant.name}: caught by {last.invariant} on {last.scenario} after {last.elapsed:.2f}s: {last.message[:120]}")

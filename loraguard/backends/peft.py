@@ -40,10 +40,12 @@ class PeftBackend:
     @property
     def capabilities(self) -> frozenset[str]:
         caps = {"multi_adapter", "delete_adapter", "disable", "modules_to_save", "save_load", "load_adapter",
-                "embedding", "conv", "fan_in_fan_out", "rslora", "patterns", "all_linear", "unload",
+                "embedding", "fan_in_fan_out", "rslora", "patterns", "all_linear", "unload",
                 "weighted_combination", "bfloat16", "float16", "cuda"}
         if "lora_bias" in self._config_fields():
             caps.add("lora_bias")
+        if hasattr(_peft().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)
+            caps.add("conv")
         return frozenset(caps)
 
     def version(self) -> str:

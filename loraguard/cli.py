@@ -15,6 +15,9 @@ COMMANDS: dict[str, str] = {
     "demo": "loraguard.demo",
     "audit": "loraguard.audit.cli",
     "audit-merge": "loraguard.audit.merge_cli",
+    "snapshot": "loraguard.gating.snapshot_cli",
+    "compare": "loraguard.gating.compare_cli",
+    "matrix": "loraguard.gating.matrix_cli",
 }
 
 

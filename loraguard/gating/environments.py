@@ -1,0 +1,96 @@
+"""One isolated environment per library release, made with uv, with torch pinned to the running build.
+
+torch is pinned to the exact build this process runs (e.g. ``2.13.0+cpu``), so an environment can never pull
+another torch (a multi-GB CUDA build); uv hard-links it from its cache, so each environment costs little disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+#: peft release (major, minor) from which a transformers pin applies, the pin, and why. The last entry whose
+#: release is <= the one installed wins; old peft imports transformers internals that later releases removed.
+COMPANIONS: list[tuple[tuple[int, int], str, str]] = [
+    ((0, 10), "transformers==4.46.3", "4.46 is the oldest with Conv1D.nx (read by the reference); old peft imports it"),
+    ((0, 14), "transformers==4.47.1", "contemporary with peft 0.14"),
+    ((0, 15), "transformers==4.51.3", "contemporary with peft 0.15"),
+    ((0, 16), "transformers==4.53.3", "contemporary with peft 0.16"),
+    ((0, 17), "transformers==4.56.2", "contemporary with peft 0.17"),
+    ((0, 18), "transformers==4.57.1", "contemporary with peft 0.18"),
+    ((0, 19), "transformers", "peft 0.19 and later work with the newest transformers"),
+]
+
+
+class EnvSetupError(RuntimeError):
+    """An environment could not be made; the message says which release and what the installer printed."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A library release to test and the packages installed beside it."""
+
+    version: str
+    companions: tuple[str, ...]
+
+    @property
+    def requirements(self) -> list[str]:
+        return [f"peft=={self.version}", *self.companions]
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:3])
+
+
+def release(version: str, overrides: dict[str, list[str]] | None = None) -> Release:
+    """`version` with its companion pins: from `overrides` if given there, else from COMPANIONS."""
+    if overrides and version in overrides:
+        return Release(version, tuple(overrides[version]))
+    key = parse_version(version)[:2]
+    pins = [pin for since, pin, _ in COMPANIONS if since <= key]
+    return Release(version, (pins[-1],) if pins else ())
+
+
+def uv_command() -> list[str]:
+    """The uv executable (on PATH or installed in this Python); a clear error if there is none."""
+    found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if found:
+        return [found]
+    raise EnvSetupError("the release matrix makes its environments with uv; install it (`pip install uv`)")
+
+
+def torch_pin() -> str:
+    import torch
+
+    return f"torch=={torch.__version__}"
+
+
+def find_links() -> list[str]:
+    """Local wheel folders pip is told about (PIP_FIND_LINKS): uv does not read pip's settings by itself."""
+    return os.environ.get("PIP_FIND_LINKS", "").split()
+
+
+def make_env(root: Path, rel: Release, project: Path, links: list[str]) -> Path:
+    """Create (or bring up to date) the environment for `rel` under `root`; returns its python."""
+    env = root / f"peft-{rel.version}"
+    python = env / "bin" / "python"
+    uv = uv_command()
+    if not python.exists():
+        _run([*uv, "venv", "--quiet", "--python", sys.executable, str(env)], rel)
+    constraints = env / "loraguard-constraints.txt"
+    constraints.write_text(torch_pin() + "\n")
+    cmd = [*uv, "pip", "install", "--quiet", "--python", str(python), "-c", str(constraints)]
+    for link in links:
+        cmd += ["--find-links", link]
+    _run(cmd + [*rel.requirements, "-e", str(project)], rel)
+    return python
+
+
+def _run(cmd: list[str], rel: Release) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EnvSetupError(f"peft {rel.version}: `{' '.join(cmd)}` failed:\n{done.stderr[-3000:]}")

@@ -1,0 +1,51 @@
+"""`loraguard snapshot --out DIR`: record what the installed release does with the zoo (and your models)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "record a baseline of the installed library release for upgrade gating (docs/gating.md)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="snapshot directory to write (commit it)")
+    parser.add_argument("--force", action="store_true", help="replace the snapshot already in DIR (accepted.txt is kept)")
+    add_scenario_options(parser)
+
+
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """Options naming the backend and, for a snapshot, its scenarios; the same names as the pytest plugin's."""
+    parser.add_argument("--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)")
+    parser.add_argument("--zoo", action="append", default=[], help="built-in model to record (repeatable; default: all)")
+    parser.add_argument("--model", action="append", default=[],
+                        help="your own model as module:factory returning a loraguard.zoo.ZooModel (repeatable)")
+    parser.add_argument("--dtype", action="append", default=[], help="f32, bf16, f16, f64 (repeatable; default: f32 and bf16)")
+
+
+def settings_from(args: argparse.Namespace):
+    """Resolve the options as the plugin resolves its own (profile "ci"), so both record the same scenarios."""
+    from loraguard.settings import resolve
+
+    return resolve(backends=[args.backend], device="cpu", dtypes=args.dtype, profile="ci", zoo=args.zoo,
+                   models=args.model, known_failures=None, reproducer_dir=Path(".loraguard/reproducers"),
+                   baseline=None, update_baseline=False, zero3=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from loraguard.backends import BackendError
+    from loraguard.gating.layout import SnapshotError
+    from loraguard.gating.snapshot import take_snapshot
+
+    try:
+        settings = settings_from(args)
+        backend = settings.backends[0]
+        manifest = take_snapshot(backend, settings.scenarios, args.out, settings.model_origins, args.force)
+    except (SnapshotError, BackendError, ValueError) as err:
+        print(f"loraguard snapshot: {err}", file=sys.stderr)
+        return 2
+    print(f"recorded {len(manifest.scenarios)} scenarios with {backend.name} {backend.version()} in {args.out}")
+    for scenario, why in sorted(manifest.skipped.items()):
+        print(f"  not recorded: {scenario}: {why}")
+    return 0

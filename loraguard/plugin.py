@@ -60,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
             backends=backends, device=_option(config, "device"), dtypes=_option(config, "dtype"),
             profile=_option(config, "profile"), zoo=_option(config, "zoo"), models=_option(config, "model"),
             known_failures=_option(config, "known-failures"),
-            reproducer_dir=config.rootpath / _option(config, "reproducers"),
+            reproducer_dir=config.invocation_params.dir / _option(config, "reproducers"),
             baseline=_option(config, "baseline"), update_baseline=config.getoption("loraguard_update_baseline"),
             zero3=int(_option(config, "zero3")),
         )
@@ -146,9 +146,10 @@ class LoraguardRun:
         report = (yield).get_result()
         from loraguard import runner
 
-        if report.when == "call" and report.failed and runner.last_reproducer is not None:
-            report.user_properties.append((_REPRO_TAG, str(runner.last_reproducer)))
-            runner.last_reproducer = None
+        if report.when == "call":
+            if report.failed and runner.last_reproducer is not None:
+                report.user_properties.append((_REPRO_TAG, str(runner.last_reproducer)))
+            runner.last_reproducer = None  # never carried over to another test
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)

@@ -32,11 +32,16 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, data) -
     from hypothesis import note
 
     global last_reproducer
+    last_reproducer = None
+    from hypothesis import reject
+
     scenario = data.draw(scenarios(backend.capabilities, tuple(settings.dtypes), settings.device), label="scenario")
     try:
-        check(invariant_id, backend, scenario)
-    except pytest.skip.Exception:
-        raise
+        run_invariant(all_invariants()[invariant_id], backend, scenario)
+    except Skipped as why:
+        if why.per_example:
+            reject()  # this example cannot decide; Hypothesis draws another
+        pytest.skip(str(why))
     except Exception:
         last_reproducer = write_reproducer(invariant_id, backend, scenario, settings)
         note(f"reproducer: {last_reproducer}")
@@ -56,7 +61,7 @@ def reproducer_source(invariant_id: str, backend: Backend, scenario: Scenario, m
                       backend_spec: str) -> str:
     """Python source that replays one scenario against one backend."""
     imports = ["import torch", "", "from loraguard.backends import load_backend", "from loraguard.config import LoraConfig",
-               "from loraguard.invariants.registry import all_invariants, run_invariant",
+               "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
                "from loraguard.scenarios import Scenario"]
     if isinstance(scenario.model, DrawnModel):
         imports.append("from loraguard.strategies import TreeSpec, tree_zoo_model")
@@ -84,8 +89,12 @@ def reproducer_source(invariant_id: str, backend: Backend, scenario: Scenario, m
         f"    second={('LoraConfig(**' + repr(_config_fields(scenario.second)) + ')') if scenario.second else None},",
         f"    dtype={scenario.dtype}, device={scenario.device!r}, seed={scenario.seed}, label={scenario.label!r},",
         ")",
-        f"run_invariant(all_invariants()[{invariant_id!r}], load_backend({backend_spec!r}), scenario)",
-        'print("passed: the failure did not reproduce")',
+        "try:",
+        f"    run_invariant(all_invariants()[{invariant_id!r}], load_backend({backend_spec!r}), scenario)",
+        "except Skipped as why:",
+        '    print(f"skipped: {why}")',
+        "else:",
+        '    print("passed: the failure did not reproduce")',
         "",
     ])
 

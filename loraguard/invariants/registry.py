@@ -7,13 +7,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loraguard.backends.base import Backend, Unsupported
+from loraguard.invariants.checks import Inconclusive
 from loraguard.scenarios import Scenario, needed_capabilities
 
 Check = Callable[[Backend, Scenario], None]
 
 
 class Skipped(Exception):
-    """The invariant does not apply to this backend or scenario; the message says why."""
+    """The invariant does not apply to this backend or scenario; the message says why.
+
+    `per_example` marks a reason that belongs to this scenario alone (too weak to decide, or a feature combination
+    the release refuses): a drawn example is then discarded, not the whole property skipped.
+    """
+
+    def __init__(self, reason: str, per_example: bool = False):
+        super().__init__(reason)
+        self.per_example = per_example
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,8 @@ def run_invariant(inv: Invariant, backend: Backend, scenario: Scenario) -> float
     start = time.perf_counter()
     try:
         inv.check(backend, scenario)
-    except Unsupported as err:
-        raise Skipped(str(err)) from None
+    except (Unsupported, Inconclusive) as err:
+        raise Skipped(str(err), per_example=True) from None
     return time.perf_counter() - start
 
 

@@ -114,7 +114,7 @@ def _drifts(backend: Backend, directory: Path, record: ScenarioRecord, notes: li
     except Exception as err:  # as above: the release's failure is the finding
         drifts.append(Drift("save", [f"{type(err).__name__}: {err}"]))
     else:
-        drifts += _key_drifts(record.keys, keys) + _config_drifts(record.adapter_config, config, notes)
+        drifts += key_drifts(record.keys, keys) + config_drifts(record.adapter_config, config, notes)
     return drifts
 
 
@@ -142,7 +142,8 @@ def _describe(info: dict) -> str:
     return f"{tuple(info['shape'])} {info['dtype']}"
 
 
-def _key_drifts(old: dict[str, dict], new: dict[str, dict]) -> list[Drift]:
+def key_drifts(old: dict[str, dict], new: dict[str, dict]) -> list[Drift]:
+    """Keys that appeared, vanished or changed shape or dtype between the recorded save and the new one."""
     appeared, vanished = sorted(set(new) - set(old)), sorted(set(old) - set(new))
     changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
     if not (appeared or vanished or changed):
@@ -161,7 +162,8 @@ def _normal(value):
     return value
 
 
-def _config_drifts(old: dict, new: dict, notes: list[str]) -> list[Drift]:
+def config_drifts(old: dict, new: dict, notes: list[str]) -> list[Drift]:
+    """Fields written differently or no longer written; fields new in this release (or dropped nulls) are notes."""
     fields = (set(old) | set(new)) - set(VOLATILE_FIELDS)
     changed = sorted(f for f in fields & set(old) & set(new) if _normal(old[f]) != _normal(new[f]))
     dropped = sorted(f for f in fields & set(old) - set(new) if old[f] is not None)

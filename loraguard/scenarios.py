@@ -6,6 +6,7 @@ must hold, which capabilities a backend needs) are derived here from the base mo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -84,10 +85,10 @@ def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig
     return set(oracle(scenario, adapters).adapter_state_dict(name))
 
 
-def needed_capabilities(scenario: Scenario) -> set[str]:
-    """Capabilities a backend must declare to run this scenario at all."""
+def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[str]:
+    """Capabilities a backend must declare to run this scenario (its second adapter too, if `with_second`)."""
     needs: set[str] = set()
-    for cfg in filter(None, (scenario.config, scenario.second)):
+    for cfg in filter(None, (scenario.config, scenario.second if with_second else None)):
         if cfg.use_rslora:
             needs.add("rslora")
         if cfg.rank_pattern or cfg.alpha_pattern:
@@ -103,7 +104,7 @@ def needed_capabilities(scenario: Scenario) -> set[str]:
                 needs.add("fan_in_fan_out")
             elif kind != "linear":
                 needs.add(kind)
-    if scenario.second is not None:
+    if with_second and scenario.second is not None:
         needs.add("multi_adapter")
     if scenario.dtype == torch.bfloat16:
         needs.add("bfloat16")
@@ -143,3 +144,9 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
         for dtype in dtypes:
             out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))
     return out
+
+
+def without_modules_to_save(scenario: Scenario) -> Scenario:
+    """The scenario with no modules_to_save, for backends that lack them when a promise does not involve them."""
+    strip = (lambda c: c if c is None else dataclasses.replace(c, modules_to_save=None))
+    return dataclasses.replace(scenario, config=strip(scenario.config), second=strip(scenario.second))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.invariants.checks import Inconclusive
-from loraguard.scenarios import Scenario, needed_capabilities
+from loraguard.scenarios import Scenario, needed_capabilities, without_modules_to_save
 
 Check = Callable[[Backend, Scenario], None]
 
@@ -49,13 +49,20 @@ def invariant(id: str, promise: str, needs: tuple[str, ...] = (), needs_second: 
     return register
 
 
+def fitted(inv: Invariant, backend: Backend, scenario: Scenario) -> Scenario:
+    """The scenario as this backend can run it: without modules_to_save if it lacks them and the promise allows."""
+    if "modules_to_save" not in backend.capabilities and not inv.needs_modules_to_save:
+        return without_modules_to_save(scenario)
+    return scenario
+
+
 def applicable(inv: Invariant, backend: Backend, scenario: Scenario) -> str | None:
-    """None if the invariant can run, else the reason it is skipped."""
+    """None if the invariant can run on the (fitted) scenario, else the reason it is skipped."""
     if inv.needs_second and scenario.second is None:
         return "scenario has no second adapter"
     if inv.needs_modules_to_save and not scenario.config.modules_to_save:
         return "scenario has no modules_to_save"
-    missing = sorted((inv.needs | needed_capabilities(scenario)) - set(backend.capabilities))
+    missing = sorted((inv.needs | needed_capabilities(scenario, inv.needs_second)) - set(backend.capabilities))
     if missing:
         return f"backend {backend.name!r} lacks {', '.join(missing)}"
     return None
@@ -63,6 +70,7 @@ def applicable(inv: Invariant, backend: Backend, scenario: Scenario) -> str | No
 
 def run_invariant(inv: Invariant, backend: Backend, scenario: Scenario) -> float:
     """Run one check; raises Skipped, InvariantViolation, or the backend's own exception. Returns seconds taken."""
+    scenario = fitted(inv, backend, scenario)
     reason = applicable(inv, backend, scenario)
     if reason:
         raise Skipped(reason)

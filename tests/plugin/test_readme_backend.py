@@ -1,0 +1,29 @@
+"""The backend example in README.md is complete: the plugin runs the suite with it, green."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import loraguard.runner  # noqa: F401  (pytester's in-process runs must find torch already imported)
+from tests.plugin.test_plugin import assert_green
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_backend() -> str:
+    text = README.read_text()
+    block = re.search(r"<!-- backend-example -->\s*```python\n(.*?)```\s*<!-- /backend-example -->", text, re.S)
+    assert block, "README.md lost its backend example (between the backend-example markers)"
+    return block.group(1)
+
+
+def test_readme_backend_runs_the_suite(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(my_lora_backend=readme_backend())
+    pytester.syspathinsert()
+    result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-profile", "quick",
+                                "--loraguard-backend", "my_lora_backend:InHouseBackend", "-k", "not drawn")
+    assert_green(result)
+    result.stdout.fnmatch_lines(["*loraguard summary (inhouse 1.0; profile quick)*", "merge-forward*3 passed*",
+                                 "modules-to-save*skipped*", "roundtrip*3 passed*"])
+    assert len(readme_backend().splitlines()) <= 35, "the README promises a backend in about 30 lines"

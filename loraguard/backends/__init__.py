@@ -10,6 +10,7 @@ from loraguard.backends.base import CAPABILITIES, Backend, BackendError, Unsuppo
 BUILTIN = {
     "reference": "loraguard.backends.reference:ReferenceBackend",
     "peft": "loraguard.backends.peft:PeftBackend",
+    "loralib": "loraguard.backends.loralib:LoralibBackend",
 }
 
 __all__ = ["BUILTIN", "CAPABILITIES", "Backend", "BackendError", "Unsupported", "load_backend", "known_backends"]

@@ -1,0 +1,69 @@
+"""loralib as a backend: the suite passes or skips with reasons, and it would catch a wrong loralib merge."""
+
+import pytest
+import torch
+
+pytest.importorskip("loralib")
+
+from loraguard.backends import load_backend  # noqa: E402
+from loraguard.backends.loralib import LoralibBackend  # noqa: E402
+from loraguard.invariants.registry import all_invariants  # noqa: E402
+from loraguard.scenarios import without_modules_to_save, zoo_scenarios  # noqa: E402
+from loraguard.suite import run_all  # noqa: E402
+from loraguard.zoo import ZOO, available  # noqa: E402
+
+#: Invariants that need no capability beyond loralib's: they must run, not skip, on every model loralib adapts.
+RUNS = {"merge-forward", "dtype", "mixed-export", "rewrap", "naming"}
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    return run_all(load_backend("loralib"), zoo_scenarios(available(), [torch.float32]))
+
+
+def test_suite_passes_or_skips_with_a_reason(outcomes):
+    bad = [o for o in outcomes if o.status in ("failed", "error")]
+    assert not bad, "\n".join(f"{o.invariant} on {o.scenario}: {o.message}" for o in bad)
+    assert all(o.message for o in outcomes if o.status == "skipped")
+
+
+def test_declared_layers_are_exercised(outcomes):
+    """Linear (mlp, nested, llama), Embedding and GPT-2 Conv1D are really checked; conv models skip for 'conv'."""
+    passed = {(o.invariant, o.scenario) for o in outcomes if o.status == "passed"}
+    for name in set(ZOO) & {m.name for m in available()}:
+        if name == "convnet":
+            reasons = {o.message for o in outcomes if o.scenario == "convnet-r4-f32"}
+            assert all("conv" in r for r in reasons), reasons
+        else:
+            assert {(inv, f"{name}-r4-f32") for inv in RUNS} <= passed, name
+
+
+class _ScalingOne(LoralibBackend):
+    """loralib layers whose scaling is 1 instead of alpha / r: forward and merge agree with each other, not with the formula."""
+
+    name = "loralib-scaling-one"
+
+    def wrap(self, base, config, adapter="default"):
+        model = super().wrap(base, config, adapter)
+        for layer in self._layers(model).values():
+            layer.scaling = 1.0
+        return model
+
+
+def test_a_loralib_layer_with_the_wrong_scaling_is_caught():
+    scenario = zoo_scenarios([ZOO["mlp"]], [torch.float32])[0]
+    [outcome] = run_all(_ScalingOne(), [scenario], [all_invariants()["merge-forward"]])
+    assert outcome.status == "failed" and "vs W + s*B@A" in outcome.message, outcome
+
+
+def test_merge_and_unload_gives_back_plain_torch_layers():
+    import loralib
+    from transformers.pytorch_utils import Conv1D
+
+    scenario = without_modules_to_save(zoo_scenarios([ZOO["gpt2"]], [torch.float32])[0])
+    backend = LoralibBackend()
+    model = backend.wrap(scenario.base(), scenario.config)
+    assert set(backend.lora_factors(model, "default")), "nothing was adapted"
+    plain = backend.merge_and_unload(model)
+    assert not [n for n, m in plain.named_modules() if isinstance(m, loralib.LoRALayer)]
+    assert type(plain.get_submodule("transformer.h.0.attn.c_attn")) is Conv1D

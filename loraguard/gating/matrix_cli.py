@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--companion", action="append", default=[], metavar="VERSION=REQUIREMENT",
                         help="install REQUIREMENT beside that release instead of the default pins (repeatable)")
     parser.add_argument("--baseline", type=Path, help="also compare each release with this snapshot")
-    parser.add_argument("--profile", default="quick", help="loraguard profile for the suite (default: quick)")
+    parser.add_argument("--profile", default="ci", help="loraguard profile for the suite (default: ci)")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per release (default: 2)")
     parser.add_argument("--envs", type=Path, default=Path.home() / ".cache" / "loraguard" / "envs",
                         help="where the per-release environments live (reused between runs)")

@@ -1,6 +1,7 @@
-"""The release x invariant table: a state per cell, and for each invariant the first release where it changes.
+"""The release x invariant table: a cell per release, and for each invariant the first release where it changes.
 
-Built from `ReleaseResult`s only (no environments, no torch), so it is tested on recorded results.
+A change is a different outcome (pass, FAIL, skip, error) or, while failing, a different set of failing tests, so
+a partial fix shows too. Built from `ReleaseResult`s only (no environments, no torch): tested on recorded results.
 """
 
 from __future__ import annotations
@@ -10,26 +11,26 @@ from typing import Any
 
 from loraguard.gating.matrix import ReleaseResult
 
-BASELINE_ROW = "baseline (compare)"
+BASELINE_ROW = "baseline"
 
 
 @dataclass
 class Row:
-    """One invariant across releases: a state per release (what changes are detected on) and the cell text."""
+    """One invariant across releases: per release, what change detection compares and the text of the cell."""
 
     name: str
-    states: list[str]
+    states: list[tuple]
     cells: list[str]
 
     def changes(self, releases: list[str]) -> list[tuple[str, str, str]]:
-        """(release, state before, state now) wherever the state differs from the last release that ran it."""
+        """(release, cell before, cell now) wherever the state differs from the last release that ran it."""
         out, last = [], None
-        for release, state in zip(releases, self.states):
-            if state == "-":
+        for release, state, cell in zip(releases, self.states, self.cells):
+            if state[0] == "-":
                 continue
-            if last is not None and state != last:
-                out.append((release, last, state))
-            last = state
+            if last is not None and state != last[0]:
+                out.append((release, last[1], cell))
+            last = (state, cell)
         return out
 
     def first_change(self, releases: list[str]) -> str:
@@ -37,39 +38,40 @@ class Row:
         return f"{changes[0][0]}: {changes[0][1]} -> {changes[0][2]}" if changes else "-"
 
 
-def invariant_state(result: ReleaseResult, invariant: str) -> tuple[str, str]:
+def invariant_state(result: ReleaseResult, invariant: str) -> tuple[tuple, str]:
     """(state, cell) of one invariant in one release: FAIL if any test failed, pass if any passed, else skip."""
     if result.error:
-        return "error", "error"
+        return ("error",), "error"
     counts = result.outcomes.get(invariant)
     if not counts:
-        return "-", "-"
+        return ("-",), "-"
     failed, passed = counts.get("failed", 0), counts.get("passed", 0)
     if failed:
-        return "FAIL", f"FAIL {failed}/{failed + passed}"
+        return ("FAIL", *sorted(result.failures.get(invariant, []))), f"FAIL {failed}/{failed + passed}"
     if passed:
-        return "pass", f"pass {passed}"
-    return "skip", "skip"
+        return ("pass",), f"pass {passed}"
+    return ("skip",), "skip"
 
 
-def baseline_state(result: ReleaseResult) -> tuple[str, str]:
+def baseline_state(result: ReleaseResult) -> tuple[tuple, str]:
     """(state, cell) of the baseline comparison in one release: same, accepted, DRIFT (with counts) or error."""
     report = result.baseline
     if result.error or report is None:
-        return ("error", "error") if result.error else ("-", "-")
+        return (("error",), "error") if result.error else (("-",), "-")
     if "error" in report:
-        return "error", "error"
-    statuses = [s["status"] for s in report["scenarios"]]
+        return ("error",), "error"
+    drifted = sorted(f"{s['id']}:{d['kind']}" for s in report["scenarios"] for d in s["drifts"] if not d["accepted"])
     if report["failed"]:
-        return "DRIFT", f"DRIFT {statuses.count('drift')}/{len(statuses)}"
-    return ("accepted", "accepted") if "accepted" in statuses else ("same", "same")
+        scenarios = sum(s["status"] == "drift" for s in report["scenarios"])
+        return ("DRIFT", *drifted), f"DRIFT {scenarios}/{len(report['scenarios'])}"
+    statuses = {s["status"] for s in report["scenarios"]}
+    return (("accepted",), "accepted") if "accepted" in statuses else (("same",), "same")
 
 
 def rows(results: list[ReleaseResult]) -> list[Row]:
     """One row per invariant seen in any release (sorted), then the baseline row if any release compared."""
-    invariants = sorted({inv for r in results for inv in r.outcomes})
     out = []
-    for inv in invariants:
+    for inv in sorted({inv for r in results for inv in r.outcomes}):
         pairs = [invariant_state(r, inv) for r in results]
         out.append(Row(inv, [s for s, _ in pairs], [c for _, c in pairs]))
     if any(r.baseline is not None for r in results):
@@ -115,7 +117,6 @@ def to_json(results: list[ReleaseResult]) -> dict[str, Any]:
         "errors": {r.release: r.error for r in results if r.error},
         "rows": [{
             "invariant": row.name,
-            "states": dict(zip(releases, row.states)),
             "cells": dict(zip(releases, row.cells)),
             "failures": {rel: by_release[rel].failures.get(row.name, []) for rel in releases},
             "changes": [{"release": rel, "from": a, "to": b} for rel, a, b in row.changes(releases)],

@@ -64,15 +64,14 @@ class Comparison:
         return any(r.failing for r in self.scenarios)
 
 
-def compare_snapshot(backend: Backend, directory: Path, only: list[str] | None = None) -> Comparison:
-    """Compare every scenario of the snapshot (or those named in `only`) with `backend`; raises SnapshotError if
-    the snapshot is unusable and ValueError if accepted.txt is malformed."""
+def compare_snapshot(backend: Backend, directory: Path) -> Comparison:
+    """Compare every scenario of the snapshot with `backend`; raises SnapshotError if the snapshot is unusable and
+    ValueError if accepted.txt is malformed."""
     manifest = read_manifest(directory)
     accepted = read_accepted(directory / ACCEPTED)
-    records = [r for r in manifest.scenarios if only is None or r.id in only]
-    reports = [compare_scenario(backend, directory, r, accepted) for r in records]
+    reports = [compare_scenario(backend, directory, r, accepted) for r in manifest.scenarios]
     used = {d.accepted for r in reports for d in r.drifts if d.accepted is not None}
-    unused = [a for a in accepted if a not in used] if only is None else []
+    unused = [a for a in accepted if a not in used]
     return Comparison(directory, manifest, backend.name, backend.version(), reports, unused)
 
 

@@ -60,7 +60,11 @@ def run_release(rel: Release, envs: Path, out: Path, project: Path, profile: str
     except EnvSetupError as err:
         result.error = str(err)
         return result
-    result.environment = json.loads(_capture([str(python), "-c", _VERSIONS], project, folder / "versions.log"))
+    try:
+        result.environment = json.loads(_capture([str(python), "-c", _VERSIONS], project, folder / "versions.log"))
+    except json.JSONDecodeError:
+        result.error = f"the environment does not import peft, transformers and torch; see {folder / 'versions.log'}"
+        return result
     junit = folder / "junit.xml"
     junit.unlink(missing_ok=True)
     # the baseline is compared below, with drift kinds; its pytest form would only repeat it as skips here

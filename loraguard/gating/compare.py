@@ -15,7 +15,6 @@ from loraguard.config import CONFIG_NAME
 from loraguard.gating.accepted import Acceptance, read_accepted
 from loraguard.gating.layout import ACCEPTED, ADAPTER_DIR, BASE_FILE, OUTPUT_MODES, Manifest, ScenarioRecord, read_manifest
 from loraguard.gating.snapshot import base_model, outputs, read_outputs, rebuild, saved_keys
-from loraguard.keys import parse_factor_key
 from loraguard.scenarios import needed_capabilities
 from loraguard.tolerance import bound, max_diff
 
@@ -104,7 +103,7 @@ def _drifts(backend: Backend, directory: Path, record: ScenarioRecord, notes: li
     except Exception as err:  # any failure of the release under test is a finding to report, not a crash
         drifts.append(Drift("load", [f"{type(err).__name__}: {err}"]))
     else:
-        drifts += _output_drifts(old, new, scenario.dtype, _depth(record), notes)
+        drifts += _output_drifts(old, new, scenario.dtype, notes)
     try:
         fresh = backend.wrap(base_model(scenario, params), scenario.config)
         with tempfile.TemporaryDirectory(prefix="loraguard-compare-") as tmp:
@@ -117,20 +116,17 @@ def _drifts(backend: Backend, directory: Path, record: ScenarioRecord, notes: li
     return drifts
 
 
-def _depth(record: ScenarioRecord) -> int:
-    """How many LoRA layers an output passes through: the tolerance grows with it."""
-    parsed = (parse_factor_key(k) for k in record.keys)
-    return max(1, len({p.module for p in parsed if p is not None}))
-
-
-def _output_drifts(old: dict, new: dict, dtype, depth: int, notes: list[str]) -> list[Drift]:
+def _output_drifts(old: dict, new: dict, dtype, notes: list[str]) -> list[Drift]:
+    """Outputs against the recorded ones within the dtype's bound at depth 1: the same computation, recorded and
+    repeated, not two orderings through every layer (a depth-scaled bfloat16 bound let a missed reload of two
+    LoRA layers, 0.31 on outputs of 4.7, pass as rounding)."""
     by_kind: dict[str, list[str]] = {}
     for mode in OUTPUT_MODES:
         kind = "base" if mode == "disabled" else "outputs"
         if new[mode].shape != old[mode].shape:
             by_kind.setdefault(kind, []).append(f"{mode}: shape {tuple(new[mode].shape)}, recorded {tuple(old[mode].shape)}")
             continue
-        diff, allowed = max_diff(new[mode].to(old[mode].dtype), old[mode]), bound(old[mode], dtype, depth)
+        diff, allowed = max_diff(new[mode].to(old[mode].dtype), old[mode]), bound(old[mode], dtype)
         notes.append(f"{mode}: max |difference| {diff:.3g} (bound {allowed:.3g})")
         if diff > allowed:
             by_kind.setdefault(kind, []).append(f"{mode}: max |difference| {diff:.3g} exceeds the {dtype} bound {allowed:.3g}")

@@ -52,3 +52,9 @@ def test_an_edited_baseline_stops_the_run_naming_the_file(pytester: pytest.Pytes
     result = pytester.runpytest(*REFERENCE, f"--loraguard-baseline={snapshot}")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*mlp-r4-f32/adapter/adapter_config.json: checksum differs from manifest.json*"])
+
+
+def test_update_without_a_directory_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*REFERENCE, "--loraguard-update-baseline")
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--loraguard-update-baseline needs --loraguard-baseline DIR*"])

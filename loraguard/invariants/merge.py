@@ -35,14 +35,15 @@ def merge_equals_forward(backend: Backend, scenario: Scenario) -> None:
     assert_close(w.out(), out, scenario.dtype, "merged output vs unmerged output", depth)
 
 
-@invariant("merge-unmerge", "Merging twice applies the delta once; unmerge restores W; disabling gives exactly the base output.",
-           needs=("disable",))
+@invariant("merge-unmerge", "Merging twice applies the delta once; unmerge restores W; disabling gives exactly the "
+           "base output (where the backend can disable).")
 def unmerge_restores(backend: Backend, scenario: Scenario) -> None:
     w = wrap(backend, scenario)
     out = w.out()
     assert_effect(out, w.base_out, scenario.dtype, "adapter output vs base output")
-    with backend.disabled(w.model):
-        assert_equal(w.out(), w.base_out, "output with adapters disabled vs base output")
+    if "disable" in backend.capabilities:
+        with backend.disabled(w.model):
+            assert_equal(w.out(), w.base_out, "output with adapters disabled vs base output")
     backend.merge(w.model)
     backend.merge(w.model)
     check_merged_weights(backend, w, scenario, [("default", scenario.config)], "after merging twice")

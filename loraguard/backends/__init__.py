@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from loraguard.backends.base import CAPABILITIES, Backend, BackendError, Unsupported
+from loraguard.backends.base import CAPABILITIES, Backend, BackendError, Unsupported, check_capabilities
 
 BUILTIN = {
     "reference": "loraguard.backends.reference:ReferenceBackend",
@@ -49,4 +49,5 @@ def _instantiate(obj: object, spec: str) -> Backend:
     if not isinstance(backend, Backend):
         missing = [m for m in ("name", "capabilities", "wrap", "merge", "save", "load") if not hasattr(backend, m)]
         raise BackendError(f"backend {spec!r} does not implement the Backend protocol (missing {missing})")
+    check_capabilities(backend)
     return backend

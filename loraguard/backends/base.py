@@ -8,7 +8,6 @@ backend lacks is skipped with that reason, never failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -102,9 +101,9 @@ class Backend(Protocol):
         """Load a saved adapter onto `base` (``from_pretrained``)."""
 
 
-def iter_capabilities(backend: Backend) -> Iterator[str]:
-    """The backend's declared capabilities, validated against the known list."""
-    for cap in sorted(backend.capabilities):
-        if cap not in CAPABILITIES:
-            raise BackendError(f"backend {backend.name!r} declares unknown capability {cap!r}; known: {sorted(CAPABILITIES)}")
-        yield cap
+def check_capabilities(backend: Backend) -> None:
+    """Refuse a backend that declares a capability loraguard does not know (a typo would silently skip checks)."""
+    unknown = sorted(set(backend.capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise BackendError(f"backend {backend.name!r} declares unknown capabilities {unknown}; "
+                           f"known: {sorted(CAPABILITIES)}")

@@ -101,3 +101,17 @@ def test_off_by_default_and_imports_no_torch(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:hypothesispytest")
     result.assert_outcomes(passed=1)
     assert "loraguard summary" not in result.stdout.str()
+
+
+def test_a_backend_declaring_an_unknown_capability_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(typo_backend=textwrap.dedent("""
+        from loraguard.backends.reference import ReferenceBackend
+
+        class Typo(ReferenceBackend):
+            name = "typo"
+            capabilities = ReferenceBackend.capabilities | {"modules_to_saves"}
+    """))
+    pytester.syspathinsert()
+    result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-backend", "typo_backend:Typo")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown capabilities*modules_to_saves*"])

@@ -8,6 +8,7 @@ heavy is imported (no torch), so it costs a plain pytest run nothing. Per-sessio
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise pytest.UsageError(f"loraguard: {err}") from None
     config.stash[SETTINGS] = settings
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core already: intra-op threads only contend
+        import torch
+
+        torch.set_num_threads(1)
     config.pluginmanager.register(LoraguardRun(config, settings), "loraguard-run")
     _load_hypothesis_profile(settings.profile)
     suite = str(Path(importlib.util.find_spec("loraguard.properties").origin).parent)

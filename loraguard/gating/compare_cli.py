@@ -8,7 +8,7 @@ from pathlib import Path
 
 from loraguard.gating.formats import FORMATS
 
-HELP = "compare the installed library release with a baseline taken by `loraguard snapshot`"
+HELP = "Compare the installed library release with a baseline from `loraguard snapshot`; exit 1 on drift."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

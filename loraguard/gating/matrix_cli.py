@@ -9,7 +9,7 @@ from pathlib import Path
 
 from loraguard.gating.formats import FORMATS
 
-HELP = "run the invariant suite across peft releases, each in its own environment (slow; needs uv)"
+HELP = "Run the invariant suite across peft releases, each in its own environment (slow; needs uv)."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "record a baseline of the installed library release for upgrade gating (docs/gating.md)"
+HELP = "Record a baseline of the installed library release, for upgrade gating (docs/gating.md)."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

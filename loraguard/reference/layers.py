@@ -184,8 +184,9 @@ class LoraLinear(LoraLayer):
         super().__init__(base_layer)
         self.fan_in_fan_out = is_conv1d_transposed(base_layer)
         # Sizes come from the layer's attributes, not its weight: under DeepSpeed zero.Init the weight is a shard.
-        if self.fan_in_fan_out:
-            self.in_features, self.out_features = base_layer.nx, base_layer.nf
+        if self.fan_in_fan_out:  # Conv1D.nx arrived in transformers 4.46; before it, the weight is whole anyway
+            self.in_features = getattr(base_layer, "nx", None) or base_layer.weight.shape[0]
+            self.out_features = base_layer.nf
         else:
             self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.lora_A = nn.ModuleDict()

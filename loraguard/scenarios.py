@@ -7,7 +7,7 @@ must hold, which capabilities a backend needs) are derived here from the base mo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,7 +32,6 @@ class Scenario:
     device: str = "cpu"
     seed: int = 0
     label: str = ""
-    tags: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def id(self) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,14 @@ def adapter_tensors(backend: Backend, model: nn.Module, adapter: str, scenario: 
 
 
 def module_kinds(scenario: Scenario) -> dict[str, LayerKind]:
-    """Layer kind of every module of the scenario's base model, by path."""
-    return {n: layer_kind(m)[0] for n, m in scenario.base().named_modules() if n}
+    """Layer kind of every module of the scenario's base model, by path (built once per architecture)."""
+    return _kinds_of(scenario.model.build)
+
+
+@functools.lru_cache(maxsize=256)  # drawn trees are many; keep the cache bounded
+def _kinds_of(build: Callable[[], nn.Module]) -> dict[str, LayerKind]:
+    # Structure does not depend on seed, dtype or device, so snapshots of one scenario never rebuild the model.
+    return {n: layer_kind(m)[0] for n, m in build().named_modules() if n}
 
 
 def train_step(model: nn.Module, inputs: tuple, lr: float = 0.1) -> None:

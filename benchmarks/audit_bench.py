@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loraguard.audit.checkpoint import audit_paths  # noqa: E402
-from loraguard.config import WEIGHTS_NAME, LoraConfig  # noqa: E402
-from loraguard.merge_math import merged_weight  # noqa: E402
+from loraguard.core.config import WEIGHTS_NAME, LoraConfig  # noqa: E402
+from loraguard.core.merge_math import merged_weight  # noqa: E402
 
 HIDDEN, LAYERS, RANK = 4096, 32, 32
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -105,8 +105,8 @@ _HWM = ("def _hwm():\n"
         "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n")
 #: The measured child: the real CLI in-process, then its own high-water mark (VmHWM resets at exec, unlike
 #: ru_maxrss, which would include the forked parent's memory).
-_AUDIT = _HWM + "import sys\nfrom loraguard.cli import main\ncode = main(sys.argv[1:])\nprint('HWM', _hwm(), file=sys.stderr)\nsys.exit(code)\n"
-_IDLE = _HWM + "import sys, torch, loraguard.audit.merge, loraguard.cli\nprint('HWM', _hwm(), file=sys.stderr)\n"
+_AUDIT = _HWM + "import sys\nfrom loraguard.frontends.cli import main\ncode = main(sys.argv[1:])\nprint('HWM', _hwm(), file=sys.stderr)\nsys.exit(code)\n"
+_IDLE = _HWM + "import sys, torch, loraguard.audit.merge, loraguard.frontends.cli\nprint('HWM', _hwm(), file=sys.stderr)\n"
 
 
 def peak_rss_mib(code: str, *args: str) -> tuple[float, int, float]:

@@ -4,7 +4,7 @@
    directory, in a subprocess (target: at most 60 s on 2 cores).
 2. Start-up cost when the plugin is off: a one-test file under plain pytest vs ``-p no:loraguard``, in pairs of
    alternating order, the median paired difference in wall and CPU time (target: at most 20 ms); and
-   ``python -X importtime`` of ``loraguard.plugin``.
+   ``python -X importtime`` of ``loraguard.frontends.plugin``.
 3. Time to first failure over the mutant backends (tests/mutants.py): run_all with stop_on_failure on the ci
    profile's zoo scenarios, the median over mutants (target: at most 10 s).
 
@@ -74,8 +74,8 @@ def off_overhead_ms(reps: int) -> dict[str, tuple[float, float, float]]:
 
 
 def import_cost_ms(pre: str) -> tuple[float, bool]:
-    """Cumulative import time of loraguard.plugin after `pre` (ms), and whether it pulled in torch."""
-    code = f"{pre}; import loraguard.plugin, sys; print('torch' in sys.modules)"
+    """Cumulative import time of loraguard.frontends.plugin after `pre` (ms), and whether it pulled in torch."""
+    code = f"{pre}; import loraguard.frontends.plugin, sys; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True)
     line = next(ln for ln in proc.stderr.splitlines() if re.search(r"\|\s*loraguard\.plugin$", ln))
@@ -85,10 +85,10 @@ def import_cost_ms(pre: str) -> tuple[float, bool]:
 def first_failures() -> list[tuple[str, str, str, float]]:
     """(mutant, invariant, scenario, seconds) of the first failure of each mutant on the ci zoo scenarios."""
     from loraguard.invariants.registry import all_invariants
-    from loraguard.scenarios import DTYPES, zoo_scenarios
-    from loraguard.settings import PROFILES
-    from loraguard.suite import run_all
-    from loraguard.zoo import available
+    from loraguard.harness.scenarios import DTYPES, zoo_scenarios
+    from loraguard.harness.settings import PROFILES
+    from loraguard.run.in_process import run_all
+    from loraguard.harness.zoo import available
     from tests.mutants import MUTANTS
 
     ci = PROFILES["ci"]
@@ -121,7 +121,7 @@ def main() -> None:
     wall_diff, cpu_diff = (diff for *_, diff in overhead.values())
     alone, torch_alone = import_cost_ms("pass")
     after, torch_after = import_cost_ms("import pytest")
-    print(f"python -X importtime: loraguard.plugin {alone:.1f} ms alone (pytest included), {after:.1f} ms once pytest "
+    print(f"python -X importtime: loraguard.frontends.plugin {alone:.1f} ms alone (pytest included), {after:.1f} ms once pytest "
           f"is imported; torch imported: {torch_alone or torch_after}")
 
     caught = first_failures()
@@ -133,7 +133,7 @@ def main() -> None:
             ("  its CPU time / 2 cores (the unloaded floor)", f"{cpu / 2:.1f} s", "", True),
             ("start-up overhead, plugin off (wall)", f"{wall_diff:+.1f} ms", "<= 20 ms", wall_diff <= 20),
             ("start-up overhead, plugin off (CPU)", f"{cpu_diff:+.1f} ms", "<= 20 ms", cpu_diff <= 20),
-            ("import loraguard.plugin after pytest", f"{after:.1f} ms", "no torch", not torch_after),
+            ("import loraguard.frontends.plugin after pytest", f"{after:.1f} ms", "no torch", not torch_after),
             (f"median time to first failure ({len(caught)} mutants)", f"{median:.2f} s", "<= 10 s", median <= 10)]
     print(f"\n{'figure':44s} {'value':>10s}  {'target':10s} met")
     for figure, value, target, met in rows:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from loraguard.zero3 import run_suite  # noqa: E402
-from loraguard.zero3.launch import launch  # noqa: E402
+from loraguard.run.distributed.launch import launch  # noqa: E402
 
 
 def world_start(world_size: int) -> float:

@@ -6,7 +6,7 @@ One test per recorded scenario, failing with the scenario's diff unless DIR/acce
 
 import pytest
 
-from loraguard.plugin import SETTINGS
+from loraguard.frontends.plugin import SETTINGS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

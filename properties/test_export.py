@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from loraguard.runner import check, check_drawn
+from loraguard.run.in_pytest import check, check_drawn
 
 
 @pytest.mark.loraguard("mixed-export")

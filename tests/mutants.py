@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.keys import PEFT_PREFIX
+from loraguard.core.keys import PEFT_PREFIX
 from loraguard.reference import LoraModel
 from loraguard.reference import io as reference_io
 from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, wrap_layer
-from loraguard.merge_math import delta_weight
+from loraguard.core.merge_math import delta_weight
 
 
 class _Mutant(ReferenceBackend):

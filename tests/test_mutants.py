@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.scenarios import zoo_scenarios
-from loraguard.settings import PROFILES
-from loraguard.suite import run_all
-from loraguard.zoo import available
+from loraguard.harness.scenarios import zoo_scenarios
+from loraguard.harness.settings import PROFILES
+from loraguard.run.in_process import run_all
+from loraguard.harness.zoo import available
 from tests.mutants import MUTANTS
 
 _CI = PROFILES["ci"]

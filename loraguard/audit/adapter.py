@@ -1,7 +1,7 @@
 """Adapter rules: saved keys against peft's format and the config, factor pairs and ranks, and tensor values.
 
-Key parsing, name matching and rank lookup come from `loraguard.keys`, `loraguard.matching` and
-`loraguard.config`, the same code the reference implementation saves and loads with.
+Key parsing, name matching and rank lookup come from `loraguard.core.keys`, `loraguard.core.matching` and
+`loraguard.core.config`, the same code the reference implementation saves and loads with.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import TensorRef
 from loraguard.audit.tensors import TensorSource, torch_dtype, value_flags
-from loraguard.config import LoraConfig
-from loraguard.keys import PEFT_PREFIX, embedded_adapter_name, parse_factor_key, split, strip_prefix
-from loraguard.matching import ALL_LINEAR, ambiguous_entries, false_suffix_matches, spec_matches
+from loraguard.core.config import LoraConfig
+from loraguard.core.keys import PEFT_PREFIX, embedded_adapter_name, parse_factor_key, split, strip_prefix
+from loraguard.core.matching import ALL_LINEAR, ambiguous_entries, false_suffix_matches, spec_matches
 
 _A_ROLES = {"lora_A": "lora_B", "lora_embedding_A": "lora_embedding_B"}
 _B_ROLES = {b: a for a, b in _A_ROLES.items()}

@@ -15,8 +15,8 @@ from loraguard.audit.pickle_scan import PickleScanError, scan_file
 from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import Header, HeaderError, read_header
 from loraguard.audit.tensors import TensorSource
-from loraguard.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
-from loraguard.keys import parse_factor_key
+from loraguard.core.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
+from loraguard.core.keys import parse_factor_key
 
 INDEX_SUFFIX = ".safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")

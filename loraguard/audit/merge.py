@@ -1,8 +1,8 @@
 """`audit-merge`: does a merged model equal ``W + s * B @ A`` tensor by tensor, and did the merge do anything?
 
 Streams one block of rows at a time (base, merged and the matching slice of the factors), so memory stays near
-one block whatever the model size. The formula is `loraguard.merge_math.merged_weight`, the scale
-`LoraConfig.scaling_for`, the bound `loraguard.tolerance`: the same rules the reference implementation uses.
+one block whatever the model size. The formula is `loraguard.core.merge_math.merged_weight`, the scale
+`LoraConfig.scaling_for`, the bound `loraguard.core.tolerance`: the same rules the reference implementation uses.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from loraguard.audit.checkpoint import (
 from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import Header, TensorRef
 from loraguard.audit.tensors import BLOCK_BYTES, TensorSource, torch_dtype
-from loraguard.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
-from loraguard.keys import BARE_ROLES, parse_factor_key, split, strip_prefix
+from loraguard.core.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
+from loraguard.core.keys import BARE_ROLES, parse_factor_key, split, strip_prefix
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,8 @@ def _check_target(config: LoraConfig, target: Target, adapter: TensorSource, bas
                   merged: TensorSource, fifo: bool) -> Finding | None:
     import torch
 
-    from loraguard.merge_math import merged_weight
-    from loraguard.tolerance import max_diff
+    from loraguard.core.merge_math import merged_weight
+    from loraguard.core.tolerance import max_diff
 
     scale = config.scaling_for(target.module)
     base_ref, got_ref = base.refs[target.key], merged.refs[target.key]
@@ -215,7 +215,7 @@ class _Stats:
     equal_to_base: bool = True
 
     def add(self, want, got) -> None:
-        from loraguard.tolerance import max_diff
+        from loraguard.core.tolerance import max_diff
 
         d = max_diff(got, want)
         self.diff = d if math.isnan(d) else max(self.diff, d)
@@ -225,7 +225,7 @@ class _Stats:
     def bound(self, ref: TensorRef) -> float | None:
         import torch
 
-        from loraguard.tolerance import bound
+        from loraguard.core.tolerance import bound
 
         try:
             return bound(torch.tensor([self.want_max], dtype=torch.float64), torch_dtype(ref.dtype))
@@ -241,7 +241,7 @@ class _Stats:
         return []
 
     def merged_verdict(self, ref: TensorRef, scale: float) -> Finding | None:
-        from loraguard.tolerance import EFFECT_MARGIN
+        from loraguard.core.tolerance import EFFECT_MARGIN
 
         limit = self.bound(ref)
         if limit is None:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from loraguard.config import LoraConfig
+from loraguard.core.config import LoraConfig
 
 #: Capabilities a backend may declare. Core methods below are always required.
 CAPABILITIES = {

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from loraguard.backends.base import BackendError, Unsupported
-from loraguard.config import LoraConfig
-from loraguard.keys import AdapterKey
-from loraguard.matching import ALL_LINEAR, no_match_message, spec_matches
+from loraguard.core.config import LoraConfig
+from loraguard.core.keys import AdapterKey
+from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches
 from loraguard.reference.layers import is_conv1d_transposed
 
 _ONE_ADAPTER = "loralib holds one unnamed adapter per layer"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from loraguard.backends.base import Unsupported
-from loraguard.config import LoraConfig
+from loraguard.core.config import LoraConfig
 
 
 def _peft():

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loraguard.config import LoraConfig
+from loraguard.core.config import LoraConfig
 from loraguard.reference import LoraModel
 
 

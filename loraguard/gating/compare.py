@@ -11,12 +11,12 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from loraguard.backends.base import Backend
-from loraguard.config import CONFIG_NAME
+from loraguard.core.config import CONFIG_NAME
 from loraguard.gating.accepted import Acceptance, read_accepted
 from loraguard.gating.layout import ACCEPTED, ADAPTER_DIR, BASE_FILE, OUTPUT_MODES, Manifest, ScenarioRecord, read_manifest
 from loraguard.gating.snapshot import base_model, outputs, read_outputs, rebuild, saved_keys
-from loraguard.scenarios import needed_capabilities
-from loraguard.tolerance import bound, max_diff
+from loraguard.harness.scenarios import needed_capabilities
+from loraguard.core.tolerance import bound, max_diff
 
 #: Config fields that differ between releases by definition, never by behaviour.
 VOLATILE_FIELDS = {"peft_version": "the release that wrote the file"}

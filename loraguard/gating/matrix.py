@@ -76,7 +76,7 @@ def run_release(rel: Release, envs: Path, out: Path, project: Path, profile: str
         return result
     result.outcomes, result.failures = read_junit(junit)
     if baseline is not None:
-        text = _capture([str(python), "-m", "loraguard.cli", "compare", str(baseline), "--format", "json"], project,
+        text = _capture([str(python), "-m", "loraguard.frontends.cli", "compare", str(baseline), "--format", "json"], project,
                         folder / "compare.log")
         try:
             result.baseline = json.loads(text)

@@ -18,14 +18,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from loraguard.backends.base import Backend, Unsupported
-from loraguard.config import CONFIG_NAME, LoraConfig
+from loraguard.core.config import CONFIG_NAME, LoraConfig
 from loraguard.gating.layout import (
     ADAPTER_DIR, BASE_FILE, IO_FILE, MANIFEST, Manifest, ScenarioRecord, SnapshotError, sha256, write_manifest,
 )
 from loraguard.invariants.steps import perturb, read_saved
-from loraguard.scenarios import DTYPES, Scenario, needed_capabilities
-from loraguard.settings import load_model
-from loraguard.zoo import ZOO, run
+from loraguard.harness.scenarios import DTYPES, Scenario, needed_capabilities
+from loraguard.harness.settings import load_model
+from loraguard.harness.zoo import ZOO, run
 
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 

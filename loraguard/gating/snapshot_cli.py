@@ -20,17 +20,15 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)")
     parser.add_argument("--zoo", action="append", default=[], help="built-in model to record (repeatable; default: all)")
     parser.add_argument("--model", action="append", default=[],
-                        help="your own model as module:factory returning a loraguard.zoo.ZooModel (repeatable)")
+                        help="your own model as module:factory returning a loraguard.harness.zoo.ZooModel (repeatable)")
     parser.add_argument("--dtype", action="append", default=[], help="f32, bf16, f16, f64 (repeatable; default: f32 and bf16)")
 
 
 def settings_from(args: argparse.Namespace):
     """Resolve the options as the plugin resolves its own (profile "ci"), so both record the same scenarios."""
-    from loraguard.settings import resolve
+    from loraguard.harness.settings import RunOptions, resolve
 
-    return resolve(backends=[args.backend], device="cpu", dtypes=args.dtype, profile="ci", zoo=args.zoo,
-                   models=args.model, known_failures=None, reproducer_dir=Path(".loraguard/reproducers"),
-                   baseline=None, update_baseline=False, zero3=0)
+    return resolve(RunOptions(backends=[args.backend], dtypes=args.dtype, zoo=args.zoo, models=args.model, prefix="--"))
 
 
 def run(args: argparse.Namespace) -> int:

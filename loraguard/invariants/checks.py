@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
-from loraguard.tolerance import EFFECT_MARGIN, bound, max_diff
+from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
 
 
 class InvariantViolation(AssertionError):

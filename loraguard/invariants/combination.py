@@ -5,9 +5,9 @@ from __future__ import annotations
 from loraguard.backends.base import Backend
 from loraguard.invariants.checks import assert_close
 from loraguard.invariants.registry import invariant
-from loraguard.invariants.steps import OTHER, wrap
-from loraguard.merge_math import delta_weight
-from loraguard.scenarios import Scenario
+from loraguard.invariants.steps import wrap
+from loraguard.core.merge_math import delta_weight
+from loraguard.harness.scenarios import OTHER, Scenario
 
 WEIGHTS = (0.7, 0.4)
 

@@ -8,7 +8,7 @@ from loraguard.backends.base import Backend
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import wrap
-from loraguard.scenarios import Scenario
+from loraguard.harness.scenarios import Scenario
 
 
 @invariant("dtype", "Outputs are finite and in the model's dtype; merge, unmerge and merge_and_unload keep every base "

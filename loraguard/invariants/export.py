@@ -11,8 +11,8 @@ from loraguard.backends.base import Backend
 from loraguard.invariants.checks import assert_close, assert_equal, expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import train_step, wrap
-from loraguard.scenarios import Scenario
-from loraguard.zoo import run
+from loraguard.harness.scenarios import Scenario
+from loraguard.harness.zoo import run
 
 
 def export_merged(backend: Backend, model: torch.nn.Module) -> torch.nn.Module:

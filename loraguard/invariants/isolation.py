@@ -5,8 +5,8 @@ from __future__ import annotations
 from loraguard.backends.base import Backend
 from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal
 from loraguard.invariants.registry import invariant
-from loraguard.invariants.steps import OTHER, adapter_snapshot, perturb, read_saved, scratch_dir, wrap
-from loraguard.scenarios import Scenario, expected_saved_keys
+from loraguard.invariants.steps import adapter_snapshot, perturb, read_saved, scratch_dir, wrap
+from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys
 
 
 @invariant("isolation", "Adding, training, switching or deleting one adapter leaves every other adapter bit-identical, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 from loraguard.backends.base import Backend
 from loraguard.invariants.checks import assert_close, assert_effect, assert_equal
 from loraguard.invariants.registry import Skipped, invariant
-from loraguard.invariants.steps import OTHER, Wrapped, wrap
-from loraguard.merge_math import delta_weight
-from loraguard.scenarios import Scenario, expected_targets, oracle
+from loraguard.invariants.steps import Wrapped, wrap
+from loraguard.core.merge_math import delta_weight
+from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
 
 
 def check_merged_weights(backend: Backend, w: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]],

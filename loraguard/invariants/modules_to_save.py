@@ -6,7 +6,7 @@ from loraguard.backends.base import Backend
 from loraguard.invariants.checks import assert_equal, assert_state_equal, expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import scratch_dir, train_step, wrap
-from loraguard.scenarios import Scenario, clone_state
+from loraguard.harness.scenarios import Scenario, clone_state
 
 
 @invariant("modules-to-save", "Training changes the adapter's modules_to_save copy, never the original module; the "

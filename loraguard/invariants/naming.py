@@ -6,8 +6,8 @@ from loraguard.backends.base import Backend
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import wrap
-from loraguard.matching import false_suffix_matches
-from loraguard.scenarios import Scenario, oracle
+from loraguard.core.matching import false_suffix_matches
+from loraguard.harness.scenarios import Scenario, oracle
 
 
 @invariant("naming", "target_modules and modules_to_save select exactly the modules whose names match on dot "

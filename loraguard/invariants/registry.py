@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.invariants.checks import Inconclusive
-from loraguard.scenarios import Scenario, needed_capabilities, without_modules_to_save
+from loraguard.harness.scenarios import Scenario, needed_capabilities, without_modules_to_save
 
 Check = Callable[[Backend, Scenario], None]
 

@@ -18,14 +18,14 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initia
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.config import LoraConfig
+from loraguard.core.config import LoraConfig
 from loraguard.invariants.checks import (Inconclusive, assert_close, assert_effect, assert_equal, assert_same_keys,
                                          expect)
 from loraguard.invariants.steps import perturb, read_saved, scratch_dir
 from loraguard.reference import LoraModel
-from loraguard.scenarios import Scenario
-from loraguard.strategies import TreeSpec, configs, tree_zoo_model, trees
-from loraguard.zoo import run
+from loraguard.harness.scenarios import Scenario
+from loraguard.harness.strategies import TreeSpec, configs, tree_zoo_model, trees
+from loraguard.harness.zoo import run
 
 ID = "op-sequence"
 #: Steps per drawn sequence: long enough to reach merge-after-train or load-after-delete, short enough for CI.

@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from loraguard.backends.base import Backend
-from loraguard.config import WEIGHTS_NAME, LoraConfig
+from loraguard.core.config import WEIGHTS_NAME, LoraConfig
 from loraguard.invariants.checks import expect
-from loraguard.keys import MODULES_TO_SAVE, AdapterKey
-from loraguard.merge_math import LayerKind
-from loraguard.scenarios import Scenario, expected_targets, layer_kind
-from loraguard.zoo import run
+from loraguard.core.keys import MODULES_TO_SAVE, AdapterKey
+from loraguard.core.merge_math import LayerKind
+from loraguard.harness.scenarios import Scenario, expected_targets, layer_kind
+from loraguard.harness.zoo import run
 
-OTHER = "other"
 
 
 @dataclass

@@ -10,8 +10,8 @@ from loraguard.backends.base import Backend
 from loraguard.invariants.checks import assert_state_equal, expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import adapter_snapshot, scratch_dir, wrap
-from loraguard.matching import is_lora_internal
-from loraguard.scenarios import Scenario, oracle
+from loraguard.core.matching import is_lora_internal
+from loraguard.harness.scenarios import Scenario, oracle
 
 #: An error that names a LoRA internal as an unsupported target means the search walked into the wrapper.
 _INTERNAL_ERROR = re.compile(r"(?i)target module.*\b(Dropout|Identity|ModuleDict|ParameterDict)\b.*not supported")

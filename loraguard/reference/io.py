@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
-from loraguard.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, LoraConfig
-from loraguard.keys import embedded_adapter_name, parse_saved_key
+from loraguard.core.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, LoraConfig
+from loraguard.core.keys import embedded_adapter_name, parse_saved_key
 
 if TYPE_CHECKING:
     from loraguard.reference.model import LoraModel

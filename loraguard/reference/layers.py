@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loraguard.merge_math import LayerKind, delta_weight
+from loraguard.core.merge_math import LayerKind, delta_weight
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loraguard.config import LoraConfig
-from loraguard.keys import BASE_BIAS, MODULES_TO_SAVE, AdapterKey, check_adapter_name
-from loraguard.matching import ALL_LINEAR, is_lora_internal, is_within, no_match_message, spec_matches, unmatched_entries
+from loraguard.core.config import LoraConfig
+from loraguard.core.keys import BASE_BIAS, MODULES_TO_SAVE, AdapterKey, check_adapter_name
+from loraguard.core.matching import ALL_LINEAR, is_lora_internal, is_within, no_match_message, spec_matches, unmatched_entries
 from loraguard.reference.layers import LoraLayer, ModulesToSave, is_conv1d_transposed, wrap_layer
 
 

@@ -21,7 +21,7 @@ class Result:
 
 def invariant_ids() -> list[str]:
     """The IDs `run_suite` checks, in order."""
-    from loraguard.zero3.invariants import INVARIANTS
+    from loraguard.invariants.zero3 import INVARIANTS
 
     return list(INVARIANTS)
 
@@ -30,17 +30,17 @@ def run_suite(world_size: int, backend_name: str = "peft", timeout: float = 60.0
               model: str = "mlp", ids: list[str] | None = None) -> list[Result]:
     """Check the ZeRO-3 invariants (all, or `ids`) for `backend_name` on `world_size` ranks.
 
-    Outside a distributed launch this starts the ranks itself (`loraguard.zero3.launch`); inside torchrun or
+    Outside a distributed launch this starts the ranks itself (`loraguard.run.distributed.launch`); inside torchrun or
     the deepspeed launcher it runs in this rank on the launcher's world, and `world_size` must match it.
     A hung collective ends the invariant with an "error" after `timeout` seconds.
     """
-    from loraguard.zero3.world import launched_outside
+    from loraguard.harness.distributed.world import launched_outside
 
     ids = ids or invariant_ids()
     options = {"backend": backend_name, "model": model}
     if launched_outside():
         return _run_in_world(ids, world_size, timeout, device, options)
-    from loraguard.zero3.launch import launch
+    from loraguard.run.distributed.launch import launch
 
     return [Result(o.scenario, o.status, o.message, o.duration)
             for o in launch(ids, world_size, timeout, device, options)]
@@ -54,9 +54,10 @@ def _run_in_world(ids: list[str], world_size: int, timeout: float, device: str,
 
     import torch.distributed as dist
 
-    from loraguard.zero3.launch import combine
-    from loraguard.zero3.rank import RankContext, run_scenario
-    from loraguard.zero3.world import init_process_group, world_from_env
+    from loraguard.run.distributed.launch import combine
+    from loraguard.harness.distributed.context import RankContext
+    from loraguard.run.distributed.scenario import run_scenario
+    from loraguard.harness.distributed.world import init_process_group, world_from_env
 
     world = world_from_env(device)
     if world.world_size != world_size:

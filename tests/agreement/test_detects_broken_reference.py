@@ -10,15 +10,15 @@ import pytest
 
 pytest.importorskip("peft")
 
-from loraguard import demo  # noqa: E402
-from loraguard.agreement import VARIANTS, compare  # noqa: E402
-from loraguard.keys import AdapterKey, strip_prefix  # noqa: E402
+from loraguard.frontends import demo  # noqa: E402
+from loraguard.frontends.agreement import VARIANTS, compare  # noqa: E402
+from loraguard.core.keys import AdapterKey, strip_prefix  # noqa: E402
 from loraguard.reference import layers  # noqa: E402
-from loraguard.zoo import ZOO  # noqa: E402
+from loraguard.harness.zoo import ZOO  # noqa: E402
 
 
 def _ignore_rslora(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("loraguard.config.scaling", lambda r, alpha, use_rslora: alpha / r)
+    monkeypatch.setattr("loraguard.core.config.scaling", lambda r, alpha, use_rslora: alpha / r)
 
 
 def _drop_transpose(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("peft")
 
-from loraguard.agreement import DTYPES, PEFT_SUFFIX_BUG, VARIANTS, Variant, compare, suffix_traps  # noqa: E402
-from loraguard.zoo import ZOO, ZooModel, available  # noqa: E402
+from loraguard.frontends.agreement import DTYPES, PEFT_SUFFIX_BUG, VARIANTS, Variant, compare, suffix_traps  # noqa: E402
+from loraguard.harness.zoo import ZOO, ZooModel, available  # noqa: E402
 
 MODELS = [m.name for m in available()]
 

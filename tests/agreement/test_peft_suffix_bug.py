@@ -11,10 +11,10 @@ import pytest
 
 peft = pytest.importorskip("peft")
 
-from loraguard.agreement import PEFT_SUFFIX_BUG, VARIANTS, compare, peft_config, suffix_traps  # noqa: E402
-from loraguard.config import LoraConfig  # noqa: E402
+from loraguard.frontends.agreement import PEFT_SUFFIX_BUG, VARIANTS, compare, peft_config, suffix_traps  # noqa: E402
+from loraguard.core.config import LoraConfig  # noqa: E402
 from loraguard.reference import LoraModel  # noqa: E402
-from loraguard.zoo import ZOO  # noqa: E402
+from loraguard.harness.zoo import ZOO  # noqa: E402
 
 NESTED = ZOO["nested"]
 

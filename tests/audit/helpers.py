@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from loraguard.audit.checkpoint import AuditResult, Options, audit_paths
-from loraguard.config import CONFIG_NAME, WEIGHTS_NAME, LoraConfig
+from loraguard.core.config import CONFIG_NAME, WEIGHTS_NAME, LoraConfig
 from loraguard.reference import LoraModel
-from loraguard.zoo import ZOO
+from loraguard.harness.zoo import ZOO
 
 
 def rules(result: AuditResult) -> set[str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from loraguard.config import WEIGHTS_NAME
+from loraguard.core.config import WEIGHTS_NAME
 from tests.audit.helpers import audit, first_key, rewrite_config, rewrite_tensors, rules, save_peft, save_reference
 
 SAVERS = {"peft": save_peft, "reference": save_reference}
@@ -152,7 +152,7 @@ def test_rank_and_alpha_patterns_are_clean(tmp_path):
 
 
 def test_named_adapters_in_subfolders_are_audited(tmp_path):
-    from loraguard.config import LoraConfig
+    from loraguard.core.config import LoraConfig
     from tests.audit.helpers import zoo_config
 
     model = save_reference("mlp", tmp_path)

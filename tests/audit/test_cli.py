@@ -17,7 +17,7 @@ import pytest
 
 from loraguard.audit.progress import LARGE_FILE_BYTES, terminal_progress
 from loraguard.audit.rules import RULES
-from loraguard.cli import main
+from loraguard.frontends.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "checkpoints"
@@ -128,7 +128,7 @@ def test_unreadable_file(capsys, tmp_path):
 
 def test_no_traceback_from_the_installed_command(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 40)
-    proc = subprocess.run([sys.executable, "-m", "loraguard.cli", "audit", str(tmp_path / "junk.safetensors"),
+    proc = subprocess.run([sys.executable, "-m", "loraguard.frontends.cli", "audit", str(tmp_path / "junk.safetensors"),
                            str(FIXTURES / "pickle_unreadable.bin"), str(tmp_path / "nothing")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout

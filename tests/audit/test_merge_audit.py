@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from loraguard.audit import merge as merge_module
 from loraguard.audit import tensors as tensors_module
 from loraguard.audit.merge import audit_merge
-from loraguard.config import LoraConfig
-from loraguard.zoo import ZOO
+from loraguard.core.config import LoraConfig
+from loraguard.harness.zoo import ZOO
 from tests.audit.helpers import rewrite_config, rules, save_peft, save_reference
 
 CASES = {

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loraguard.audit.pickle_scan import scan_file
-from loraguard.config import LEGACY_WEIGHTS_NAME
+from loraguard.core.config import LEGACY_WEIGHTS_NAME
 from tests.audit.helpers import audit, rules, save_peft
 
 

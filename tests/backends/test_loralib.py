@@ -8,9 +8,9 @@ pytest.importorskip("loralib")
 from loraguard.backends import load_backend  # noqa: E402
 from loraguard.backends.loralib import LoralibBackend  # noqa: E402
 from loraguard.invariants.registry import all_invariants  # noqa: E402
-from loraguard.scenarios import without_modules_to_save, zoo_scenarios  # noqa: E402
-from loraguard.suite import run_all  # noqa: E402
-from loraguard.zoo import ZOO, available  # noqa: E402
+from loraguard.harness.scenarios import without_modules_to_save, zoo_scenarios  # noqa: E402
+from loraguard.run.in_process import run_all  # noqa: E402
+from loraguard.harness.zoo import ZOO, available  # noqa: E402
 
 #: Invariants that need no capability beyond loralib's: they must run, not skip, on every model loralib adapts.
 RUNS = {"merge-forward", "dtype", "mixed-export", "rewrap", "naming"}

@@ -10,8 +10,8 @@ import torch
 
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.gating.snapshot import take_snapshot
-from loraguard.scenarios import zoo_scenarios
-from loraguard.zoo import available
+from loraguard.harness.scenarios import zoo_scenarios
+from loraguard.harness.zoo import available
 
 ZOO = ["mlp", "embedding", "nested"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.config import LoraConfig, scaling
+from loraguard.core.config import LoraConfig, scaling
 from loraguard.reference import LoraModel
 
 

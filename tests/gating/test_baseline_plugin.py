@@ -8,8 +8,8 @@ import pytest
 
 # As in tests/plugin: import what the plugin imports up front, so pytester's in-process runs find it loaded.
 import loraguard.gating.compare  # noqa: F401
-import loraguard.runner  # noqa: F401
-import loraguard.settings  # noqa: F401
+import loraguard.run.in_pytest  # noqa: F401
+import loraguard.harness.settings  # noqa: F401
 import tests.gating.mutants  # noqa: F401
 from loraguard.gating.layout import read_manifest
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loraguard.cli import main
-from loraguard.zoo import ZOO, ZooModel
+from loraguard.frontends.cli import main
+from loraguard.harness.zoo import ZOO, ZooModel
 
 REFERENCE = ["--backend", "reference"]
 

@@ -13,7 +13,7 @@ from loraguard.backends.reference import ReferenceBackend
 from loraguard.gating.compare import compare_snapshot, config_drifts
 from loraguard.gating.layout import FORMAT_VERSION, IO_FILE, MANIFEST, read_manifest
 from loraguard.gating.report import render_text
-from loraguard.tolerance import EFFECT_MARGIN, bound, max_diff
+from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
 from tests.gating.conftest import ZOO
 from tests.gating.mutants import ScalingReadDifferently
 from tests.mutants import AdapterNameInKeys

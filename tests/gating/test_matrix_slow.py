@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loraguard.cli import main
+from loraguard.frontends.cli import main
 from loraguard.gating.environments import EnvSetupError, uv_command
 
 pytestmark = pytest.mark.slow

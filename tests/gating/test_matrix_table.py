@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loraguard.cli import main
+from loraguard.frontends.cli import main
 from loraguard.gating import matrix_table
 from loraguard.gating.environments import release
 from loraguard.gating.matrix import ReleaseResult, load_results, read_junit

@@ -8,8 +8,8 @@ import pytest
 # one process: load what the plugin imports up front so every run finds it already there.
 import peft  # noqa: F401
 import loraguard.backends.peft  # noqa: F401
-import loraguard.runner  # noqa: F401
-import loraguard.settings  # noqa: F401
+import loraguard.run.in_pytest  # noqa: F401
+import loraguard.harness.settings  # noqa: F401
 import tests.mutants  # noqa: F401
 from loraguard.invariants.registry import all_invariants
 
@@ -71,7 +71,7 @@ def test_user_model_and_ini_options(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(mymodels=textwrap.dedent("""
         import torch
         from torch import nn
-        from loraguard.zoo import ZooModel
+        from loraguard.harness.zoo import ZooModel
 
         class Net(nn.Module):
             def __init__(self):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import loraguard.runner  # noqa: F401  (pytester's in-process runs must find torch already imported)
+import loraguard.run.in_pytest  # noqa: F401  (pytester's in-process runs must find torch already imported)
 from tests.plugin.test_plugin import assert_green
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from loraguard.config import LoraConfig
+from loraguard.core.config import LoraConfig
 from loraguard.reference import LoraModel
-from loraguard.tolerance import EFFECT_MARGIN, bound, max_diff
-from loraguard.zoo import ZOO
+from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
+from loraguard.harness.zoo import ZOO
 
 
 def wrapped(zoo_name: str, **config: object) -> LoraModel:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loraguard.config import LoraConfig
-from loraguard.zoo import ZOO, run
+from loraguard.core.config import LoraConfig
+from loraguard.harness.zoo import ZOO, run
 
 from .helpers import assert_changes, assert_close, wrapped
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors import safe_open
 
-from loraguard.keys import AdapterKey, embedded_adapter_name, parse_saved_key
+from loraguard.core.keys import AdapterKey, embedded_adapter_name, parse_saved_key
 
 from .helpers import wrapped
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from loraguard.config import LoraConfig
-from loraguard.matching import entry_matches, spec_matches
+from loraguard.core.config import LoraConfig
+from loraguard.core.matching import entry_matches, spec_matches
 from loraguard.reference import LoraModel, ModulesToSave, all_linear_targets
-from loraguard.zoo import ZOO
+from loraguard.harness.zoo import ZOO
 
 from .helpers import wrapped
 

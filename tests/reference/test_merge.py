@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from loraguard.merge_math import merged_weight
+from loraguard.core.merge_math import merged_weight
 from loraguard.reference import LoraModel
-from loraguard.config import LoraConfig
-from loraguard.zoo import ZOO, run
+from loraguard.core.config import LoraConfig
+from loraguard.harness.zoo import ZOO, run
 
 from .helpers import assert_changes, assert_close, wrapped
 

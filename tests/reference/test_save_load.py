@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from loraguard.config import LoraConfig
+from loraguard.core.config import LoraConfig
 from loraguard.reference import AdapterLoadError, AlreadyAdaptedError, LoraModel
-from loraguard.zoo import ZOO, run
+from loraguard.harness.zoo import ZOO, run
 
 from .helpers import wrapped
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from loraguard.config import LoraConfig, scaling
+from loraguard.core.config import LoraConfig, scaling
 from .helpers import assert_changes, assert_close, wrapped
 
 

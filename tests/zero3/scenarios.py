@@ -51,7 +51,7 @@ def ungathered_save_checked(ctx) -> None:
     """zero3-save-gathered with a real peft save taken without gathering; the save is kept in options["out"]."""
     import shutil
 
-    from loraguard.zero3.invariants import _ungathered_save, save_matches_single_process
+    from loraguard.invariants.zero3 import _ungathered_save, save_matches_single_process
 
     def save(ctx, backend, model, directory):
         _ungathered_save(ctx, backend, model, directory)
@@ -63,16 +63,16 @@ def ungathered_save_checked(ctx) -> None:
 
 def merge_in_readonly_gather(ctx) -> None:
     """zero3-merge-gathered merging inside a read-only gather: the merge is silently thrown away."""
-    from loraguard.zero3.invariants import merge_matches_single_process
+    from loraguard.invariants.zero3 import merge_matches_single_process
 
     merge_matches_single_process(ctx, merge_gathered=False)
 
 
 def export_by_merging_in_place(ctx) -> None:
     """zero3-mixed-export with the naive export: merge the training model itself, then write it."""
-    from loraguard.zero3.export import export_merged
-    from loraguard.zero3.gather import gathered
-    from loraguard.zero3.invariants import mixed_training_export
+    from loraguard.harness.zero3.export import export_merged
+    from loraguard.harness.zero3.gather import gathered
+    from loraguard.invariants.zero3 import mixed_training_export
 
     backend = ctx.backend()
 

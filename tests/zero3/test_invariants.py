@@ -11,7 +11,7 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: DS_BUILD_OP
                                         "deepspeed")
 
 from loraguard.zero3 import invariant_ids, run_suite  # noqa: E402
-from loraguard.zero3.launch import launch  # noqa: E402
+from loraguard.run.distributed.launch import launch  # noqa: E402
 
 pytestmark = pytest.mark.zero3
 SCENARIOS = Path(__file__).with_name("scenarios.py")

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from loraguard.zero3.launch import launch
+from loraguard.run.distributed.launch import launch
 
 pytestmark = pytest.mark.zero3
 SCENARIOS = Path(__file__).with_name("scenarios.py")

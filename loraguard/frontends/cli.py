@@ -12,7 +12,7 @@ import sys
 
 #: subcommand name -> module implementing it
 COMMANDS: dict[str, str] = {
-    "demo": "loraguard.demo",
+    "demo": "loraguard.frontends.demo",
     "audit": "loraguard.audit.cli",
     "audit-merge": "loraguard.audit.merge_cli",
     "snapshot": "loraguard.gating.snapshot_cli",

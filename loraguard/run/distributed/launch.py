@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraguard.zero3.worker import decision_file
-from loraguard.zero3.world import rank_environment
+from loraguard.run.distributed.worker import decision_file
+from loraguard.harness.distributed.world import rank_environment
 
 _POLL_S = 0.05
 _STACK_WAIT_S = 1.0
@@ -77,7 +77,7 @@ class _World:
         for rank in range(world_size):
             log = open(jobdir / f"rank{rank}.log", "wb")  # noqa: SIM115 - closed in kill()
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "loraguard.zero3.worker", str(jobdir)],
+                [sys.executable, "-m", "loraguard.run.distributed.worker", str(jobdir)],
                 env={**env, **rank_environment(rank, world_size, device, timeout)},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             log.close()

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraguard.config import LoraConfig
-from loraguard.zoo import ZOO, ZooModel, run
+from loraguard.core.config import LoraConfig
+from loraguard.harness.zoo import ZOO, ZooModel, run
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def zero3_engine(model: nn.Module, recipe: Recipe, world_size: int, device: str)
     """`deepspeed.initialize` at stage 3 with a client AdamW over the trainable parameters."""
     import deepspeed
 
-    from loraguard.zero3.world import init_deepspeed_comm
+    from loraguard.harness.distributed.world import init_deepspeed_comm
 
     init_deepspeed_comm(device)
     micro = recipe.zoo.example(seed=0)[0].shape[0]

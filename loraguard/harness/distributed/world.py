@@ -39,7 +39,7 @@ def world_from_env(device: str | None = None) -> World:
     missing = [v for v in LAUNCH_VARS if v not in os.environ]
     if missing:
         raise RuntimeError(f"not inside a distributed launch: {missing} unset; start ranks with "
-                           "loraguard.zero3.launch, torchrun or the deepspeed launcher")
+                           "loraguard.run.distributed.launch, torchrun or the deepspeed launcher")
     local_rank = int(os.environ["LOCAL_RANK"])
     if device in (None, "auto"):
         device = pick_device(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
@@ -113,5 +113,5 @@ def init_deepspeed_comm(device: str) -> None:
     import deepspeed
 
     if not dist.is_initialized():
-        raise RuntimeError("join the process group first (loraguard.zero3.world.init_process_group)")
+        raise RuntimeError("join the process group first (loraguard.harness.distributed.world.init_process_group)")
     deepspeed.init_distributed(dist_backend=comm_backend(device))

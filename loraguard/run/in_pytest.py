@@ -10,10 +10,10 @@ import pytest
 
 from loraguard.backends import Backend
 from loraguard.invariants.registry import Skipped, all_invariants, run_invariant
-from loraguard.scenarios import Scenario
-from loraguard.settings import Settings
-from loraguard.strategies import DrawnModel, scenarios
-from loraguard.zoo import ZOO
+from loraguard.harness.scenarios import Scenario
+from loraguard.harness.settings import Settings
+from loraguard.harness.strategies import DrawnModel, scenarios
+from loraguard.harness.zoo import ZOO
 
 #: The reproducer written by the last failing drawn example in this process (the plugin attaches it to the report).
 last_reproducer: Path | None = None
@@ -60,18 +60,18 @@ def write_reproducer(invariant_id: str, backend: Backend, scenario: Scenario, se
 def reproducer_source(invariant_id: str, backend: Backend, scenario: Scenario, model_origin: str | None,
                       backend_spec: str) -> str:
     """Python source that replays one scenario against one backend."""
-    imports = ["import torch", "", "from loraguard.backends import load_backend", "from loraguard.config import LoraConfig",
+    imports = ["import torch", "", "from loraguard.backends import load_backend", "from loraguard.core.config import LoraConfig",
                "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
-               "from loraguard.scenarios import Scenario"]
+               "from loraguard.harness.scenarios import Scenario"]
     if isinstance(scenario.model, DrawnModel):
-        imports.append("from loraguard.strategies import TreeSpec, tree_zoo_model")
+        imports.append("from loraguard.harness.strategies import TreeSpec, tree_zoo_model")
         model = f"tree_zoo_model(TreeSpec(leaves={scenario.model.spec.leaves!r}))"
     elif model_origin:
         module, _, factory = model_origin.partition(":")
         imports.append(f"from {module} import {factory}")
         model = f"{factory}()"
     elif scenario.model.name in ZOO:
-        imports.append("from loraguard.zoo import ZOO")
+        imports.append("from loraguard.harness.zoo import ZOO")
         model = f"ZOO[{scenario.model.name!r}]"
     else:
         raise ValueError(f"cannot rebuild model {scenario.model.name!r} in a reproducer")

@@ -36,7 +36,7 @@ def tolerance(dtype: torch.dtype) -> Tolerance:
     try:
         return TABLE[dtype]
     except KeyError:
-        raise ValueError(f"no tolerance defined for {dtype}; add one to loraguard.tolerance.TABLE") from None
+        raise ValueError(f"no tolerance defined for {dtype}; add one to loraguard.core.tolerance.TABLE") from None
 
 
 def bound(want: torch.Tensor, dtype: torch.dtype, depth: int = 1, via: torch.Tensor | None = None) -> float:

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from loraguard.keys import LORA_INTERNAL_SEGMENTS, split
+from loraguard.core.keys import LORA_INTERNAL_SEGMENTS, split
 
 ALL_LINEAR = "all-linear"
 

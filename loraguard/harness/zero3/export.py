@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loraguard.merge_math import LayerKind, delta_weight
-from loraguard.zero3.gather import gathered
+from loraguard.core.merge_math import LayerKind, delta_weight
+from loraguard.harness.zero3.gather import gathered
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loraguard.config import WEIGHTS_NAME, LoraConfig
-from loraguard.keys import split, strip_prefix
-from loraguard.matching import false_suffix_matches
+from loraguard.core.config import WEIGHTS_NAME, LoraConfig
+from loraguard.core.keys import split, strip_prefix
+from loraguard.core.matching import false_suffix_matches
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from loraguard.zoo import ZooModel
+    from loraguard.harness.zoo import ZooModel
 
 #: peft's issue for `modules_to_save` matched with a bare ``key.endswith(entry)`` (peft/utils/other.py `_set_trainable`).
 PEFT_SUFFIX_BUG = "huggingface/peft#1917"
@@ -147,7 +147,7 @@ def compare(zoo_model: ZooModel, dtype_name: str, variant: Variant, workdir: str
 def agreement_rows(models: Iterable[str] | None = None, dtypes: Iterable[str] = DTYPES,
                    variants: Iterable[str] | None = None) -> list[AgreementRow]:
     """One row per available zoo model x dtype x variant (unknown names are an error)."""
-    from loraguard.zoo import available
+    from loraguard.harness.zoo import available
 
     picked = [VARIANTS[v] for v in (variants or VARIANTS)]
     return [compare(m, d, v) for m in available(list(models) if models else None) for d in dtypes for v in picked]
@@ -158,8 +158,8 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     import torch
 
     from loraguard.reference import LoraModel
-    from loraguard.tolerance import EFFECT_MARGIN, bound, max_diff
-    from loraguard.zoo import run
+    from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
+    from loraguard.harness.zoo import run
 
     base = zoo_model.make(seed=0, dtype=dtype)
     inputs = zoo_model.example(seed=1)
@@ -222,8 +222,8 @@ def _compare_saves(row: AgreementRow, zoo_model: ZooModel, base: nn.Module, inpu
     from safetensors.torch import load_file
 
     from loraguard.reference import LoraModel
-    from loraguard.tolerance import max_diff
-    from loraguard.zoo import run
+    from loraguard.core.tolerance import max_diff
+    from loraguard.harness.zoo import run
 
     ours_dir, theirs_dir = tmp / "reference", tmp / "peft"
     ref.save_pretrained(ours_dir)

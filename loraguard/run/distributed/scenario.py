@@ -1,6 +1,6 @@
-"""Inside one rank: the context a scenario receives, running scenarios in order, and recording each outcome.
+"""Inside one rank: resolving a scenario by name, running it, and describing how it ended.
 
-A scenario is a callable taking a `RankContext`, named by an invariant ID (see `loraguard.zero3.invariants`),
+A scenario is a callable taking a `RankContext`, named by an invariant ID (see `loraguard.invariants.zero3`),
 ``module:function`` or ``path/to/file.py:function``. It passes by returning, fails by raising
 `InvariantViolation`, is skipped by raising `Unsupported`; any other exception is an error.
 """
@@ -13,54 +13,16 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraguard.zero3.world import World
-
-Progress = Callable[[int, str], None]
-
-
-@dataclass
-class RankContext:
-    """What a scenario sees: its world, a directory shared by all ranks, the run's options, progress marks."""
-
-    world: World
-    workdir: Path
-    options: dict[str, Any]
-    progress: Progress
-    _seq: int = field(default=0, repr=False)
-
-    @property
-    def rank(self) -> int:
-        return self.world.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.world.world_size
-
-    @property
-    def device(self) -> str:
-        return self.world.device
-
-    def step(self, label: str) -> None:
-        """Mark arrival at `label`; on a hang, ranks that never marked the step the others reached are named."""
-        self._seq += 1
-        self.progress(self._seq, label)
-
-    def backend(self):
-        """The backend under test, by the name in the run's options (``peft`` by default)."""
-        from loraguard.backends import load_backend
-
-        return load_backend(self.options.get("backend", "peft"))
-
+from loraguard.harness.distributed.context import RankContext
 
 def resolve(name: str) -> Callable[[RankContext], None]:
     """An invariant ID, ``module:function`` or ``file.py:function`` to the callable it names."""
     target, sep, attr = name.rpartition(":")
     if not sep:
-        from loraguard.zero3.invariants import INVARIANTS
+        from loraguard.invariants.zero3 import INVARIANTS
 
         if name not in INVARIANTS:
             raise KeyError(f"unknown scenario {name!r}: use an invariant ID ({sorted(INVARIANTS)}), "

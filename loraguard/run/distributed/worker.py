@@ -1,4 +1,4 @@
-"""The process the launcher starts for each rank: ``python -m loraguard.zero3.worker JOBDIR``.
+"""The process the launcher starts for each rank: ``python -m loraguard.run.distributed.worker JOBDIR``.
 
 It joins the file rendezvous in JOBDIR, runs the job's scenarios in order and appends one JSON line per
 scenario to ``rank<N>.results``. After each scenario the ranks agree, through files, whether the world goes on:
@@ -76,8 +76,9 @@ def main(argv: list[str]) -> int:
     mark = progress_writer(jobdir, rank)
     mark(0, "started")
 
-    from loraguard.zero3.rank import RankContext, run_scenario
-    from loraguard.zero3.world import init_process_group, world_from_env
+    from loraguard.harness.distributed.context import RankContext
+    from loraguard.run.distributed.scenario import run_scenario
+    from loraguard.harness.distributed.world import init_process_group, world_from_env
 
     world = world_from_env(job["device"])
     # Collectives time out later than the launcher's watchdog, so ranks blocked on a hung peer are still

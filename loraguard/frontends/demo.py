@@ -39,7 +39,7 @@ def agreement_section(args: argparse.Namespace) -> SectionResult:
     """The reference-vs-peft agreement table, with every problem spelled out below it."""
     import peft
 
-    from loraguard.agreement import agreement_rows
+    from loraguard.frontends.agreement import agreement_rows
 
     rows = agreement_rows(args.models, args.dtypes)
     lines = [
@@ -76,7 +76,7 @@ def format_table(rows: list) -> str:
 
 def format_problems(rows: list) -> list[str]:
     """Each model's problems once, with the dtype/config rows that show it, then the peft bugs they cite."""
-    from loraguard.agreement import KNOWN_PEFT_BUGS
+    from loraguard.frontends.agreement import KNOWN_PEFT_BUGS
 
     by_model: dict[str, dict[str, list[str]]] = {}
     for r in rows:
@@ -105,7 +105,7 @@ def suite_section(args: argparse.Namespace) -> SectionResult:
     import tempfile
     from pathlib import Path
 
-    known = Path(__file__).parent / "known_failures" / "peft.txt"
+    known = Path(__file__).parents[1] / "known_failures" / "peft.txt"
     cmd = [sys.executable, "-m", "pytest", "--loraguard", "-q", "-p", "no:cacheprovider", "-n", "2",
            "--loraguard-known-failures", str(known), "-W", "ignore"]
     with tempfile.TemporaryDirectory(prefix="loraguard-demo-") as cwd:
@@ -141,9 +141,9 @@ def audit_section(args: argparse.Namespace) -> SectionResult:
 
 def _save_good_adapter(directory):
     """A reference adapter with a real effect, saved in peft's format."""
-    from loraguard.config import LoraConfig
+    from loraguard.core.config import LoraConfig
     from loraguard.reference import LoraModel
-    from loraguard.zoo import ZOO
+    from loraguard.harness.zoo import ZOO
 
     zm = ZOO["mlp"]
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=zm.target_modules, modules_to_save=zm.modules_to_save,
@@ -158,7 +158,7 @@ def _damaged_copy(good, directory):
 
     from safetensors.torch import load_file, save_file
 
-    from loraguard.config import WEIGHTS_NAME
+    from loraguard.core.config import WEIGHTS_NAME
 
     shutil.copytree(good, directory)
     tensors = load_file(str(directory / WEIGHTS_NAME))

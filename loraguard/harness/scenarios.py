@@ -12,10 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from loraguard.config import LoraConfig
-from loraguard.merge_math import LayerKind
+from loraguard.core.config import LoraConfig
+from loraguard.core.merge_math import LayerKind
 from loraguard.reference.layers import is_conv1d_transposed
-from loraguard.zoo import ZooModel
+from loraguard.harness.zoo import ZooModel
+
+#: The name a scenario's second adapter is added under (the first is "default").
+OTHER = "other"
 
 _DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16", torch.float64: "f64"}
 DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}

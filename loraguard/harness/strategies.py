@@ -15,10 +15,10 @@ from hypothesis import assume
 from hypothesis import strategies as st
 from torch import nn
 
-from loraguard.config import LoraConfig
-from loraguard.keys import split
-from loraguard.scenarios import Scenario
-from loraguard.zoo import ZooModel
+from loraguard.core.config import LoraConfig
+from loraguard.core.keys import split
+from loraguard.harness.scenarios import Scenario
+from loraguard.harness.zoo import ZooModel
 
 #: Segment names chosen to trip naive matching: suffix look-alikes, digits, and the key format's own words.
 NAMES = ("fc", "xfc", "fc_out", "proj", "head", "xhead", "layers", "0", "1", "model", "img_model",
@@ -154,8 +154,7 @@ def scenarios(draw: st.DrawFn, capabilities: frozenset[str], dtypes: tuple[torch
 
 def _reference_accepts(scenario: Scenario) -> bool:
     """Configs the oracle rejects (a module both targeted and saved, a container selected) are not scenarios."""
-    from loraguard.scenarios import oracle
-    from loraguard.invariants.steps import OTHER
+    from loraguard.harness.scenarios import OTHER, oracle
 
     try:
         oracle(scenario, [("default", scenario.config), (OTHER, scenario.second)])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from loraguard.backends import Backend
 from loraguard.invariants.checks import InvariantViolation
 from loraguard.invariants.registry import Invariant, Skipped, all_invariants, run_invariant
-from loraguard.scenarios import Scenario
+from loraguard.harness.scenarios import Scenario
 
 
 @dataclass(frozen=True)

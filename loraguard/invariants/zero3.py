@@ -1,6 +1,6 @@
 """The ZeRO-3 invariants: what a LoRA library must still promise when every parameter is sharded across ranks.
 
-Each runs inside every rank (see `loraguard.zero3.launch`), compares what ZeRO-3 produced with a single-process
+Each runs inside every rank (see `loraguard.run.distributed.launch`), compares what ZeRO-3 produced with a single-process
 twin trained from the same seed on the same global batches, and uses the comparison primitives of
 `loraguard.invariants.checks`. Files are written by rank 0 into the directory all ranks share.
 """
@@ -17,14 +17,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from loraguard.backends.base import Unsupported
-from loraguard.config import WEIGHTS_NAME
+from loraguard.core.config import WEIGHTS_NAME
 from loraguard.invariants.checks import (InvariantViolation, assert_close, assert_effect, assert_no_empty_tensors,
                                          assert_same_keys, assert_state_equal, expect)
-from loraguard.zero3.gather import gathered, is_partitioned
-from loraguard.zero3.rank import RankContext
-from loraguard.zero3.training import (Recipe, build, ds_config, probe_inputs, train_single, train_zero3,
+from loraguard.harness.zero3.gather import gathered, is_partitioned
+from loraguard.harness.distributed.context import RankContext
+from loraguard.harness.zero3.training import (Recipe, build, ds_config, probe_inputs, train_single, train_zero3,
                                       zero3_engine)
-from loraguard.zoo import run
+from loraguard.harness.zoo import run
 
 F32 = torch.float32
 
@@ -182,7 +182,7 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], object] | None = None) -> None:
-    from loraguard.zero3.export import export_merged, merged_state_dict
+    from loraguard.harness.zero3.export import export_merged, merged_state_dict
 
     export = export or export_merged
     backend, recipe = ctx.backend(), _recipe(ctx)
@@ -244,7 +244,7 @@ def checkpoint_consolidation(ctx: RankContext) -> None:
 def zero_init_load(ctx: RankContext) -> None:
     import deepspeed
 
-    from loraguard.zero3.world import init_deepspeed_comm
+    from loraguard.harness.distributed.world import init_deepspeed_comm
 
     backend, recipe = ctx.backend(), _recipe(ctx)
     twin = build(backend, recipe, ctx.device)
@@ -267,7 +267,7 @@ def zero_init_load(ctx: RankContext) -> None:
 
 
 def two_adapters(ctx: RankContext) -> None:
-    from loraguard.config import LoraConfig
+    from loraguard.core.config import LoraConfig
 
     backend, recipe = ctx.backend(), _recipe(ctx)
     missing = {"multi_adapter", "save_load", "load_adapter"} - set(backend.capabilities)

@@ -23,7 +23,7 @@ _OPTIONS = [  # (name, ini type, default, help); each is also an ini key loragua
     ("dtype", "args", [], "dtype(s): f32, bf16, f16, f64 (repeatable; default from the profile)"),
     ("profile", "string", "ci", "quick, ci (derandomized, the default) or thorough"),
     ("zoo", "args", [], "built-in tiny models to use (default: the profile's)"),
-    ("model", "args", [], "your own model as module:factory returning a loraguard.zoo.ZooModel (repeatable)"),
+    ("model", "args", [], "your own model as module:factory returning a loraguard.harness.zoo.ZooModel (repeatable)"),
     ("known-failures", "string", None, "file of known failures: glob patterns over invariant[backend-scenario]"),
     ("reproducers", "string", ".loraguard/reproducers", "where failing drawn examples are written as scripts"),
     ("baseline", "string", None, "compare against a snapshot taken with `loraguard snapshot` (upgrade gating)"),
@@ -53,18 +53,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "loraguard(invariant_id): a test of one loraguard invariant")
     if not config.getoption("loraguard"):
         return
-    from loraguard.settings import resolve
+    from loraguard.harness.settings import RunOptions, resolve
 
     backends = _option(config, "backend") or ["reference"] + (["peft"] if importlib.util.find_spec("peft") else [])
     try:
-        settings = resolve(
+        settings = resolve(RunOptions(
             backends=backends, device=_option(config, "device"), dtypes=_option(config, "dtype"),
             profile=_option(config, "profile"), zoo=_option(config, "zoo"), models=_option(config, "model"),
             known_failures=_option(config, "known-failures"),
             reproducer_dir=config.invocation_params.dir / _option(config, "reproducers"),
             baseline=_option(config, "baseline"), update_baseline=config.getoption("loraguard_update_baseline"),
             zero3=int(_option(config, "zero3")),
-        )
+        ))
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise pytest.UsageError(f"loraguard: {err}") from None
     config.stash[SETTINGS] = settings
@@ -149,7 +149,7 @@ class LoraguardRun:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         report = (yield).get_result()
-        from loraguard import runner
+        from loraguard.run import in_pytest as runner
 
         if report.when == "call":
             if report.failed and runner.last_reproducer is not None:
@@ -170,7 +170,7 @@ class LoraguardRun:
             self.reproducers.append((report.nodeid, props[_REPRO_TAG]))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        from loraguard.summary import render_table
+        from loraguard.run.summary import render_table
 
         header = ", ".join(f"{b.name} {b.version()}" for b in self.settings.backends)
         terminalreporter.write_sep("=", f"loraguard summary ({header}; profile {self.settings.profile.name})")

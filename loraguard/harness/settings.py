@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from loraguard.backends import Backend, load_backend
-from loraguard.scenarios import DTYPES, Scenario, zoo_scenarios
-from loraguard.zoo import ZooModel, available
+from loraguard.harness.scenarios import DTYPES, Scenario, zoo_scenarios
+from loraguard.harness.zoo import ZooModel, available
 
 
 @dataclass(frozen=True)
@@ -87,39 +87,62 @@ def read_known_failures(path: Path) -> list[KnownFailure]:
     return out
 
 
-def load_model(spec: str) -> ZooModel:
-    """A user model from ``module:factory``; the factory returns a loraguard.zoo.ZooModel."""
+@dataclass(frozen=True)
+class RunOptions:
+    """The options a run is resolved from, as the user gave them; `prefix` is how the user spells them in errors
+    (``--loraguard-`` for the plugin, ``--`` for the ``loraguard`` command)."""
+
+    backends: list[str]
+    device: str = "cpu"
+    dtypes: list[str] = field(default_factory=list)
+    profile: str = "ci"
+    zoo: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    known_failures: str | None = None
+    reproducer_dir: Path = Path(".loraguard/reproducers")
+    baseline: str | None = None
+    update_baseline: bool = False
+    zero3: int = 0
+    prefix: str = "--loraguard-"
+
+    def option(self, name: str) -> str:
+        """How the user spells option `name` (``model`` -> ``--loraguard-model`` or ``--model``)."""
+        return f"{self.prefix}{name}"
+
+
+def load_model(spec: str, option: str = "--loraguard-model") -> ZooModel:
+    """A user model from ``module:factory``; the factory returns a loraguard.harness.zoo.ZooModel."""
     module_name, _, attr = spec.partition(":")
     if not attr:
-        raise ValueError(f"--loraguard-model {spec!r}: use 'module:factory' (a function returning a ZooModel)")
+        raise ValueError(f"{option} {spec!r}: use 'module:factory' (a function returning a ZooModel)")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"--loraguard-model {spec!r}: {err}") from err
+        raise ValueError(f"{option} {spec!r}: {err}") from err
     model = factory()
     if not isinstance(model, ZooModel):
-        raise ValueError(f"--loraguard-model {spec!r} returned {type(model).__name__}, not loraguard.zoo.ZooModel")
+        raise ValueError(f"{option} {spec!r} returned {type(model).__name__}, not loraguard.harness.zoo.ZooModel")
     return model
 
 
-def resolve(*, backends: list[str], device: str, dtypes: list[str], profile: str, zoo: list[str], models: list[str],
-            known_failures: str | None, reproducer_dir: Path, baseline: str | None, update_baseline: bool,
-            zero3: int) -> Settings:
+def resolve(opts: RunOptions) -> Settings:
     """Build Settings from option values, with an error naming the option for anything unusable."""
-    if profile not in PROFILES:
-        raise ValueError(f"--loraguard-profile {profile!r}: choose one of {sorted(PROFILES)}")
-    prof = PROFILES[profile]
+    if opts.profile not in PROFILES:
+        raise ValueError(f"{opts.option('profile')} {opts.profile!r}: choose one of {sorted(PROFILES)}")
+    prof = PROFILES[opts.profile]
+    device = opts.device
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"--loraguard-device {device!r}: use cpu, cuda or cuda:N")
+        raise ValueError(f"{opts.option('device')} {device!r}: use cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--loraguard-device {device}: torch sees no CUDA device here")
-    names = dtypes or list(prof.dtypes)
+        raise ValueError(f"{opts.option('device')} {device}: torch sees no CUDA device here")
+    names = opts.dtypes or list(prof.dtypes)
     unknown = [d for d in names if d not in DTYPES]
     if unknown:
-        raise ValueError(f"--loraguard-dtype {unknown}: choose from {sorted(DTYPES)}")
-    user = {spec: load_model(spec) for spec in models}
+        raise ValueError(f"{opts.option('dtype')} {unknown}: choose from {sorted(DTYPES)}")
+    user = {spec: load_model(spec, opts.option("model")) for spec in opts.models}
+    zoo = opts.zoo
     chosen = available(zoo or (list(prof.zoo) if prof.zoo else None)) if (zoo or not user) else []
-    loaded = {spec: load_backend(spec) for spec in backends}
+    loaded = {spec: load_backend(spec) for spec in opts.backends}
     return Settings(
         backends=list(loaded.values()),
         backend_specs={b.name: spec for spec, b in loaded.items()},
@@ -128,9 +151,9 @@ def resolve(*, backends: list[str], device: str, dtypes: list[str], profile: str
         profile=prof,
         models=chosen + list(user.values()),
         model_origins={m.name: spec for spec, m in user.items()},
-        known_failures=read_known_failures(Path(known_failures)) if known_failures else [],
-        reproducer_dir=reproducer_dir,
-        baseline=Path(baseline) if baseline else None,
-        update_baseline=update_baseline,
-        zero3=zero3,
+        known_failures=read_known_failures(Path(opts.known_failures)) if opts.known_failures else [],
+        reproducer_dir=opts.reproducer_dir,
+        baseline=Path(opts.baseline) if opts.baseline else None,
+        update_baseline=opts.update_baseline,
+        zero3=opts.zero3,
     )

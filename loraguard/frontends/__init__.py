@@ -1,0 +1,1 @@
+"""What users call: the pytest plugin, the `loraguard` command, the demo and the reference-vs-peft agreement."""

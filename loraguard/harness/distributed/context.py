@@ -1,0 +1,46 @@
+"""The context a distributed invariant receives in its rank: its world, a shared directory, options, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraguard.harness.distributed.world import World
+
+Progress = Callable[[int, str], None]
+
+
+@dataclass
+class RankContext:
+    """What a scenario sees: its world, a directory shared by all ranks, the run's options, progress marks."""
+
+    world: World
+    workdir: Path
+    options: dict[str, Any]
+    progress: Progress
+    _seq: int = field(default=0, repr=False)
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.world.world_size
+
+    @property
+    def device(self) -> str:
+        return self.world.device
+
+    def step(self, label: str) -> None:
+        """Mark arrival at `label`; on a hang, ranks that never marked the step the others reached are named."""
+        self._seq += 1
+        self.progress(self._seq, label)
+
+    def backend(self):
+        """The backend under test, by the name in the run's options (``peft`` by default)."""
+        from loraguard.backends import load_backend
+
+        return load_backend(self.options.get("backend", "peft"))

@@ -101,6 +101,7 @@ def lg_settings(request: pytest.FixtureRequest):
     return settings
 
 
+@pytest.hookimpl(trylast=True)  # after @parametrize, so ids read <invariant>-<backend>-<scenario>
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     settings = metafunc.config.stash.get(SETTINGS, None)
     for name in ("lg_backend", "lg_scenario"):
@@ -121,7 +122,7 @@ def canonical_name(item: pytest.Item) -> tuple[str, str, str] | None:
     if marker is None or callspec is None or callspec.params.get("lg_backend") is None:
         return None
     backend = callspec.params["lg_backend"].name
-    invariant = marker.args[0] if marker.args else callspec.params.get("zero3_id", item.name)
+    invariant = marker.args[0] if marker.args else item.name
     scenario = callspec.params.get("lg_scenario")
     where = scenario.id if scenario is not None else "drawn"
     return invariant, backend, f"{invariant}[{backend}-{where}]"

@@ -1,4 +1,10 @@
-"""The invariant registry: each invariant has an ID, a one-line promise, the capabilities it needs, and one check."""
+"""The one invariant registry: each invariant has an ID, a one-line promise, how it runs, and one check.
+
+Three kinds share it. A ``scenario`` invariant checks one model + adapters setup: ``check(backend, scenario)``.
+A ``sequence`` invariant drives a Hypothesis state machine: ``check(backend, dtypes, device)``. A distributed
+invariant (kind ``zero3``, ``fsdp``) runs in every rank of a world: ``check(ctx)`` with a `RankContext`.
+IDs are stable: known-failure files, baselines and reproducers refer to them.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loraguard.backends.base import Backend, Unsupported
-from loraguard.invariants.checks import Inconclusive
 from loraguard.harness.scenarios import Scenario, needed_capabilities, without_modules_to_save
+from loraguard.invariants.checks import Inconclusive
 
-Check = Callable[[Backend, Scenario], None]
+#: Distributed kinds, named for the sharding they check; each runs in every rank of a world.
+DISTRIBUTED_KINDS = ("zero3", "fsdp")
+#: How each kind of invariant is run (see the module docstring).
+KINDS = ("scenario", "sequence", *DISTRIBUTED_KINDS)
+#: The modules whose import registers the invariants (imported on first use of `all_invariants`).
+_MODULES = ("combination", "dtypes", "export", "isolation", "merge", "modules_to_save", "naming", "roundtrip",
+            "wrapping", "sequences", "zero3")
 
 
 class Skipped(Exception):
@@ -27,10 +39,13 @@ class Skipped(Exception):
 
 @dataclass(frozen=True)
 class Invariant:
+    """One promise of a LoRA library: its ID, the promise in one line, its kind, and the check that tests it."""
+
     id: str
     promise: str
-    needs: frozenset[str]
-    check: Check
+    check: Callable[..., None]
+    kind: str = "scenario"
+    needs: frozenset[str] = frozenset()
     needs_second: bool = False
     needs_modules_to_save: bool = False
 
@@ -38,15 +53,23 @@ class Invariant:
 REGISTRY: dict[str, Invariant] = {}
 
 
-def invariant(id: str, promise: str, needs: tuple[str, ...] = (), needs_second: bool = False,
-              needs_modules_to_save: bool = False) -> Callable[[Check], Check]:
-    """Register `check` under `id`; IDs are stable because known-failure files and baselines refer to them."""
-    def register(check: Check) -> Check:
-        if id in REGISTRY:
-            raise ValueError(f"invariant {id!r} registered twice")
-        REGISTRY[id] = Invariant(id, promise, frozenset(needs), check, needs_second, needs_modules_to_save)
+def register(inv: Invariant) -> Invariant:
+    """Add `inv` to the registry; an ID or kind used wrongly is a programming error, raised at import."""
+    if inv.kind not in KINDS:
+        raise ValueError(f"invariant {inv.id!r}: kind {inv.kind!r} is not one of {KINDS}")
+    if inv.id in REGISTRY:
+        raise ValueError(f"invariant {inv.id!r} registered twice")
+    REGISTRY[inv.id] = inv
+    return inv
+
+
+def invariant(id: str, promise: str, kind: str = "scenario", needs: tuple[str, ...] = (), needs_second: bool = False,
+              needs_modules_to_save: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator form of `register` for the function that checks the promise."""
+    def wrap(check: Callable[..., None]) -> Callable[..., None]:
+        register(Invariant(id, promise, check, kind, frozenset(needs), needs_second, needs_modules_to_save))
         return check
-    return register
+    return wrap
 
 
 def fitted(inv: Invariant, backend: Backend, scenario: Scenario) -> Scenario:
@@ -69,7 +92,12 @@ def applicable(inv: Invariant, backend: Backend, scenario: Scenario) -> str | No
 
 
 def run_invariant(inv: Invariant, backend: Backend, scenario: Scenario) -> float:
-    """Run one check; raises Skipped, InvariantViolation, or the backend's own exception. Returns seconds taken."""
+    """Run one scenario invariant; raises Skipped, InvariantViolation, or the backend's own exception.
+
+    Returns the seconds the check took.
+    """
+    if inv.kind != "scenario":
+        raise ValueError(f"invariant {inv.id!r} is a {inv.kind} invariant; it does not run on one scenario")
     scenario = fitted(inv, backend, scenario)
     reason = applicable(inv, backend, scenario)
     if reason:
@@ -82,10 +110,10 @@ def run_invariant(inv: Invariant, backend: Backend, scenario: Scenario) -> float
     return time.perf_counter() - start
 
 
-def all_invariants() -> dict[str, Invariant]:
-    """Every registered invariant (importing the modules that define them)."""
-    from loraguard.invariants import (  # noqa: F401  (imported for registration)
-        combination, dtypes, export, isolation, merge, modules_to_save, naming, roundtrip, wrapping,
-    )
+def all_invariants(kind: str | None = None) -> dict[str, Invariant]:
+    """Every registered invariant, or those of one kind, in registration order."""
+    import importlib
 
-    return dict(REGISTRY)
+    for module in _MODULES:
+        importlib.import_module(f"loraguard.invariants.{module}")
+    return {i: inv for i, inv in REGISTRY.items() if kind is None or inv.kind == kind}

@@ -21,6 +21,7 @@ from loraguard.backends.reference import ReferenceBackend
 from loraguard.core.config import LoraConfig
 from loraguard.invariants.checks import (Inconclusive, assert_close, assert_effect, assert_equal, assert_same_keys,
                                          expect)
+from loraguard.invariants.registry import Invariant, register
 from loraguard.invariants.steps import perturb, read_saved, scratch_dir
 from loraguard.reference import LoraModel
 from loraguard.harness.scenarios import Scenario
@@ -279,3 +280,8 @@ def run_sequences(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.flo
         run_state_machine_as_test(machine, settings=settings)
     finally:
         torch.set_num_threads(threads)
+
+
+register(Invariant(ID, "Any sequence of adapter operations (add, activate, delete, train, merge, unmerge, disable, "
+                   "save and load, merge_and_unload) leaves the library agreeing with the reference after every step.",
+                   run_sequences, kind="sequence"))

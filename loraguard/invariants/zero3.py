@@ -8,7 +8,6 @@ twin trained from the same seed on the same global batches, and uses the compari
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 
 from loraguard.backends.base import Unsupported
 from loraguard.core.config import WEIGHTS_NAME
+from loraguard.invariants.registry import invariant
 from loraguard.invariants.checks import (InvariantViolation, assert_close, assert_effect, assert_no_empty_tensors,
                                          assert_same_keys, assert_state_equal, expect)
 from loraguard.harness.zero3.gather import gathered, is_partitioned
@@ -27,15 +27,6 @@ from loraguard.harness.zero3.training import (Recipe, build, ds_config, probe_in
 from loraguard.harness.zoo import run
 
 F32 = torch.float32
-
-
-@dataclass(frozen=True)
-class Invariant:
-    """One promise: a stable ID, the promise in one line, and the function every rank runs to check it."""
-
-    id: str
-    promise: str
-    run: Callable[[RankContext], None]
 
 
 # -- shared steps ---------------------------------------------------------------------------------------------
@@ -109,6 +100,9 @@ def _ungathered_save(ctx: RankContext, backend, model: nn.Module, directory: Pat
 
 
 # -- the invariants -------------------------------------------------------------------------------------------
+@invariant("zero3-save-gathered", kind="zero3",
+           promise="An adapter saved under GatheredParameters equals, tensor for tensor, the one a single process saves "
+           "after the same seed and data.")
 def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_save) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
@@ -120,6 +114,9 @@ def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_sav
     check_saved_adapter(saved, single, "adapter saved under ZeRO-3 vs single process")
 
 
+@invariant("zero3-save-ungathered-detected", kind="zero3",
+           promise="A save taken without gathering is refused by the library or rejected by the zero-size check, never "
+           "accepted.")
 def ungathered_save_detected(ctx: RankContext) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
@@ -148,6 +145,9 @@ def _refuse_or_save(ctx: RankContext, backend, model: nn.Module, directory: Path
     return bool(refused.item())
 
 
+@invariant("zero3-merge-gathered", kind="zero3",
+           promise="Merging under GatheredParameters gives the single-process merged weights, and the merged output "
+           "equals the unmerged forward.")
 def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, engine, twin = _trained(ctx, recipe, backend)
@@ -181,6 +181,9 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+@invariant("zero3-mixed-export", kind="zero3",
+           promise="After training base weights with an unmerged LoRA, the merged export equals the trained forward, "
+           "leaves the training model untouched, and is the same file from N ranks as from one process.")
 def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], object] | None = None) -> None:
     from loraguard.harness.zero3.export import export_merged, merged_state_dict
 
@@ -219,6 +222,8 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
                        f"merged file from {ctx.world_size} ZeRO-3 ranks vs one process with the same weights")
 
 
+@invariant("zero3-checkpoint-consolidation", kind="zero3",
+           promise="save_checkpoint then zero_to_fp32 consolidation gives the same adapter as the gathered save.")
 def checkpoint_consolidation(ctx: RankContext) -> None:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -241,6 +246,8 @@ def checkpoint_consolidation(ctx: RankContext) -> None:
     assert_state_equal(got, want, "adapter from zero_to_fp32 vs gathered save")
 
 
+@invariant("zero3-init-load", kind="zero3",
+           promise="An adapter loaded into a model built under zero.Init gives the same outputs as without ZeRO.")
 def zero_init_load(ctx: RankContext) -> None:
     import deepspeed
 
@@ -266,6 +273,9 @@ def zero_init_load(ctx: RankContext) -> None:
                  "adapter loaded into a zero.Init model vs without ZeRO", depth=3)
 
 
+@invariant("zero3-two-adapters", kind="zero3",
+           promise="With two adapters under ZeRO-3, training one leaves the other bit-identical and both round-trip "
+           "through save and load bit for bit.")
 def two_adapters(ctx: RankContext) -> None:
     from loraguard.core.config import LoraConfig
 
@@ -304,22 +314,3 @@ def _factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]
     for path, (a, b) in backend.lora_factors(model, adapter).items():
         out[f"{path}.lora_A"], out[f"{path}.lora_B"] = a.detach().clone(), b.detach().clone()
     return out
-
-
-INVARIANTS: dict[str, Invariant] = {inv.id: inv for inv in [
-    Invariant("zero3-save-gathered", "An adapter saved under GatheredParameters equals, tensor for tensor, the "
-              "one a single process saves after the same seed and data.", save_matches_single_process),
-    Invariant("zero3-save-ungathered-detected", "A save taken without gathering is refused by the library or "
-              "rejected by the zero-size check, never accepted.", ungathered_save_detected),
-    Invariant("zero3-merge-gathered", "Merging under GatheredParameters gives the single-process merged weights, "
-              "and the merged output equals the unmerged forward.", merge_matches_single_process),
-    Invariant("zero3-mixed-export", "After training base weights with an unmerged LoRA, the merged export equals "
-              "the trained forward, leaves the training model untouched, and is the same file from N ranks as "
-              "from one process.", mixed_training_export),
-    Invariant("zero3-checkpoint-consolidation", "save_checkpoint then zero_to_fp32 consolidation gives the same "
-              "adapter as the gathered save.", checkpoint_consolidation),
-    Invariant("zero3-init-load", "An adapter loaded into a model built under zero.Init gives the same outputs "
-              "as without ZeRO.", zero_init_load),
-    Invariant("zero3-two-adapters", "With two adapters under ZeRO-3, training one leaves the other bit-identical "
-              "and both round-trip through save and load bit for bit.", two_adapters),
-]}

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from loraguard.backends import Backend
 from loraguard.invariants.checks import InvariantViolation
 from loraguard.invariants.registry import Invariant, Skipped, all_invariants, run_invariant
 from loraguard.harness.scenarios import Scenario
-
-
-@dataclass(frozen=True)
-class Outcome:
-    invariant: str
-    scenario: str
-    status: str  # "passed" | "failed" | "error" | "skipped"
-    message: str
-    elapsed: float  # seconds since the run started, when this outcome was known
+from loraguard.run.outcome import Outcome
 
 
 def run_all(backend: Backend, scenarios: list[Scenario], invariants: list[Invariant] | None = None,
@@ -26,7 +17,8 @@ def run_all(backend: Backend, scenarios: list[Scenario], invariants: list[Invari
     start = time.perf_counter()
     out: list[Outcome] = []
     for scenario in scenarios:
-        for inv in invariants or list(all_invariants().values()):
+        for inv in invariants or list(all_invariants("scenario").values()):
+            began = time.perf_counter()
             try:
                 run_invariant(inv, backend, scenario)
                 status, message = "passed", ""
@@ -36,7 +28,8 @@ def run_all(backend: Backend, scenarios: list[Scenario], invariants: list[Invari
                 status, message = "failed", str(err)
             except Exception as err:  # the backend crashed: also a failure of the promise
                 status, message = "error", f"{type(err).__name__}: {err}"
-            out.append(Outcome(inv.id, scenario.id, status, message, time.perf_counter() - start))
+            now = time.perf_counter()
+            out.append(Outcome(inv.id, scenario.id, status, message, now - began, now - start))
             if stop_on_failure and status in ("failed", "error"):
                 return out
     return out

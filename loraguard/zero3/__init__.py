@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from loraguard.zero3.suite import Result, invariant_ids, run_suite
+from loraguard.run.outcome import Outcome
+from loraguard.zero3.suite import invariant_ids, run_suite
 
-__all__ = ["Result", "export_merged", "invariant_ids", "merged_state_dict", "run_suite"]
+#: What `run_suite` returns for each invariant (the name it has always had).
+Result = Outcome
+
+__all__ = ["Outcome", "Result", "export_merged", "invariant_ids", "merged_state_dict", "run_suite"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,28 +6,19 @@ Imports nothing heavy at module top: torch and deepspeed load in the ranks, or w
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Result:
-    """One invariant's outcome: status is "passed", "failed", "skipped" or "error"; message names every rank."""
-
-    id: str
-    status: str
-    message: str
-    duration: float
+from loraguard.run.outcome import Outcome
 
 
 def invariant_ids() -> list[str]:
     """The IDs `run_suite` checks, in order."""
-    from loraguard.invariants.zero3 import INVARIANTS
+    from loraguard.invariants.registry import all_invariants
 
-    return list(INVARIANTS)
+    return list(all_invariants("zero3"))
 
 
 def run_suite(world_size: int, backend_name: str = "peft", timeout: float = 60.0, device: str = "cpu",
-              model: str = "mlp", ids: list[str] | None = None) -> list[Result]:
+              model: str = "mlp", ids: list[str] | None = None) -> list[Outcome]:
     """Check the ZeRO-3 invariants (all, or `ids`) for `backend_name` on `world_size` ranks.
 
     Outside a distributed launch this starts the ranks itself (`loraguard.run.distributed.launch`); inside torchrun or
@@ -42,12 +33,11 @@ def run_suite(world_size: int, backend_name: str = "peft", timeout: float = 60.0
         return _run_in_world(ids, world_size, timeout, device, options)
     from loraguard.run.distributed.launch import launch
 
-    return [Result(o.scenario, o.status, o.message, o.duration)
-            for o in launch(ids, world_size, timeout, device, options)]
+    return launch(ids, world_size, timeout, device, options)
 
 
 def _run_in_world(ids: list[str], world_size: int, timeout: float, device: str,
-                  options: dict[str, str]) -> list[Result]:
+                  options: dict[str, str]) -> list[Outcome]:
     """Run in this rank of an outside launch; every rank returns the same results."""
     import tempfile
     from pathlib import Path
@@ -82,10 +72,10 @@ def _run_in_world(ids: list[str], world_size: int, timeout: float, device: str,
             everyone: list[dict | None] = [None] * world.world_size
             dist.all_gather_object(everyone, mine)
         except RuntimeError as err:
-            results.append(Result(name, "error", _lagging(store, world.world_size, err), time.perf_counter() - start))
+            results.append(Outcome(name, "", "error", _lagging(store, world.world_size, err),
+                                   time.perf_counter() - start))
             break
-        outcome = combine(name, dict(enumerate(everyone)), [r["pid"] for r in everyone])
-        results.append(Result(outcome.scenario, outcome.status, outcome.message, outcome.duration))
+        results.append(combine(name, dict(enumerate(everyone)), [r["pid"] for r in everyone]))
     return results
 
 

@@ -33,23 +33,23 @@ def test_suite_runs_against_reference_and_prints_the_summary(pytester: pytest.Py
 
 def test_a_mutant_fails_with_a_readable_test_id(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*QUICK, "--loraguard-backend", "tests.mutants:ScalingDroppedAtMerge",
-                                "--loraguard-zoo", "mlp", "-k", "merge_forward and not drawn")
+                                "--loraguard-zoo", "mlp", "-k", "test_zoo and merge-forward")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*test_merge_forward[[]mutant-no-scale-mlp-r4-f32[]]*",
+    result.stdout.fnmatch_lines(["*test_zoo[[]merge-forward-mutant-no-scale-mlp-r4-f32[]]*",
                                  "*merge-forward*1 failed*"])
 
 
 def test_known_failures_become_strict_xfails(pytester: pytest.Pytester) -> None:
     known = pytester.makefile(".txt", known="naming[mutant-bare-suffix-nested-*]  # bare endswith, peft#1917\n")
     result = pytester.runpytest(*QUICK, "--loraguard-backend", "tests.mutants:BareSuffix", "--loraguard-zoo",
-                                "nested", "-k", "test_naming and not drawn", f"--loraguard-known-failures={known}")
+                                "nested", "-k", "test_zoo and naming", f"--loraguard-known-failures={known}")
     result.assert_outcomes(xfailed=1)
 
 
 def test_a_fixed_known_failure_is_noticed(pytester: pytest.Pytester) -> None:
     known = pytester.makefile(".txt", known="merge-forward[reference-*]  # pretend it was broken\n")
     result = pytester.runpytest(*QUICK, "--loraguard-backend", "reference", "--loraguard-zoo", "mlp",
-                                "-k", "test_merge_forward and not drawn", f"--loraguard-known-failures={known}")
+                                "-k", "test_zoo and merge-forward", f"--loraguard-known-failures={known}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*XPASS(strict)*known failure: pretend it was broken*"])
 
@@ -89,7 +89,7 @@ def test_user_model_and_ini_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-model", "mymodels:tiny",
                                 "-k", "not drawn", "-v")
     assert_green(result)
-    result.stdout.fnmatch_lines(["*test_merge_forward[[]reference-mynet-r4-f32[]] PASSED*"])
+    result.stdout.fnmatch_lines(["*test_zoo[[]merge-forward-reference-mynet-r4-f32[]] PASSED*"])
 
 
 def test_off_by_default_and_imports_no_torch(pytester: pytest.Pytester) -> None:

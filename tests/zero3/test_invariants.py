@@ -34,9 +34,9 @@ def test_wrong_saves_merges_and_exports_are_caught_and_the_suite_runs_in_an_exis
     names = ["ungathered_save_checked", "merge_in_readonly_gather", "export_by_merging_in_place",
              "suite_in_existing_world"]
     outcomes = launch([scenario(n) for n in names], 2, timeout=60, options={"out": str(out)})
-    by_name = {o.scenario.rpartition(":")[2]: o for o in outcomes}
+    by_name = {o.invariant.rpartition(":")[2]: o for o in outcomes}
     assert [o.status for o in outcomes] == ["failed", "failed", "failed", "passed"], \
-        "\n".join(f"{o.scenario} {o.status}: {o.message}" for o in outcomes)
+        "\n".join(f"{o.invariant} {o.status}: {o.message}" for o in outcomes)
     assert len({tuple(o.pids) for o in outcomes}) == 1  # failures every rank saw alike keep the world
 
     ungathered = by_name["ungathered_save_checked"]

@@ -20,33 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from loraguard.run.distributed.worker import decision_file
+from loraguard.run.outcome import Outcome, RankReport
 from loraguard.harness.distributed.world import rank_environment
 
 _POLL_S = 0.05
 _STACK_WAIT_S = 1.0
 _LOG_TAIL = 4000
-
-
-@dataclass
-class RankReport:
-    """How one scenario ended on one rank."""
-
-    rank: int
-    status: str
-    message: str
-    traceback: str = ""
-
-
-@dataclass
-class Outcome:
-    """One scenario across the world: the worst rank status, a message naming every rank, the wall time."""
-
-    scenario: str
-    status: str
-    message: str
-    duration: float
-    ranks: list[RankReport] = field(default_factory=list)
-    pids: list[int] = field(default_factory=list)
 
 
 def launch(scenarios: list[str], world_size: int, timeout: float = 60.0, device: str = "cpu",
@@ -207,7 +186,7 @@ def combine(name: str, reports: dict[int, dict[str, Any]], pids: list[int]) -> O
         message = ranks[0].message
     else:
         message = "\n".join(_describe(rr) for rr in ranks)
-    return Outcome(name, status, message, duration, ranks, pids)
+    return Outcome(name, "", status, message, duration, ranks=tuple(ranks), pids=tuple(pids))
 
 
 def _unfinished(name: str, reports: dict[int, dict[str, Any]], world: _World, hang: str, pids: list[int],
@@ -221,7 +200,7 @@ def _unfinished(name: str, reports: dict[int, dict[str, Any]], world: _World, ha
         elif not hang:
             lines.append(f"--- rank {rank}: exited with code {proc.returncode} without reporting; its output:\n"
                          f"{world.tail(rank, 'log').strip()}")
-    return Outcome(name, "error", "\n".join(lines), duration, ranks, pids)
+    return Outcome(name, "", "error", "\n".join(lines), duration, ranks=tuple(ranks), pids=tuple(pids))
 
 
 def _describe(report: RankReport) -> str:

@@ -22,12 +22,13 @@ def resolve(name: str) -> Callable[[RankContext], None]:
     """An invariant ID, ``module:function`` or ``file.py:function`` to the callable it names."""
     target, sep, attr = name.rpartition(":")
     if not sep:
-        from loraguard.invariants.zero3 import INVARIANTS
+        from loraguard.invariants.registry import DISTRIBUTED_KINDS, all_invariants
 
-        if name not in INVARIANTS:
-            raise KeyError(f"unknown scenario {name!r}: use an invariant ID ({sorted(INVARIANTS)}), "
+        distributed = {i: inv for i, inv in all_invariants().items() if inv.kind in DISTRIBUTED_KINDS}
+        if name not in distributed:
+            raise KeyError(f"unknown scenario {name!r}: use an invariant ID ({sorted(distributed)}), "
                            "'module:function' or 'path/to/file.py:function'")
-        return INVARIANTS[name].run
+        return distributed[name].check
     if target.endswith(".py"):
         spec = importlib.util.spec_from_file_location(Path(target).stem, target)
         if spec is None or spec.loader is None:

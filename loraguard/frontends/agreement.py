@@ -9,7 +9,6 @@ A difference caused by peft's bare-suffix `modules_to_save` matching (huggingfac
 from __future__ import annotations
 
 import copy
-import dataclasses
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from loraguard.backends.base import Backend
     from loraguard.harness.zoo import ZooModel
 
 #: peft's issue for `modules_to_save` matched with a bare ``key.endswith(entry)`` (peft/utils/other.py `_set_trainable`).
@@ -112,16 +112,6 @@ class AgreementRow:
         return "DISAGREE"
 
 
-def peft_config(config: LoraConfig) -> Any:
-    """peft's `LoraConfig` for ours, built from our `adapter_config.json` dict minus fields peft does not know."""
-    import peft
-
-    known = {f.name for f in dataclasses.fields(peft.LoraConfig) if f.init}
-    fields = {k: v for k, v in config.to_json_dict().items() if k in known and k != "peft_type"}
-    fields["inference_mode"] = False
-    return peft.LoraConfig(**fields)
-
-
 def suffix_traps(zoo_model: ZooModel, base: nn.Module | None = None) -> list[str]:
     """Modules a bare ``endswith`` catches for this model's `modules_to_save` but the dot-boundary rule does not."""
     base = base if base is not None else zoo_model.make()
@@ -154,8 +144,9 @@ def agreement_rows(models: Iterable[str] | None = None, dtypes: Iterable[str] = 
 
 
 def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, variant: Variant, tmp: Path) -> None:
-    import peft
     import torch
+
+    from loraguard.backends.peft import PeftBackend
 
     from loraguard.reference import LoraModel
     from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
@@ -171,7 +162,8 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     ref = LoraModel(copy.deepcopy(base), config).eval()
     lora_only = run(ref, inputs, dtype)
     perturbed = _perturb_saved_copies(ref, seed=2)
-    theirs = peft.get_peft_model(copy.deepcopy(base), peft_config(config))
+    peft = PeftBackend()  # peft is driven through its backend: one translation of the config, one API
+    theirs = peft.wrap(copy.deepcopy(base), config)
     theirs.eval()
     ours_state = ref.model.state_dict()
     their_state = {strip_prefix(k): v for k, v in theirs.state_dict().items()}
@@ -196,16 +188,16 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     their_out = run(theirs, inputs, dtype)
     row.unmerged = _check(row, "unmerged", max_diff(their_out, want))
 
-    with ref.disable_adapter(), theirs.disable_adapter():
+    with ref.disable_adapter(), peft.disabled(theirs):
         ref_disabled, their_disabled = run(ref, inputs, dtype), run(theirs, inputs, dtype)
     row.disabled = _check(row, "disabled", max_diff(their_disabled, ref_disabled))
     if not torch.equal(ref_disabled, base_out):
         row.problems.append(Problem("reference with adapters disabled differs from the base model"))
 
-    _compare_saves(row, zoo_model, base, inputs, dtype, ref, theirs, want, their_out, tmp, cause_if)
+    _compare_saves(row, peft, base, inputs, dtype, ref, theirs, want, their_out, tmp, cause_if)
 
     ref.merge()
-    theirs.merge_adapter()
+    peft.merge(theirs)
     ref_merged = run(ref, inputs, dtype)
     row.merged = _check(row, "merged", max_diff(run(theirs, inputs, dtype), ref_merged))
     if max_diff(ref_merged, want) > row.bound:
@@ -213,11 +205,10 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
                                     f"output (bound {row.bound:.3g}): the merge is skipped or applied twice"))
 
 
-def _compare_saves(row: AgreementRow, zoo_model: ZooModel, base: nn.Module, inputs: tuple, dtype: torch.dtype,
+def _compare_saves(row: AgreementRow, peft: Backend, base: nn.Module, inputs: tuple, dtype: torch.dtype,
                    ref: Any, theirs: Any, want: torch.Tensor, their_out: torch.Tensor, tmp: Path,
                    cause_if: Callable[[list[str]], str | None]) -> None:
     """Saved key sets equal both ways; each implementation loads the other's save and gives identical outputs."""
-    import peft
     import torch
     from safetensors.torch import load_file
 
@@ -227,7 +218,7 @@ def _compare_saves(row: AgreementRow, zoo_model: ZooModel, base: nn.Module, inpu
 
     ours_dir, theirs_dir = tmp / "reference", tmp / "peft"
     ref.save_pretrained(ours_dir)
-    theirs.save_pretrained(theirs_dir)
+    peft.save(theirs, theirs_dir)
     ours_saved, their_saved = load_file(ours_dir / WEIGHTS_NAME), load_file(theirs_dir / WEIGHTS_NAME)
     ours_keys, their_keys = set(ours_saved), set(their_saved)
     row.keys_equal = ours_keys == their_keys
@@ -256,7 +247,7 @@ def _compare_saves(row: AgreementRow, zoo_model: ZooModel, base: nn.Module, inpu
         return True
 
     row.peft_loads_reference = load("peft loading the reference save",
-                                    lambda: peft.PeftModel.from_pretrained(copy.deepcopy(base), str(ours_dir)),
+                                    lambda: peft.load(copy.deepcopy(base), ours_dir),
                                     their_out)
     row.reference_loads_peft = load("reference loading the peft save",
                                     lambda: LoraModel.from_pretrained(copy.deepcopy(base), theirs_dir), want)

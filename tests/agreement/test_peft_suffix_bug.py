@@ -11,7 +11,8 @@ import pytest
 
 peft = pytest.importorskip("peft")
 
-from loraguard.frontends.agreement import PEFT_SUFFIX_BUG, VARIANTS, compare, peft_config, suffix_traps  # noqa: E402
+from loraguard.backends.peft import PeftBackend  # noqa: E402
+from loraguard.frontends.agreement import PEFT_SUFFIX_BUG, VARIANTS, compare, suffix_traps  # noqa: E402
 from loraguard.core.config import LoraConfig  # noqa: E402
 from loraguard.reference import LoraModel  # noqa: E402
 from loraguard.harness.zoo import ZOO  # noqa: E402
@@ -22,7 +23,7 @@ NESTED = ZOO["nested"]
 def _peft_saved_modules() -> list[str]:
     base = NESTED.make()
     config = VARIANTS["plain"].config(NESTED, base)
-    model = peft.get_peft_model(base, peft_config(config))
+    model = PeftBackend().wrap(base, config)
     wrapper = peft.utils.other.ModulesToSaveWrapper
     return sorted(n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, wrapper))
 

@@ -51,20 +51,30 @@ def test_a_broken_reference_disagrees(monkeypatch: pytest.MonkeyPatch, mutant, z
     assert any(symptom in p.text for p in row.problems), [p.text for p in row.problems]
 
 
-def _demo(capsys: pytest.CaptureFixture[str], *models: str) -> tuple[int, str]:
-    code = demo.run(argparse.Namespace(models=list(models), dtypes=["float32"]))
-    return code, capsys.readouterr().out
-
-
 def test_demo_passes_when_the_only_differences_are_documented_peft_bugs(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _demo(capsys, "mlp", "nested")
+    """The one end-to-end run of the demo (its pytest section starts a nested `pytest --loraguard -n 2`)."""
+    code = demo.run(argparse.Namespace(models=["mlp", "nested"], dtypes=["float32"]))
+    out = capsys.readouterr().out
     assert code == 0, out
     assert "peft bug huggingface/peft#1917" in out and "DISAGREE" not in out
 
 
-def test_demo_exits_1_on_a_real_disagreement(monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_agreement_section_fails_on_a_real_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
     _ignore_rslora(monkeypatch)
-    code, out = _demo(capsys, "mlp")
-    assert code == 1
-    assert "DISAGREE" in out and "unmerged outputs differ" in out
+    result = demo.agreement_section(argparse.Namespace(models=["mlp"], dtypes=["float32"]))
+    assert not result.ok
+    assert "DISAGREE" in result.text and "unmerged outputs differ" in result.text
+
+
+def test_the_demo_exits_1_when_any_section_fails(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(demo, "SECTIONS", [demo.Section("passes", lambda args: demo.SectionResult("fine", ok=True)),
+                                           demo.Section("fails", lambda args: demo.SectionResult("broken", ok=False))])
+    assert demo.run(argparse.Namespace(models=["mlp"], dtypes=["float32"])) == 1
+    assert "demo: FAILED in: fails" in capsys.readouterr().out
+
+
+def test_the_audit_section_flags_the_damaged_copy_only() -> None:
+    result = demo.audit_section(argparse.Namespace())
+    assert result.ok, result.text
+    assert "LG201" in result.text and "LG304" in result.text

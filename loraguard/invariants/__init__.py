@@ -1,1 +1,2 @@
-"""The invariants: each promise of a LoRA library, written once, used by the properties, plugin, ZeRO-3 ranks and audit."""
+"""The invariants: each promise of a LoRA library, written once with an ID in one registry, and used by the
+properties, the plugin, the in-process runner and the distributed ranks."""

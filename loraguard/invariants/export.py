@@ -23,19 +23,24 @@ def export_merged(backend: Backend, model: torch.nn.Module) -> torch.nn.Module:
 @invariant("mixed-export", "After training base weights and an unmerged LoRA together, the exported merged model "
            "equals the trained model's output, and the training model is left untouched (unmerged, same device).")
 def mixed_training_export(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    for path in w.targets:  # train the base weights too, as full fine-tunes with LoRA on top do
-        backend.base_weight(w.model, path).requires_grad_(True)
+    wrapped = wrap(backend, scenario)
+    for path in wrapped.targets:  # train the base weights too, as full fine-tunes with LoRA on top do
+        backend.base_weight(wrapped.model, path).requires_grad_(True)
     for _ in range(2):
-        train_step(w.model, w.inputs, lr=0.05)
-    trained_out = w.out()
-    params = {n: (p.detach().clone(), p.device) for n, p in w.model.named_parameters()}
-    exported = export_merged(backend, w.model)
+        train_step(wrapped.model, wrapped.inputs, lr=0.05)
+    trained_out = wrapped.out()
+    params = {n: (p.detach().clone(), p.device) for n, p in wrapped.model.named_parameters()}
+    exported = export_merged(backend, wrapped.model)
     with torch.no_grad():
-        assert_close(run(exported, w.inputs), trained_out, scenario.dtype, "exported merged model vs trained model",
-                     len(w.targets))
-    for name, p in w.model.named_parameters():
+        assert_close(
+            run(exported, wrapped.inputs),
+            trained_out,
+            scenario.dtype,
+            "exported merged model vs trained model",
+            len(wrapped.targets),
+        )
+    for name, p in wrapped.model.named_parameters():
         value, device = params[name]
         expect(p.device == device, f"export moved training parameter {name} from {device} to {p.device}")
         assert_equal(p.detach(), value, f"training parameter {name} after export")
-    assert_equal(w.out(), trained_out, "training model output after export (it must stay unmerged)")
+    assert_equal(wrapped.out(), trained_out, "training model output after export (it must stay unmerged)")

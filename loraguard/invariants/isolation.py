@@ -13,29 +13,29 @@ from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys
            "and each adapter saves exactly its own modules_to_save.", needs=("multi_adapter", "save_load"),
            needs_second=True)
 def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    first = adapter_snapshot(backend, w.model, "default", scenario)
-    out = w.out()
+    wrapped = wrap(backend, scenario)
+    first = adapter_snapshot(backend, wrapped.model, "default", scenario)
+    out = wrapped.out()
 
     def unchanged(after: str) -> None:
-        assert_state_equal(adapter_snapshot(backend, w.model, "default", scenario), first,
+        assert_state_equal(adapter_snapshot(backend, wrapped.model, "default", scenario), first,
                            f"adapter 'default' after {after}")
-        assert_equal(w.out(), out, f"output of adapter 'default' after {after}")
+        assert_equal(wrapped.out(), out, f"output of adapter 'default' after {after}")
 
-    backend.add_adapter(w.model, OTHER, scenario.second)
+    backend.add_adapter(wrapped.model, OTHER, scenario.second)
     unchanged(f"adding adapter '{OTHER}'")
-    backend.set_adapter(w.model, [OTHER])
-    perturb(backend, w.model, OTHER)
-    backend.set_adapter(w.model, ["default"])
+    backend.set_adapter(wrapped.model, [OTHER])
+    perturb(backend, wrapped.model, OTHER)
+    backend.set_adapter(wrapped.model, ["default"])
     unchanged(f"training adapter '{OTHER}' and switching back")
 
     adapters = [("default", scenario.config), (OTHER, scenario.second)]
     with scratch_dir() as d:
-        backend.save(w.model, d)
+        backend.save(wrapped.model, d)
         for name, where in (("default", d), (OTHER, d / OTHER)):
             assert_same_keys(read_saved(where), expected_saved_keys(scenario, adapters, name),
                              f"keys saved for adapter '{name}'")
 
     if "delete_adapter" in backend.capabilities:
-        backend.delete_adapter(w.model, OTHER)
+        backend.delete_adapter(wrapped.model, OTHER)
         unchanged(f"deleting adapter '{OTHER}'")

@@ -10,66 +10,86 @@ from loraguard.core.merge_math import delta_weight
 from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
 
 
-def check_merged_weights(backend: Backend, w: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]],
+def check_merged_weights(backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]],
                          when: str) -> None:
     """Each merged base weight equals W + sum of s * B @ A over `adapters`, from the backend's raw factors."""
-    for path, (kind, fifo) in w.targets.items():
-        want = w.base_weights[path].double()
+    for path, (kind, fifo) in wrapped.targets.items():
+        want = wrapped.base_weights[path].double()
         for name, config in adapters:
-            factors = backend.lora_factors(w.model, name)
+            factors = backend.lora_factors(wrapped.model, name)
             if path in factors:
                 a, b = (t.detach() for t in factors[path])
                 want = want + delta_weight(a, b, config.scaling_for(path), kind, fifo).double().to(want.device)
-        assert_close(backend.base_weight(w.model, path), want.to(w.base_weights[path].dtype), scenario.dtype,
-                     f"{when}: merged weight of '{path}' vs W + s*B@A")
+        assert_close(
+            backend.base_weight(wrapped.model, path),
+            want.to(wrapped.base_weights[path].dtype),
+            scenario.dtype,
+            f"{when}: merged weight of '{path}' vs W + s*B@A",
+        )
 
 
 @invariant("merge-forward", "Merged output equals the unmerged forward, and each merged weight is W + s*B@A.")
 def merge_equals_forward(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    out = w.out()
-    depth = len(w.targets)
-    assert_effect(out, w.base_out, scenario.dtype, "adapter output vs base output")
-    backend.merge(w.model)
-    check_merged_weights(backend, w, scenario, [("default", scenario.config)], "after merge")
-    assert_close(w.out(), out, scenario.dtype, "merged output vs unmerged output", depth)
+    wrapped = wrap(backend, scenario)
+    out = wrapped.out()
+    depth = len(wrapped.targets)
+    assert_effect(out, wrapped.base_out, scenario.dtype, "adapter output vs base output")
+    backend.merge(wrapped.model)
+    check_merged_weights(backend, wrapped, scenario, [("default", scenario.config)], "after merge")
+    assert_close(wrapped.out(), out, scenario.dtype, "merged output vs unmerged output", depth)
 
 
-@invariant("merge-unmerge", "Merging twice applies the delta once; unmerge restores W; disabling gives exactly the "
-           "base output (where the backend can disable).")
+@invariant(
+    "merge-unmerge",
+    "Merging twice applies the delta once; unmerge restores W; disabling gives exactly the "
+    "base output (where the backend can disable).",
+)
 def unmerge_restores(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    out = w.out()
-    assert_effect(out, w.base_out, scenario.dtype, "adapter output vs base output")
+    wrapped = wrap(backend, scenario)
+    out = wrapped.out()
+    assert_effect(out, wrapped.base_out, scenario.dtype, "adapter output vs base output")
     if "disable" in backend.capabilities:
-        with backend.disabled(w.model):
-            assert_equal(w.out(), w.base_out, "output with adapters disabled vs base output")
-    backend.merge(w.model)
-    backend.merge(w.model)
-    check_merged_weights(backend, w, scenario, [("default", scenario.config)], "after merging twice")
-    merged = {p: backend.base_weight(w.model, p).detach().clone() for p in w.targets}
-    backend.unmerge(w.model)
-    for path in w.targets:
-        assert_close(backend.base_weight(w.model, path), w.base_weights[path], scenario.dtype,
-                     f"weight of '{path}' after unmerge vs the original", via=merged[path])
-    assert_close(w.out(), out, scenario.dtype, "output after merge+unmerge vs before", len(w.targets))
+        with backend.disabled(wrapped.model):
+            assert_equal(wrapped.out(), wrapped.base_out, "output with adapters disabled vs base output")
+    backend.merge(wrapped.model)
+    backend.merge(wrapped.model)
+    check_merged_weights(backend, wrapped, scenario, [("default", scenario.config)], "after merging twice")
+    merged = {p: backend.base_weight(wrapped.model, p).detach().clone() for p in wrapped.targets}
+    backend.unmerge(wrapped.model)
+    for path in wrapped.targets:
+        assert_close(
+            backend.base_weight(wrapped.model, path),
+            wrapped.base_weights[path],
+            scenario.dtype,
+            f"weight of '{path}' after unmerge vs the original",
+            via=merged[path],
+        )
+    assert_close(wrapped.out(), out, scenario.dtype, "output after merge+unmerge vs before", len(wrapped.targets))
 
 
-@invariant("multi-active", "With several adapters active, outputs add up: merging them all gives W + sum of s_i*B_i@A_i.",
-           needs=("multi_adapter",), needs_second=True)
+@invariant(
+    "multi-active",
+    "With several adapters active, outputs add up: merging them all gives W + sum of s_i*B_i@A_i.",
+    needs=("multi_adapter",),
+    needs_second=True,
+)
 def multi_active_additive(backend: Backend, scenario: Scenario) -> None:
     second = scenario.second
     both = [("default", scenario.config), (OTHER, second)]
     shared = [p for p, m in oracle(scenario, both).saved_modules().items() if len(m.modules_to_save) > 1]
     if shared:
         raise Skipped(f"both adapters keep a copy of {shared}; such adapters cannot be active together")
-    w = wrap(backend, scenario)
-    backend.add_adapter(w.model, OTHER, second)
-    backend.set_adapter(w.model, ["default", OTHER])
-    out = w.out()
-    w.targets = {**expected_targets(scenario, adapters=both, adapter=OTHER), **w.targets}
-    for path in w.targets:
-        w.base_weights.setdefault(path, backend.base_weight(w.model, path).detach().clone())
-    backend.merge(w.model, ["default", OTHER])
-    check_merged_weights(backend, w, scenario, [("default", scenario.config), (OTHER, second)], "after merging both")
-    assert_close(w.out(), out, scenario.dtype, "merged output vs output with both adapters active", len(w.targets))
+    wrapped = wrap(backend, scenario)
+    backend.add_adapter(wrapped.model, OTHER, second)
+    backend.set_adapter(wrapped.model, ["default", OTHER])
+    out = wrapped.out()
+    wrapped.targets = {**expected_targets(scenario, adapters=both, adapter=OTHER), **wrapped.targets}
+    for path in wrapped.targets:
+        wrapped.base_weights.setdefault(path, backend.base_weight(wrapped.model, path).detach().clone())
+    backend.merge(wrapped.model, ["default", OTHER])
+    check_merged_weights(
+        backend, wrapped, scenario, [("default", scenario.config), (OTHER, second)], "after merging both"
+    )
+    assert_close(
+        wrapped.out(), out, scenario.dtype, "merged output vs output with both adapters active", len(wrapped.targets)
+    )

@@ -13,18 +13,22 @@ from loraguard.harness.scenarios import Scenario, clone_state
            "copy is saved and restored under its module's own keys.", needs=("modules_to_save", "disable", "save_load"),
            needs_modules_to_save=True)
 def copies_trained_originals_untouched(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    before = {p: clone_state(s) for p, s in backend.saved_copies(w.model, "default").items()}
+    wrapped = wrap(backend, scenario)
+    before = {p: clone_state(s) for p, s in backend.saved_copies(wrapped.model, "default").items()}
     expect(bool(before), f"modules_to_save={scenario.config.modules_to_save!r} produced no trainable copy")
-    train_step(w.model, w.inputs)
-    after = backend.saved_copies(w.model, "default")
+    train_step(wrapped.model, wrapped.inputs)
+    after = backend.saved_copies(wrapped.model, "default")
     changed = [p for p in before if any(not v.equal(before[p][k]) for k, v in after[p].items())]
     expect(bool(changed), "a training step left every modules_to_save copy unchanged: the copies are not trained")
-    with backend.disabled(w.model):
-        assert_equal(w.out(), w.base_out, "output with adapters disabled after training (originals must be untouched)")
+    with backend.disabled(wrapped.model):
+        assert_equal(
+            wrapped.out(),
+            wrapped.base_out,
+            "output with adapters disabled after training (originals must be untouched)",
+        )
     trained = {p: clone_state(s) for p, s in after.items()}
     with scratch_dir() as d:
-        backend.save(w.model, d)
+        backend.save(wrapped.model, d)
         loaded = backend.load(scenario.base(), d)
     restored = backend.saved_copies(loaded, "default")
     expect(set(restored) == set(trained), f"copies after load {sorted(restored)} != saved {sorted(trained)}")

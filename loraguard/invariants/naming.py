@@ -13,9 +13,9 @@ from loraguard.harness.scenarios import Scenario, oracle
 @invariant("naming", "target_modules and modules_to_save select exactly the modules whose names match on dot "
            "boundaries (a regex string: re.fullmatch), never a bare-suffix look-alike.")
 def names_match_on_boundaries(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)  # checks the LoRA targets against the oracle
+    wrapped = wrap(backend, scenario)  # checks the LoRA targets against the oracle
     want = set(oracle(scenario).saved_modules())
-    got = set(backend.saved_copies(w.model, "default"))
+    got = set(backend.saved_copies(wrapped.model, "default"))
     if got == want:
         return
     entries = scenario.config.modules_to_save or []

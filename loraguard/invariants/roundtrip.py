@@ -30,23 +30,32 @@ def check_config_preserved(directory, config: LoraConfig) -> None:
     """The saved config reads back with the same meaning."""
     loaded = LoraConfig.load(directory)
     for name in PRESERVED_FIELDS:
-        expect(getattr(loaded, name) == getattr(config, name),
-               f"adapter_config.json field '{name}': saved {getattr(loaded, name)!r}, configured {getattr(config, name)!r}")
+        expect(
+            getattr(loaded, name) == getattr(config, name),
+            f"adapter_config.json field '{name}': saved {getattr(loaded, name)!r}, "
+            f"configured {getattr(config, name)!r}",
+        )
     for name in ("target_modules", "modules_to_save"):
         got, want = getattr(loaded, name), getattr(config, name)
-        as_set = (lambda v: set(v) if isinstance(v, list) else v)
-        expect(as_set(got) == as_set(want) or (not got and not want),
-               f"adapter_config.json field '{name}': saved {got!r}, configured {want!r}")
+        as_set = lambda v: set(v) if isinstance(v, list) else v
+        expect(
+            as_set(got) == as_set(want) or (not got and not want),
+            f"adapter_config.json field '{name}': saved {got!r}, configured {want!r}",
+        )
 
 
-@invariant("roundtrip", "save then load restores every tensor bit for bit, under the format's key names, with the "
-           "config's fields, the same outputs and the same merged weights.", needs=("save_load",))
+@invariant(
+    "roundtrip",
+    "save then load restores every tensor bit for bit, under the format's key names, with the "
+    "config's fields, the same outputs and the same merged weights.",
+    needs=("save_load",),
+)
 def save_load_exact(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    snapshot = adapter_snapshot(backend, w.model, "default", scenario)
-    out = w.out()
+    wrapped = wrap(backend, scenario)
+    snapshot = adapter_snapshot(backend, wrapped.model, "default", scenario)
+    out = wrapped.out()
     with scratch_dir() as d:
-        backend.save(w.model, d)
+        backend.save(wrapped.model, d)
         check_saved_format(d, scenario, snapshot)
         check_config_preserved(d, scenario.config)
         loaded = backend.load(scenario.base(), d)
@@ -54,13 +63,18 @@ def save_load_exact(backend: Backend, scenario: Scenario) -> None:
     for key, tensor in snapshot.items():
         factor = parse_factor_key(key)
         if factor is not None and factor.role in ("lora_B", "lora_embedding_B") and tensor.any():
-            expect(bool(after[key].any()) if key in after else False,
-                   f"{key}: non-zero when saved, all zeros or absent after load (the weights were not loaded)")
+            expect(
+                bool(after[key].any()) if key in after else False,
+                f"{key}: non-zero when saved, all zeros or absent after load (the weights were not loaded)",
+            )
     assert_state_equal(after, snapshot, "tensors after load")
     with torch.no_grad():
-        assert_equal(run(loaded, w.inputs), out, "output after load vs before save")
-    backend.merge(w.model)
+        assert_equal(run(loaded, wrapped.inputs), out, "output after load vs before save")
+    backend.merge(wrapped.model)
     backend.merge(loaded)
-    for path in w.targets:
-        assert_equal(backend.base_weight(loaded, path), backend.base_weight(w.model, path),
-                     f"merged weight of '{path}' after load vs before save")
+    for path in wrapped.targets:
+        assert_equal(
+            backend.base_weight(loaded, path),
+            backend.base_weight(wrapped.model, path),
+            f"merged weight of '{path}' after load vs before save",
+        )

@@ -56,10 +56,15 @@ def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.
             self.peak: dict[str, torch.Tensor] = {}  # per wrapped module, the largest weight magnitude seen
 
         # -- start ---------------------------------------------------------------------------------------------
-        @initialize(target=adapters, tree=tree, config=adapter_config, dtype=st.sampled_from(dtypes),
-                    seed=st.integers(0, 2**16), second=st.none() | adapter_config if can("multi_adapter") else st.none())
-        def start(self, tree: TreeSpec, config: LoraConfig, dtype: torch.dtype, seed: int,
-                  second: LoraConfig | None):
+        @initialize(
+            target=adapters,
+            tree=tree,
+            config=adapter_config,
+            dtype=st.sampled_from(dtypes),
+            seed=st.integers(0, 2**16),
+            second=st.none() | adapter_config if can("multi_adapter") else st.none(),
+        )
+        def start(self, tree: TreeSpec, config: LoraConfig, dtype: torch.dtype, seed: int, second: LoraConfig | None):
             """Wrap the drawn tree with adapter 'default' and, most sequence bugs needing two, maybe a second one."""
             self.scenario = Scenario(tree_zoo_model(tree), config, None, dtype, device, seed, label=ID)
             try:
@@ -87,8 +92,11 @@ def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.
         @precondition(lambda self: not self._merged())
         @rule(names=st.lists(adapters, min_size=1, max_size=3 if can("multi_adapter") else 1, unique=True))
         def set_adapter(self, names: list[str]) -> None:
-            shared = [p for p, w in self.oracle.saved_modules().items()
-                      if len([n for n in names if n in w.modules_to_save]) > 1]
+            shared = [
+                p
+                for p, w in self.oracle.saved_modules().items()
+                if len([n for n in names if n in w.modules_to_save]) > 1
+            ]
             if shared:
                 note(f"set_adapter({names}) skipped: both keep a copy of {shared}; they cannot be active together")
                 return
@@ -138,8 +146,13 @@ def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.
             for key, value in want_state.items():
                 assert_close(got_state[key], value, self.scenario.dtype, f"merge_and_unload: '{key}'")
             with torch.no_grad():
-                assert_close(run(plain, self.inputs), run(want, self.inputs), self.scenario.dtype,
-                             "merge_and_unload: output of the plain model", self._depth())
+                assert_close(
+                    run(plain, self.inputs),
+                    run(want, self.inputs),
+                    self.scenario.dtype,
+                    "merge_and_unload: output of the plain model",
+                    self._depth(),
+                )
 
         # -- disable, save and load ----------------------------------------------------------------------------
         @precondition(lambda self: can("disable") and not self._merged())
@@ -149,11 +162,15 @@ def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.
                 got = self._out(self.model)
             with self.oracle.disable_adapter():
                 want = self._out(self.oracle)
-            assert_close(got, want, self.scenario.dtype, "output with adapters disabled vs the reference's",
-                         1 + self.roundings)
+            assert_close(
+                got, want, self.scenario.dtype, "output with adapters disabled vs the reference's", 1 + self.roundings
+            )
 
-        @precondition(lambda self: can("save_load") and not self._merged()
-                      and (len(self.oracle.peft_config) == 1 or can("load_adapter")))
+        @precondition(
+            lambda self: (
+                can("save_load") and not self._merged() and (len(self.oracle.peft_config) == 1 or can("load_adapter"))
+            )
+        )
         @rule()
         def save_and_load(self) -> None:
             """Save every adapter, load them all onto a fresh base model, and continue with the loaded model."""
@@ -162,8 +179,11 @@ def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.
                 backend.save(self.model, d)
                 where = {n: d if n == "default" else d / n for n in names}
                 for name in names:
-                    assert_same_keys(read_saved(where[name]), self.oracle.adapter_state_dict(name),
-                                     f"keys saved for adapter '{name}'")
+                    assert_same_keys(
+                        read_saved(where[name]),
+                        self.oracle.adapter_state_dict(name),
+                        f"keys saved for adapter '{name}'",
+                    )
                 loaded = backend.load(self.scenario.base(), where[names[0]], names[0], trainable=True)
                 for name in names[1:]:
                     backend.load_adapter(loaded, where[name], name, trainable=True)
@@ -188,10 +208,21 @@ def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.
                 want = layers[path].base_weight()
                 peak = torch.maximum(self.peak.get(path, want.detach().abs().max()), want.detach().abs().max())
                 self.peak[path] = peak
-                assert_close(backend.base_weight(self.model, path), want, self.scenario.dtype,
-                             f"base weight of '{path}'", 1 + self.roundings, via=peak)
-            assert_close(self._out(self.model), self._out(self.oracle), self.scenario.dtype,
-                         f"output with adapters {self.oracle.active_adapters} active", self._depth())
+                assert_close(
+                    backend.base_weight(self.model, path),
+                    want,
+                    self.scenario.dtype,
+                    f"base weight of '{path}'",
+                    1 + self.roundings,
+                    via=peak,
+                )
+            assert_close(
+                self._out(self.model),
+                self._out(self.oracle),
+                self.scenario.dtype,
+                f"output with adapters {self.oracle.active_adapters} active",
+                self._depth(),
+            )
 
         # -- helpers -------------------------------------------------------------------------------------------
         def _backend_call(self, call):
@@ -265,8 +296,13 @@ def reject_with(reason: str) -> NoReturn:
     reject()
 
 
-def run_sequences(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.float32,), device: str = "cpu",
-                  settings: hypothesis_settings | None = None, seed: int | None = None) -> None:
+def run_sequences(
+    backend: Backend,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,),
+    device: str = "cpu",
+    settings: hypothesis_settings | None = None,
+    seed: int | None = None,
+) -> None:
     """Run the machine; by default under the current Hypothesis profile (its max_examples) with STEPS steps."""
     machine = sequence_machine(backend, dtypes, device)
     if seed is not None:
@@ -282,6 +318,12 @@ def run_sequences(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.flo
         torch.set_num_threads(threads)
 
 
-register(Invariant(ID, "Any sequence of adapter operations (add, activate, delete, train, merge, unmerge, disable, "
-                   "save and load, merge_and_unload) leaves the library agreeing with the reference after every step.",
-                   run_sequences, kind="sequence"))
+register(
+    Invariant(
+        ID,
+        "Any sequence of adapter operations (add, activate, delete, train, merge, unmerge, disable, "
+        "save and load, merge_and_unload) leaves the library agreeing with the reference after every step.",
+        run_sequences,
+        kind="sequence",
+    )
+)

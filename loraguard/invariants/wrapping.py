@@ -20,12 +20,12 @@ _INTERNAL_ERROR = re.compile(r"(?i)target module.*\b(Dropout|Identity|ModuleDict
 @invariant("rewrap", "Wrapping an already adapted model is refused with a clear message or handled, and never "
            "selects LoRA internals (lora_dropout, base_layer, lora_A...).")
 def rewrap_never_targets_internals(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    names = "|".join(re.escape(p.split(".")[-1]) for p in w.targets)
+    wrapped = wrap(backend, scenario)
+    names = "|".join(re.escape(p.split(".")[-1]) for p in wrapped.targets)
     again = dataclasses.replace(scenario.config, target_modules=f".*(?:{names}).*", lora_dropout=0.1,
                                 modules_to_save=None, rank_pattern={}, alpha_pattern={})
-    try:  # w.base is the module the backend injected LoRA into: what a user passes to a second get_peft_model
-        rewrapped = backend.wrap(w.base, again)
+    try:  # wrapped.base is the module the backend injected LoRA into: what a user passes to a second get_peft_model
+        rewrapped = backend.wrap(wrapped.base, again)
     except Exception as err:  # a refusal is fine if it says what is wrong, not which internal it tripped on
         expect(not _INTERNAL_ERROR.search(str(err)),
                f"re-wrapping an adapted model failed on a LoRA internal instead of refusing clearly: "
@@ -38,17 +38,22 @@ def rewrap_never_targets_internals(backend: Backend, scenario: Scenario) -> None
 @invariant("continue-training", "Loading for continued training restores exact weights with exactly the adapter's "
            "parameters trainable; loading for inference leaves nothing trainable.", needs=("save_load",))
 def load_trainability(backend: Backend, scenario: Scenario) -> None:
-    w = wrap(backend, scenario)
-    snapshot = adapter_snapshot(backend, w.model, "default", scenario)
+    wrapped = wrap(backend, scenario)
+    snapshot = adapter_snapshot(backend, wrapped.model, "default", scenario)
     ref = oracle(scenario)
     want = set(ref.adapter_parameters("default"))
     with scratch_dir() as d:
-        backend.save(w.model, d)
+        backend.save(wrapped.model, d)
         trainable = backend.load(scenario.base(), d, trainable=True)
         frozen = backend.load(scenario.base(), d, trainable=False)
-    assert_state_equal(adapter_snapshot(backend, trainable, "default", scenario), snapshot, "weights loaded for training")
+    assert_state_equal(
+        adapter_snapshot(backend, trainable, "default", scenario), snapshot, "weights loaded for training"
+    )
     got = backend.trainable(trainable)
-    expect(got == want, f"trainable after loading for continued training: unexpected {sorted(got - want)[:5]}, "
-                        f"missing {sorted(want - got)[:5]}")
+    expect(
+        got == want,
+        f"trainable after loading for continued training: unexpected {sorted(got - want)[:5]}, "
+        f"missing {sorted(want - got)[:5]}",
+    )
     still = sorted(backend.trainable(frozen))
     expect(not still, f"parameters trainable after loading for inference: {still[:5]}")

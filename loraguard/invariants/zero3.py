@@ -1,7 +1,7 @@
 """The ZeRO-3 invariants: what a LoRA library must still promise when every parameter is sharded across ranks.
 
-Each runs inside every rank (see `loraguard.run.distributed.launch`), compares what ZeRO-3 produced with a single-process
-twin trained from the same seed on the same global batches, and uses the comparison primitives of
+Each runs inside every rank (see `loraguard.run.distributed.launch`), compares what ZeRO-3 produced with a
+single-process twin trained from the same seed on the same global batches, and uses the comparison primitives of
 `loraguard.invariants.checks`. Files are written by rank 0 into the directory all ranks share.
 """
 
@@ -18,12 +18,26 @@ from torch import nn
 from loraguard.backends.base import Unsupported
 from loraguard.core.config import WEIGHTS_NAME
 from loraguard.invariants.registry import invariant
-from loraguard.invariants.checks import (InvariantViolation, assert_close, assert_effect, assert_no_empty_tensors,
-                                         assert_same_keys, assert_state_equal, expect)
+from loraguard.invariants.checks import (
+    InvariantViolation,
+    assert_close,
+    assert_effect,
+    assert_no_empty_tensors,
+    assert_same_keys,
+    assert_state_equal,
+    expect,
+)
 from loraguard.harness.zero3.gather import gathered, is_partitioned
 from loraguard.harness.distributed.context import RankContext
-from loraguard.harness.zero3.training import (Recipe, build, ds_config, probe_inputs, train_single, train_zero3,
-                                      zero3_engine)
+from loraguard.harness.zero3.training import (
+    Recipe,
+    build,
+    ds_config,
+    probe_inputs,
+    train_single,
+    train_zero3,
+    zero3_engine,
+)
 from loraguard.harness.zoo import run
 
 F32 = torch.float32
@@ -100,9 +114,12 @@ def _ungathered_save(ctx: RankContext, backend, model: nn.Module, directory: Pat
 
 
 # -- the invariants -------------------------------------------------------------------------------------------
-@invariant("zero3-save-gathered", kind="zero3",
-           promise="An adapter saved under GatheredParameters equals, tensor for tensor, the one a single process saves "
-           "after the same seed and data.")
+@invariant(
+    "zero3-save-gathered",
+    kind="zero3",
+    promise="An adapter saved under GatheredParameters equals, tensor for tensor, the one a single process saves "
+    "after the same seed and data.",
+)
 def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_save) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
@@ -114,9 +131,12 @@ def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_sav
     check_saved_adapter(saved, single, "adapter saved under ZeRO-3 vs single process")
 
 
-@invariant("zero3-save-ungathered-detected", kind="zero3",
-           promise="A save taken without gathering is refused by the library or rejected by the zero-size check, never "
-           "accepted.")
+@invariant(
+    "zero3-save-ungathered-detected",
+    kind="zero3",
+    promise="A save taken without gathering is refused by the library or rejected by the zero-size check, never "
+    "accepted.",
+)
 def ungathered_save_detected(ctx: RankContext) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
@@ -145,9 +165,12 @@ def _refuse_or_save(ctx: RankContext, backend, model: nn.Module, directory: Path
     return bool(refused.item())
 
 
-@invariant("zero3-merge-gathered", kind="zero3",
-           promise="Merging under GatheredParameters gives the single-process merged weights, and the merged output "
-           "equals the unmerged forward.")
+@invariant(
+    "zero3-merge-gathered",
+    kind="zero3",
+    promise="Merging under GatheredParameters gives the single-process merged weights, and the merged output "
+    "equals the unmerged forward.",
+)
 def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, engine, twin = _trained(ctx, recipe, backend)
@@ -169,9 +192,11 @@ def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) 
 
 def _train_base_too(backend) -> Callable[[nn.Module], None]:
     """Unfreeze the base weight of every LoRA layer: base and LoRA train together (the founding bug)."""
+
     def prepare(model: nn.Module) -> None:
         for path in backend.lora_factors(model, "default"):
             backend.base_weight(model, path).requires_grad_(True)
+
     return prepare
 
 
@@ -181,9 +206,12 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-@invariant("zero3-mixed-export", kind="zero3",
-           promise="After training base weights with an unmerged LoRA, the merged export equals the trained forward, "
-           "leaves the training model untouched, and is the same file from N ranks as from one process.")
+@invariant(
+    "zero3-mixed-export",
+    kind="zero3",
+    promise="After training base weights with an unmerged LoRA, the merged export equals the trained forward, "
+    "leaves the training model untouched, and is the same file from N ranks as from one process.",
+)
 def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], object] | None = None) -> None:
     from loraguard.harness.zero3.export import export_merged, merged_state_dict
 
@@ -201,10 +229,14 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
     export(engine, path)
 
     assert_state_equal(_snapshot(model), before, "training model parameters after export")
-    expect({n: (p.shape, p.device, p.requires_grad) for n, p in model.named_parameters()} == layout,
-           "export changed the training model's shards, devices or trainable flags")
-    expect(torch.equal(_outputs(engine, inputs), trained_out),
-           "the training model's output changed after export: it was merged in place")
+    expect(
+        {n: (p.shape, p.device, p.requires_grad) for n, p in model.named_parameters()} == layout,
+        "export changed the training model's shards, devices or trainable flags",
+    )
+    expect(
+        torch.equal(_outputs(engine, inputs), trained_out),
+        "the training model's output changed after export: it was merged in place",
+    )
 
     exported = load_file(str(path))
     assert_no_empty_tensors(exported, "exported merged model")
@@ -218,12 +250,18 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
     with torch.no_grad():
         for name, param in single.named_parameters():
             param.copy_(before[name])
-    assert_state_equal(exported, merged_state_dict(single),
-                       f"merged file from {ctx.world_size} ZeRO-3 ranks vs one process with the same weights")
+    assert_state_equal(
+        exported,
+        merged_state_dict(single),
+        f"merged file from {ctx.world_size} ZeRO-3 ranks vs one process with the same weights",
+    )
 
 
-@invariant("zero3-checkpoint-consolidation", kind="zero3",
-           promise="save_checkpoint then zero_to_fp32 consolidation gives the same adapter as the gathered save.")
+@invariant(
+    "zero3-checkpoint-consolidation",
+    kind="zero3",
+    promise="save_checkpoint then zero_to_fp32 consolidation gives the same adapter as the gathered save.",
+)
 def checkpoint_consolidation(ctx: RankContext) -> None:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -237,8 +275,10 @@ def checkpoint_consolidation(ctx: RankContext) -> None:
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="final")
     consolidated = build(backend, recipe, ctx.device)
     missing, unexpected = consolidated.load_state_dict(state, strict=False)
-    expect(not unexpected and not [k for k in missing if k in dict(consolidated.named_parameters())],
-           f"zero_to_fp32 state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    expect(
+        not unexpected and not [k for k in missing if k in dict(consolidated.named_parameters())],
+        f"zero_to_fp32 state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}",
+    )
     mine = _dir(ctx, "ckpt-consolidated", own=True)
     backend.save(consolidated, mine)
     got, want = load_file(str(mine / WEIGHTS_NAME)), load_file(str(saved / WEIGHTS_NAME))
@@ -246,8 +286,11 @@ def checkpoint_consolidation(ctx: RankContext) -> None:
     assert_state_equal(got, want, "adapter from zero_to_fp32 vs gathered save")
 
 
-@invariant("zero3-init-load", kind="zero3",
-           promise="An adapter loaded into a model built under zero.Init gives the same outputs as without ZeRO.")
+@invariant(
+    "zero3-init-load",
+    kind="zero3",
+    promise="An adapter loaded into a model built under zero.Init gives the same outputs as without ZeRO.",
+)
 def zero_init_load(ctx: RankContext) -> None:
     import deepspeed
 
@@ -269,13 +312,21 @@ def zero_init_load(ctx: RankContext) -> None:
     expect(is_partitioned(base), "zero.Init left the base model unpartitioned; nothing to check")
     model = backend.load(base, adapter)
     engine, *_ = deepspeed.initialize(model=model, config=config)
-    assert_close(_outputs(engine, probe_inputs(recipe, ctx.device)), want, F32,
-                 "adapter loaded into a zero.Init model vs without ZeRO", depth=3)
+    assert_close(
+        _outputs(engine, probe_inputs(recipe, ctx.device)),
+        want,
+        F32,
+        "adapter loaded into a zero.Init model vs without ZeRO",
+        depth=3,
+    )
 
 
-@invariant("zero3-two-adapters", kind="zero3",
-           promise="With two adapters under ZeRO-3, training one leaves the other bit-identical and both round-trip "
-           "through save and load bit for bit.")
+@invariant(
+    "zero3-two-adapters",
+    kind="zero3",
+    promise="With two adapters under ZeRO-3, training one leaves the other bit-identical and both round-trip "
+    "through save and load bit for bit.",
+)
 def two_adapters(ctx: RankContext) -> None:
     from loraguard.core.config import LoraConfig
 
@@ -297,15 +348,20 @@ def two_adapters(ctx: RankContext) -> None:
         _rank0(ctx, lambda: backend.save(model, _dir(ctx, "two")))
     untouched = {a: _factors(backend, fresh, a) for a in ("default", "other")}
     assert_state_equal(trained["other"], untouched["other"], "adapter 'other' after training 'default' under ZeRO-3")
-    expect(any(not torch.equal(trained["default"][k], untouched["default"][k]) for k in trained["default"]),
-           "training 'default' under ZeRO-3 changed none of its factors; isolation would hold vacuously")
+    expect(
+        any(not torch.equal(trained["default"][k], untouched["default"][k]) for k in trained["default"]),
+        "training 'default' under ZeRO-3 changed none of its factors; isolation would hold vacuously",
+    )
 
     ctx.step("load both adapters")
     loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device=ctx.device), _dir(ctx, "two"))
     backend.load_adapter(loaded, _dir(ctx, "two") / "other", "other")
     for adapter in ("default", "other"):
-        assert_state_equal(_factors(backend, loaded, adapter), trained[adapter],
-                           f"adapter {adapter!r} saved under ZeRO-3 and loaded back")
+        assert_state_equal(
+            _factors(backend, loaded, adapter),
+            trained[adapter],
+            f"adapter {adapter!r} saved under ZeRO-3 and loaded back",
+        )
 
 
 def _factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:

@@ -7,18 +7,22 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test lint test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed,loralib]'
+	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed,loralib,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/loraguard demo
 
-test: $(STAMP)
+# The layers (docs/architecture.md) are checked before the tests run.
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
+test: lint
 	$(BIN)/python -m pytest -n 2 -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

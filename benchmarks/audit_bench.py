@@ -67,13 +67,19 @@ def bench_adapter(work: Path) -> None:
     load_file(weights, backend="pread")  # warm the page cache for both
     result = audit_paths([str(directory)])
     assert not result.findings, result.findings
-    t = fastest(10, lazy=lambda: load_file(weights), baseline=lambda: load_file(weights, backend="pread"),
-                audited=lambda: audit_paths([str(directory)]))
+    t = fastest(
+        10,
+        lazy=lambda: load_file(weights),
+        baseline=lambda: load_file(weights, backend="pread"),
+        audited=lambda: audit_paths([str(directory)]),
+    )
     lazy, baseline, audited = t["lazy"], t["baseline"], t["audited"]
     ratio = audited / baseline
-    print(f"adapter audit: {size / 2**20:.0f} MiB adapter, safetensors load_file (pread) {baseline * 1e3:.1f} ms, "
-          f"loraguard audit {audited * 1e3:.1f} ms, ratio {ratio:.2f}x (target <= 1.5x) "
-          f"{'OK' if ratio <= 1.5 else 'OVER'}; lazy mmap load_file {lazy * 1e3:.1f} ms")
+    print(
+        f"adapter audit: {size / 2**20:.0f} MiB adapter, safetensors load_file (pread) {baseline * 1e3:.1f} ms, "
+        f"loraguard audit {audited * 1e3:.1f} ms, ratio {ratio:.2f}x (target <= 1.5x) "
+        f"{'OK' if ratio <= 1.5 else 'OVER'}; lazy mmap load_file {lazy * 1e3:.1f} ms"
+    )
 
 
 def make_merge(work: Path, gigabytes: float) -> tuple[Path, Path, Path, int]:
@@ -95,18 +101,26 @@ def make_merge(work: Path, gigabytes: float) -> tuple[Path, Path, Path, int]:
     save_file(base, str(work / "base.safetensors"))
     for i in range(0, count, 2):
         key = f"layers.{i}.proj.weight"
-        a, b = factors[f"base_model.model.{key[:-7]}.lora_A.weight"], factors[f"base_model.model.{key[:-7]}.lora_B.weight"]
+        a, b = (
+            factors[f"base_model.model.{key[:-7]}.lora_A.weight"],
+            factors[f"base_model.model.{key[:-7]}.lora_B.weight"],
+        )
         base[key] = merged_weight(base[key], a, b, config.scaling_for(key[:-7]), "linear")
     save_file(base, str(work / "merged.safetensors"))
     return work / "base.safetensors", adapter_dir, work / "merged.safetensors", side * side * 4
 
 
-_HWM = ("def _hwm():\n"
-        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n")
+_HWM = "def _hwm():\n    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
 #: The measured child: the real CLI in-process, then its own high-water mark (VmHWM resets at exec, unlike
 #: ru_maxrss, which would include the forked parent's memory).
-_AUDIT = _HWM + "import sys\nfrom loraguard.frontends.cli import main\ncode = main(sys.argv[1:])\nprint('HWM', _hwm(), file=sys.stderr)\nsys.exit(code)\n"
-_IDLE = _HWM + "import sys, torch, loraguard.audit.merge, loraguard.frontends.cli\nprint('HWM', _hwm(), file=sys.stderr)\n"
+_AUDIT = (
+    _HWM
+    + "import sys\nfrom loraguard.frontends.cli import main\ncode = main(sys.argv[1:])\n"
+    + "print('HWM', _hwm(), file=sys.stderr)\nsys.exit(code)\n"
+)
+_IDLE = (
+    _HWM + "import sys, torch, loraguard.audit.merge, loraguard.frontends.cli\nprint('HWM', _hwm(), file=sys.stderr)\n"
+)
 
 
 def peak_rss_mib(code: str, *args: str) -> tuple[float, int, float]:
@@ -126,12 +140,15 @@ def bench_merge(work: Path, gigabytes: float) -> None:
     base, adapter, merged, largest = make_merge(work, gigabytes)
     size = merged.stat().st_size
     idle_rss, _, _ = peak_rss_mib(_IDLE)
-    audit_rss, code, seconds = peak_rss_mib(_AUDIT, "audit-merge", "--base", str(base), "--adapter", str(adapter),
-                                            "--merged", str(merged))
+    audit_rss, code, seconds = peak_rss_mib(
+        _AUDIT, "audit-merge", "--base", str(base), "--adapter", str(adapter), "--merged", str(merged)
+    )
     extra, budget = audit_rss - idle_rss, largest / 2**20 + 64
-    print(f"audit-merge: {size / 2**30:.2f} GiB merged model (largest tensor {largest / 2**20:.0f} MiB), exit {code}, "
-          f"{seconds:.1f} s; peak RSS {audit_rss:.0f} MiB vs {idle_rss:.0f} MiB for importing torch and doing nothing: "
-          f"+{extra:.0f} MiB (target <= {budget:.0f} MiB) {'OK' if extra <= budget and code == 0 else 'OVER'}")
+    print(
+        f"audit-merge: {size / 2**30:.2f} GiB merged model (largest tensor {largest / 2**20:.0f} MiB), exit {code}, "
+        f"{seconds:.1f} s; peak RSS {audit_rss:.0f} MiB vs {idle_rss:.0f} MiB for importing torch and doing nothing: "
+        f"+{extra:.0f} MiB (target <= {budget:.0f} MiB) {'OK' if extra <= budget and code == 0 else 'OVER'}"
+    )
 
 
 def main() -> None:

@@ -39,8 +39,12 @@ def ci_wall_time() -> tuple[float, float, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory(prefix="loraguard-bench-") as empty:
         start = time.perf_counter()
-        proc = subprocess.run([*PYTEST, "--loraguard", "--loraguard-backend", "peft", "-n", "2", "-q"], cwd=empty,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [*PYTEST, "--loraguard", "--loraguard-backend", "peft", "-n", "2", "-q"],
+            cwd=empty,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
@@ -69,26 +73,33 @@ def off_overhead_ms(reps: int) -> dict[str, tuple[float, float, float]]:
             sides = [(on, []), (off, ["-p", "no:loraguard"])]
             for runs, extra in sides if i % 2 == 0 else sides[::-1]:
                 runs.append(_run_ms(d, [*extra, "test_trivial.py"]))
-    return {m: (statistics.median(a[j] for a in on), statistics.median(b[j] for b in off),
-                statistics.median(a[j] - b[j] for a, b in zip(on, off))) for j, m in enumerate(("wall", "cpu"))}
+    return {
+        m: (
+            statistics.median(a[j] for a in on),
+            statistics.median(b[j] for b in off),
+            statistics.median(a[j] - b[j] for a, b in zip(on, off)),
+        )
+        for j, m in enumerate(("wall", "cpu"))
+    }
 
 
 def import_cost_ms(pre: str) -> tuple[float, bool]:
     """Cumulative import time of loraguard.frontends.plugin after `pre` (ms), and whether it pulled in torch."""
     code = f"{pre}; import loraguard.frontends.plugin, sys; print('torch' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     line = next(ln for ln in proc.stderr.splitlines() if re.search(r"\|\s*loraguard\.plugin$", ln))
     return int(line.split("|")[1]) / 1000, proc.stdout.strip() == "True"
 
 
 def first_failures() -> list[tuple[str, str, str, float]]:
     """(mutant, invariant, scenario, seconds) of the first failure of each mutant on the ci zoo scenarios."""
-    from loraguard.invariants.registry import all_invariants
     from loraguard.harness.scenarios import DTYPES, zoo_scenarios
     from loraguard.harness.settings import PROFILES
-    from loraguard.run.in_process import run_all
     from loraguard.harness.zoo import available
+    from loraguard.invariants.registry import all_invariants
+    from loraguard.run.in_process import run_all
     from tests.mutants import MUTANTS
 
     ci = PROFILES["ci"]
@@ -116,25 +127,32 @@ def main() -> None:
 
     overhead = off_overhead_ms(args.reps)
     for measure, (on, off, diff) in overhead.items():
-        print(f"trivial test file, {args.reps} pairs, median {measure}: {on:.0f} ms plugin installed, {off:.0f} ms "
-              f"-p no:loraguard; median paired difference {diff:+.1f} ms")
+        print(
+            f"trivial test file, {args.reps} pairs, median {measure}: {on:.0f} ms plugin installed, {off:.0f} ms "
+            f"-p no:loraguard; median paired difference {diff:+.1f} ms"
+        )
     wall_diff, cpu_diff = (diff for *_, diff in overhead.values())
     alone, torch_alone = import_cost_ms("pass")
     after, torch_after = import_cost_ms("import pytest")
-    print(f"python -X importtime: loraguard.frontends.plugin {alone:.1f} ms alone (pytest included), {after:.1f} ms once pytest "
-          f"is imported; torch imported: {torch_alone or torch_after}")
+    print(
+        f"python -X importtime: loraguard.frontends.plugin {alone:.1f} ms alone (pytest included), "
+        f"{after:.1f} ms once pytest "
+        f"is imported; torch imported: {torch_alone or torch_after}"
+    )
 
     caught = first_failures()
     for name, invariant, scenario, seconds in caught:
         print(f"  {name:22s} caught by {invariant:18s} on {scenario:18s} after {seconds:5.2f} s")
     median = statistics.median(s for *_, s in caught)
 
-    rows = [("ci profile wall time (peft, -n 2)", f"{wall:.1f} s", "<= 60 s", wall <= 60),
-            ("  its CPU time / 2 cores (the unloaded floor)", f"{cpu / 2:.1f} s", "", True),
-            ("start-up overhead, plugin off (wall)", f"{wall_diff:+.1f} ms", "<= 20 ms", wall_diff <= 20),
-            ("start-up overhead, plugin off (CPU)", f"{cpu_diff:+.1f} ms", "<= 20 ms", cpu_diff <= 20),
-            ("import loraguard.frontends.plugin after pytest", f"{after:.1f} ms", "no torch", not torch_after),
-            (f"median time to first failure ({len(caught)} mutants)", f"{median:.2f} s", "<= 10 s", median <= 10)]
+    rows = [
+        ("ci profile wall time (peft, -n 2)", f"{wall:.1f} s", "<= 60 s", wall <= 60),
+        ("  its CPU time / 2 cores (the unloaded floor)", f"{cpu / 2:.1f} s", "", True),
+        ("start-up overhead, plugin off (wall)", f"{wall_diff:+.1f} ms", "<= 20 ms", wall_diff <= 20),
+        ("start-up overhead, plugin off (CPU)", f"{cpu_diff:+.1f} ms", "<= 20 ms", cpu_diff <= 20),
+        ("import loraguard.frontends.plugin after pytest", f"{after:.1f} ms", "no torch", not torch_after),
+        (f"median time to first failure ({len(caught)} mutants)", f"{median:.2f} s", "<= 10 s", median <= 10),
+    ]
     print(f"\n{'figure':44s} {'value':>10s}  {'target':10s} met")
     for figure, value, target, met in rows:
         print(f"{figure:44s} {value:>10s}  {target:10s} {('yes' if met else 'NO') if target else ''}")

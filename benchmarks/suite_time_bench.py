@@ -35,14 +35,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-n", "2", "-m", "not slow and not gpu", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={report}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "-m",
+            "not slow and not gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+        ]
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - start
         cases = ET.parse(report).getroot().iter("testcase")
-        timings = [(area_of(c.get("classname", "")), f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0)))
-                   for c in cases]
+        timings = [
+            (area_of(c.get("classname", "")), f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0)))
+            for c in cases
+        ]
     per_area: dict[str, float] = defaultdict(float)
     for area, _, seconds in timings:
         per_area[area] += seconds

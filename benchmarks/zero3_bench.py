@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loraguard.zero3 import run_suite  # noqa: E402
 from loraguard.run.distributed.launch import launch  # noqa: E402
+from loraguard.zero3 import run_suite  # noqa: E402
 
 
 def world_start(world_size: int) -> float:
@@ -34,15 +34,21 @@ def suite(world_size: int) -> None:
     total = time.perf_counter() - start
     for r in results:
         print(f"  {world_size} ranks  {r.id:34s} {r.status:8s} {r.duration:6.2f} s")
-    print(f"suite on {world_size} rank(s): {total:.1f} s wall ({sum(r.status == 'passed' for r in results)}/"
-          f"{len(results)} passed; the first invariant's time includes the ranks' imports)")
+    print(
+        f"suite on {world_size} rank(s): {total:.1f} s wall ({sum(r.status == 'passed' for r in results)}/"
+        f"{len(results)} passed; the first invariant's time includes the ranks' imports)"
+    )
 
 
 def tests() -> None:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "zero3",
-                           "tests/zero3"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "zero3", "tests/zero3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
     print(f"pytest -m zero3 tests/zero3 (serial): {time.perf_counter() - start:.1f} s wall: {last}")
 

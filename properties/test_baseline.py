@@ -14,7 +14,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     settings = metafunc.config.stash.get(SETTINGS, None)
     if settings is not None and settings.update_baseline and settings.baseline is None:
-        raise pytest.UsageError("loraguard: --loraguard-update-baseline needs --loraguard-baseline DIR (where to write)")
+        raise pytest.UsageError(
+            "loraguard: --loraguard-update-baseline needs --loraguard-baseline DIR (where to write)"
+        )
     if settings is None or settings.baseline is None:
         why = "no baseline configured: pass --loraguard-baseline DIR (take one with `loraguard snapshot`)"
         metafunc.parametrize("lg_baseline_scenario", [pytest.param(None, marks=pytest.mark.skip(reason=why))])

@@ -4,7 +4,8 @@ machine, and across the ranks of a distributed world. Test ids read ``test_zoo[<
 import functools
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loraguard.invariants.registry import all_invariants
 from loraguard.run.in_pytest import check, check_drawn

@@ -12,10 +12,10 @@ from torch import nn
 
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.core.keys import PEFT_PREFIX
+from loraguard.core.merge_math import delta_weight
 from loraguard.reference import LoraModel
 from loraguard.reference import io as reference_io
 from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, wrap_layer
-from loraguard.core.merge_math import delta_weight
 
 
 class _Mutant(ReferenceBackend):
@@ -55,8 +55,10 @@ class SharedModulesToSave(_Mutant):
 class _NamedKeysModel(LoraModel):
     def adapter_state_dict(self, adapter_name="default"):
         state = self.model.state_dict(keep_vars=True)
-        return {PEFT_PREFIX + k.in_model(adapter_name): state[k.in_model(adapter_name)].detach()
-                for k in self.adapter_keys(adapter_name)}
+        return {
+            PEFT_PREFIX + k.in_model(adapter_name): state[k.in_model(adapter_name)].detach()
+            for k in self.adapter_keys(adapter_name)
+        }
 
 
 class AdapterNameInKeys(_Mutant):
@@ -66,8 +68,9 @@ class AdapterNameInKeys(_Mutant):
 # -- 4/5/6. layer-level merge defects ----------------------------------------------------------------------------------
 def _layer_model(mixin: type) -> type[LoraModel]:
     """A LoraModel whose wrapped layers carry `mixin`'s one defect."""
-    classes = {cls: type(f"{mixin.__name__}{cls.__name__}", (mixin, cls), {})
-               for cls in (LoraLinear, LoraEmbedding, LoraConv)}
+    classes = {
+        cls: type(f"{mixin.__name__}{cls.__name__}", (mixin, cls), {}) for cls in (LoraLinear, LoraEmbedding, LoraConv)
+    }
 
     class Model(LoraModel):
         @staticmethod
@@ -148,6 +151,12 @@ class RewrapTargetsDropout(_Mutant):
 
 
 MUTANTS: list[type[_Mutant]] = [
-    BareSuffix, SharedModulesToSave, AdapterNameInKeys, ScalingDroppedAtMerge, DoubleMerge,
-    NoFanInFanOutTranspose, SilentlySkipsKeys, RewrapTargetsDropout,
+    BareSuffix,
+    SharedModulesToSave,
+    AdapterNameInKeys,
+    ScalingDroppedAtMerge,
+    DoubleMerge,
+    NoFanInFanOutTranspose,
+    SilentlySkipsKeys,
+    RewrapTargetsDropout,
 ]

@@ -6,8 +6,8 @@ import torch
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.harness.scenarios import zoo_scenarios
 from loraguard.harness.settings import PROFILES
-from loraguard.run.in_process import run_all
 from loraguard.harness.zoo import available
+from loraguard.run.in_process import run_all
 from tests.mutants import MUTANTS
 
 _CI = PROFILES["ci"]
@@ -27,4 +27,6 @@ def test_default_profile_catches_mutant(mutant):
     outcomes = run_all(mutant(), _default_scenarios(), stop_on_failure=True)
     last = outcomes[-1]
     assert last.status in ("failed", "error"), f"{mutant.defect}: not caught by any invariant"
-    print(f"{mutant.name}: caught by {last.invariant} on {last.scenario} after {last.elapsed:.2f}s: {last.message[:120]}")
+    print(
+        f"{mutant.name}: caught by {last.invariant} on {last.scenario} after {last.elapsed:.2f}s: {last.message[:120]}"
+    )

@@ -1,7 +1,8 @@
 """The wheel ships every package: pyproject lists them explicitly (properties/ is mapped into loraguard)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,11 +17,27 @@ def test_installed_wheel_runs_the_suite_from_an_empty_directory(tmp_path: Path) 
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     wheel = next(wheels.glob("loraguard-*.whl"))
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(wheel)],
-                   check=True)
-    done = subprocess.run([str(python), "-m", "pytest", "--loraguard", "--loraguard-profile", "quick",
-                           "--loraguard-backend", "reference", "-p", "no:cacheprovider", "-q"],
-                          cwd=empty, capture_output=True, text=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(wheel)], check=True
+    )
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "--loraguard",
+            "--loraguard-profile",
+            "quick",
+            "--loraguard-backend",
+            "reference",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "loraguard summary (reference" in done.stdout
     assert not any(empty.rglob("*.py")), "the suite must come from the installed package, not the directory"

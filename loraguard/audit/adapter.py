@@ -39,8 +39,12 @@ class KeyLayout:
     flagged: set[str] = field(default_factory=set)
 
 
-def audit_tensors(source: TensorSource, config: LoraConfig | None, on_read: Callable[[int], None] = lambda n: None,
-                  is_adapter: bool = True) -> list[Finding]:
+def audit_tensors(
+    source: TensorSource,
+    config: LoraConfig | None,
+    on_read: Callable[[int], None] = lambda n: None,
+    is_adapter: bool = True,
+) -> list[Finding]:
     """All adapter rules for one checkpoint; with `config` None the config-dependent rules are skipped.
 
     `is_adapter` False audits a plain model file: only sizes and values, since its keys follow no adapter format.
@@ -49,8 +53,15 @@ def audit_tensors(source: TensorSource, config: LoraConfig | None, on_read: Call
     layout = KeyLayout()
     for ref in source.refs.values():
         if ref.numel == 0:
-            findings.append(Finding("LG303", ref.file, f"shape {list(ref.shape)} holds no elements: the parameter was "
-                                    "saved un-gathered (DeepSpeed ZeRO-3); save inside deepspeed.zero.GatheredParameters", ref.name))
+            findings.append(
+                Finding(
+                    "LG303",
+                    ref.file,
+                    f"shape {list(ref.shape)} holds no elements: the parameter was "
+                    "saved un-gathered (DeepSpeed ZeRO-3); save inside deepspeed.zero.GatheredParameters",
+                    ref.name,
+                )
+            )
             layout.flagged.add(ref.name)
         if is_adapter:
             _classify(ref, layout, findings)
@@ -65,8 +76,15 @@ def audit_tensors(source: TensorSource, config: LoraConfig | None, on_read: Call
 def _classify(ref: TensorRef, layout: KeyLayout, findings: list[Finding]) -> None:
     embedded = embedded_adapter_name(ref.name)
     if embedded:
-        findings.append(Finding("LG201", ref.file, f"{embedded}: peft saves keys without the adapter name and will "
-                                "silently skip this tensor on load; rename the key without it", ref.name))
+        findings.append(
+            Finding(
+                "LG201",
+                ref.file,
+                f"{embedded}: peft saves keys without the adapter name and will "
+                "silently skip this tensor on load; rename the key without it",
+                ref.name,
+            )
+        )
     parsed = parse_factor_key(ref.name)
     if parsed is None:
         layout.others.append(ref)
@@ -85,20 +103,43 @@ def _pair_and_rank(layout: KeyLayout, config: LoraConfig | None) -> list[Finding
     for module, f in layout.factors.items():
         if (f.a is None) != (f.b is None):
             have, want = (f.a, "lora_B") if f.b is None else (f.b, "lora_A")
-            out.append(Finding("LG301", have.file, f"no {want} for module '{module}': the layer cannot be applied", have.name))
+            out.append(
+                Finding("LG301", have.file, f"no {want} for module '{module}': the layer cannot be applied", have.name)
+            )
             continue
         if f.a is None or f.b is None or f.a.name in layout.flagged or f.b.name in layout.flagged:
             continue
         if f.a.dtype != f.b.dtype:
-            out.append(Finding("LG307", f.a.file, f"lora_A is {f.a.dtype} but lora_B is {f.b.dtype} for module '{module}'", f.a.name))
+            out.append(
+                Finding(
+                    "LG307",
+                    f.a.file,
+                    f"lora_A is {f.a.dtype} but lora_B is {f.b.dtype} for module '{module}'",
+                    f.a.name,
+                )
+            )
         rank_a = f.a.shape[0] if f.a.shape else None
         rank_b = f.b.shape[1] if len(f.b.shape) > 1 else None
         if rank_a != rank_b:
-            out.append(Finding("LG302", f.a.file, f"module '{module}': lora_A has rank {rank_a} (shape {list(f.a.shape)}) but "
-                               f"lora_B has rank {rank_b} (shape {list(f.b.shape)})", f.a.name))
+            out.append(
+                Finding(
+                    "LG302",
+                    f.a.file,
+                    f"module '{module}': lora_A has rank {rank_a} (shape {list(f.a.shape)}) but "
+                    f"lora_B has rank {rank_b} (shape {list(f.b.shape)})",
+                    f.a.name,
+                )
+            )
         elif config is not None and rank_a != config.rank_for(module):
-            out.append(Finding("LG302", f.a.file, f"module '{module}' has rank {rank_a} but the config gives r="
-                               f"{config.rank_for(module)} (r / rank_pattern); the config and weights do not belong together", f.a.name))
+            out.append(
+                Finding(
+                    "LG302",
+                    f.a.file,
+                    f"module '{module}' has rank {rank_a} but the config gives r="
+                    f"{config.rank_for(module)} (r / rank_pattern); the config and weights do not belong together",
+                    f.a.name,
+                )
+            )
     return out
 
 
@@ -106,7 +147,9 @@ def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource)
     out: list[Finding] = []
     if not layout.factors:
         some = next(iter(source.refs.values()), None)
-        out.append(Finding("LG208", some.file if some else "", "no lora_A/lora_B tensor in the file: the adapter does nothing"))
+        out.append(
+            Finding("LG208", some.file if some else "", "no lora_A/lora_B tensor in the file: the adapter does nothing")
+        )
     targets = config.target_modules
     listed = [] if isinstance(targets, str) or targets is None else list(targets)
     checkable = targets is not None and targets != ALL_LINEAR
@@ -128,19 +171,36 @@ def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource)
             saved_modules.add(module)
     for entry in saved_entries:
         if not any(spec_matches(m, [entry]) for m in saved_modules):
-            out.append(Finding("LG207", ref_file(source), f"modules_to_save entry '{entry}' has no saved tensor: the trained "
-                               "copy of that module is missing, so loading restores the untrained one"))
+            out.append(
+                Finding(
+                    "LG207",
+                    ref_file(source),
+                    f"modules_to_save entry '{entry}' has no saved tensor: the trained "
+                    "copy of that module is missing, so loading restores the untrained one",
+                )
+            )
     dotted_targets = [e for e in listed if len(split(e)) > 1]
-    for what, names, entries in (("target_modules", set(layout.factors), dotted_targets),
-                                 ("modules_to_save", saved_modules, saved_entries)):
+    for what, names, entries in (
+        ("target_modules", set(layout.factors), dotted_targets),
+        ("modules_to_save", saved_modules, saved_entries),
+    ):
         for entry, hits in ambiguous_entries(sorted(names), entries).items():
-            out.append(Finding("LG204", ref_file(source), f"{what} entry '{entry}' selects modules of more than one family "
-                               f"({', '.join(hits[:4])}); write the full module path to select just one"))
+            out.append(
+                Finding(
+                    "LG204",
+                    ref_file(source),
+                    f"{what} entry '{entry}' selects modules of more than one family "
+                    f"({', '.join(hits[:4])}); write the full module path to select just one",
+                )
+            )
     return out
 
 
 def _saved_module(key: str, layout: KeyLayout, config: LoraConfig) -> str | None:
-    """The modules_to_save module a non-factor key belongs to, "" for an allowed bias, None if the config explains nothing."""
+    """The modules_to_save module a non-factor key belongs to.
+
+    "" for an allowed bias, None if the config explains nothing.
+    """
     if not key.startswith(PEFT_PREFIX):
         return None
     segs = split(strip_prefix(key))
@@ -158,13 +218,28 @@ def _unselected(ref: TensorRef, name: str, what: str, entries: list[str], rule: 
     segs = split(name)
     candidates = [".".join(segs[:cut]) for cut in range(len(segs), 0, -1)]
     for entry, caught in false_suffix_matches(candidates, entries).items():
-        return Finding("LG205", ref.file, f"'{caught[0]}' is not selected by {what} entry '{entry}' at a dot boundary; only "
-                       "a bare endswith match catches it (peft's old suffix bug): this module was saved by mistake", ref.name)
+        return Finding(
+            "LG205",
+            ref.file,
+            f"'{caught[0]}' is not selected by {what} entry '{entry}' at a dot boundary; only "
+            "a bare endswith match catches it (peft's old suffix bug): this module was saved by mistake",
+            ref.name,
+        )
     if rule == "LG202":
-        return Finding(rule, ref.file, f"module '{name}' carries LoRA factors but target_modules={entries or None!r} does not "
-                       "select it; the config and weights do not belong together", ref.name)
-    return Finding(rule, ref.file, f"'{name}' is not a LoRA factor and modules_to_save={entries or None!r} does not select "
-                   "it; peft will not load it", ref.name)
+        return Finding(
+            rule,
+            ref.file,
+            f"module '{name}' carries LoRA factors but target_modules={entries or None!r} does not "
+            "select it; the config and weights do not belong together",
+            ref.name,
+        )
+    return Finding(
+        rule,
+        ref.file,
+        f"'{name}' is not a LoRA factor and modules_to_save={entries or None!r} does not select "
+        "it; peft will not load it",
+        ref.name,
+    )
 
 
 def ref_file(source: TensorSource) -> str:
@@ -182,13 +257,25 @@ def _values(source: TensorSource, layout: KeyLayout, on_read: Callable[[int], No
         non_finite, all_zero = value_flags(source.peek(ref))
         on_read(ref.nbytes)
         if non_finite:
-            out.append(Finding("LG306", ref.file, f"{ref.dtype} tensor holds NaN or Inf: training diverged or the file "
-                               "is damaged", ref.name))
+            out.append(
+                Finding(
+                    "LG306",
+                    ref.file,
+                    f"{ref.dtype} tensor holds NaN or Inf: training diverged or the file is damaged",
+                    ref.name,
+                )
+            )
         if all_zero and ref.name in b_refs:
             zero_b.append(ref)
     if zero_b and len(zero_b) == len(b_refs):
-        out.append(Finding("LG305", zero_b[0].file, f"all {len(zero_b)} lora_B tensors are zero, so the adapter changes "
-                           "nothing: it was saved before training, or its weights were never loaded"))
+        out.append(
+            Finding(
+                "LG305",
+                zero_b[0].file,
+                f"all {len(zero_b)} lora_B tensors are zero, so the adapter changes "
+                "nothing: it was saved before training, or its weights were never loaded",
+            )
+        )
     else:
         out += [Finding("LG304", r.file, "lora_B is all zero: this layer has no effect", r.name) for r in zero_b]
     return out

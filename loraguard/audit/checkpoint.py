@@ -115,13 +115,20 @@ def _audit_path(path: str, options: Options, result: AuditResult) -> None:
     elif path.endswith(INDEX_SUFFIX):
         _audit_index(path, options, result)
     elif os.path.basename(path) in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME) and os.path.exists(
-            os.path.join(os.path.dirname(path) or ".", CONFIG_NAME)):
+        os.path.join(os.path.dirname(path) or ".", CONFIG_NAME)
+    ):
         _audit_adapter(os.path.dirname(path) or ".", options, result)
     elif path.endswith((".safetensors", *PICKLE_SUFFIXES)):
         _audit_file(path, options, result)
     else:
-        raise Unusable(Finding("LG002", path, "not a file type the audit reads: expected an adapter directory, "
-                               f"*.safetensors, *{INDEX_SUFFIX} or a pickle ({', '.join(PICKLE_SUFFIXES)})"))
+        raise Unusable(
+            Finding(
+                "LG002",
+                path,
+                "not a file type the audit reads: expected an adapter directory, "
+                f"*.safetensors, *{INDEX_SUFFIX} or a pickle ({', '.join(PICKLE_SUFFIXES)})",
+            )
+        )
 
 
 def _audit_directory(path: str, options: Options, result: AuditResult) -> None:
@@ -131,17 +138,27 @@ def _audit_directory(path: str, options: Options, result: AuditResult) -> None:
     except OSError as err:
         raise Unusable(Finding("LG001", path, f"cannot list: {err.strerror or err}")) from None
     adapters = ([path] if CONFIG_NAME in names else []) + [
-        os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n, CONFIG_NAME))]
+        os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n, CONFIG_NAME))
+    ]
     units: list[tuple[Callable, str]] = [(_audit_adapter, d) for d in adapters]
     if not adapters:
         indexes = [os.path.join(path, n) for n in names if n.endswith(INDEX_SUFFIX)]
         sharded = {shard for i in indexes for shard in _shard_names(i)}
         units += [(_audit_index, i) for i in indexes]
-        units += [(_audit_file, os.path.join(path, n)) for n in names
-                  if (n.endswith(".safetensors") and n not in sharded) or n.endswith(PICKLE_SUFFIXES)]
+        units += [
+            (_audit_file, os.path.join(path, n))
+            for n in names
+            if (n.endswith(".safetensors") and n not in sharded) or n.endswith(PICKLE_SUFFIXES)
+        ]
     if not units:
-        raise Unusable(Finding("LG002", path, f"no {CONFIG_NAME}, adapter subfolder, *.safetensors, index or pickle "
-                               "file here; point the audit at an adapter or model directory"))
+        raise Unusable(
+            Finding(
+                "LG002",
+                path,
+                f"no {CONFIG_NAME}, adapter subfolder, *.safetensors, index or pickle "
+                "file here; point the audit at an adapter or model directory",
+            )
+        )
     for audit, unit in units:
         try:
             audit(unit, options, result)
@@ -172,7 +189,9 @@ def _audit_adapter(directory: str, options: Options, result: AuditResult) -> Non
     try:
         config = LoraConfig.from_json_dict(read_json_object(config_path, result), config_path)
     except ConfigError as err:
-        result.findings.append(Finding("LG206", config_path, f"{err}; fix the field (config-dependent checks were skipped)"))
+        result.findings.append(
+            Finding("LG206", config_path, f"{err}; fix the field (config-dependent checks were skipped)")
+        )
     except Unusable as err:
         result.findings.append(err.finding)
     weights, legacy = os.path.join(directory, WEIGHTS_NAME), os.path.join(directory, LEGACY_WEIGHTS_NAME)
@@ -181,7 +200,9 @@ def _audit_adapter(directory: str, options: Options, result: AuditResult) -> Non
     elif os.path.lexists(legacy):
         _audit_pickle(legacy, config, options, result, True)
     else:
-        raise Unusable(Finding("LG002", directory, f"adapter directory without {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}"))
+        raise Unusable(
+            Finding("LG002", directory, f"adapter directory without {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}")
+        )
 
 
 def _audit_index(index_path: str, options: Options, result: AuditResult) -> None:
@@ -192,7 +213,9 @@ def index_headers(index_path: str, result: AuditResult) -> list[Header]:
     """A sharded model's headers: the index must name existing shards in its own folder, and agree with them."""
     weight_map = read_json_object(index_path, result).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise Unusable(Finding("LG003", index_path, "'weight_map' must be an object mapping tensor names to shard files"))
+        raise Unusable(
+            Finding("LG003", index_path, "'weight_map' must be an object mapping tensor names to shard files")
+        )
     folder = os.path.dirname(index_path) or "."
     headers: list[Header] = []
     for shard in sorted(set(weight_map.values())):
@@ -204,13 +227,23 @@ def index_headers(index_path: str, result: AuditResult) -> list[Header]:
         named = {k for k, v in weight_map.items() if v == shard}
         if named != set(header.tensors):
             odd = sorted(named ^ set(header.tensors))
-            raise Unusable(Finding("LG004", header.file, f"the index and this shard disagree on {len(odd)} key(s), e.g. '{odd[0]}'"))
+            raise Unusable(
+                Finding(
+                    "LG004", header.file, f"the index and this shard disagree on {len(odd)} key(s), e.g. '{odd[0]}'"
+                )
+            )
         headers.append(header)
     return headers
 
 
-def _audit_source(source: TensorSource, config: LoraConfig | None, options: Options, result: AuditResult,
-                  label: str, is_adapter: bool = False) -> None:
+def _audit_source(
+    source: TensorSource,
+    config: LoraConfig | None,
+    options: Options,
+    result: AuditResult,
+    label: str,
+    is_adapter: bool = False,
+) -> None:
     is_adapter = is_adapter or any(parse_factor_key(k) is not None for k in source.refs)
     total = sum(r.nbytes for r in source.refs.values())
     on_read = options.progress(label, total) if options.progress else None
@@ -221,8 +254,9 @@ def _audit_source(source: TensorSource, config: LoraConfig | None, options: Opti
             raise Unusable(Finding("LG001", label, f"read failed: {err.strerror or err}")) from None
 
 
-def _audit_pickle(path: str, config: LoraConfig | None, options: Options, result: AuditResult,
-                  is_adapter: bool = False) -> None:
+def _audit_pickle(
+    path: str, config: LoraConfig | None, options: Options, result: AuditResult, is_adapter: bool = False
+) -> None:
     """Scan the pickle's imports; load it (weights_only) only when the user vouches for it and the scan is clean."""
     regular_file(path)
     result.files.append(path)
@@ -232,13 +266,25 @@ def _audit_pickle(path: str, config: LoraConfig | None, options: Options, result
         raise Unusable(Finding("LG403", path, f"cannot scan: {err}")) from None
     if scan.unsafe:
         shown = ", ".join(f"{i.dotted} ({i.opcode})" for i in scan.unsafe[:5])
-        result.findings.append(Finding("LG401", path, f"imports {shown}: unpickling calls them ({scan.calls} call opcodes), "
-                                       "so loading this file can run code; do not load it. Tensors were not audited."))
+        result.findings.append(
+            Finding(
+                "LG401",
+                path,
+                f"imports {shown}: unpickling calls them ({scan.calls} call opcodes), "
+                "so loading this file can run code; do not load it. Tensors were not audited.",
+            )
+        )
         return
     if not options.allow_pickle:
-        result.findings.append(Finding("LG402", path, f"pickle imports only torch tensor rebuilders ({len(scan.imports)} "
-                                       "imports); its tensors were not audited. Re-run with --allow-pickle if you trust "
-                                       "the file, or convert it to safetensors"))
+        result.findings.append(
+            Finding(
+                "LG402",
+                path,
+                f"pickle imports only torch tensor rebuilders ({len(scan.imports)} "
+                "imports); its tensors were not audited. Re-run with --allow-pickle if you trust "
+                "the file, or convert it to safetensors",
+            )
+        )
         return
     _audit_source(_load_trusted(path), config, options, result, path, is_adapter)
 
@@ -250,7 +296,9 @@ def _load_trusted(path: str) -> TensorSource:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad archive; each is this one finding
         raise Unusable(Finding("LG403", path, f"torch.load(weights_only=True) refused it: {str(err)[:200]}")) from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise Unusable(Finding("LG403", path, "not a state dict (a mapping of names to tensors)"))
     try:
         return TensorSource.from_state_dict(path, state)

@@ -13,20 +13,35 @@ HELP = "Audit LoRA adapters and checkpoints offline (safetensors headers, keys v
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     """--format and --fail-on, shared by `audit` and `audit-merge`."""
-    parser.add_argument("--format", choices=("table", "json", "junit", "sarif"), default="table",
-                        help="report format (default: table); junit and sarif are for CI and code scanning")
-    parser.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
-                        help="exit 1 if a finding is at or above this severity (default: error)")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "junit", "sarif"),
+        default="table",
+        help="report format (default: table); junit and sarif are for CI and code scanning",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "info"),
+        default="error",
+        help="exit 1 if a finding is at or above this severity (default: error)",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="adapter directory (named adapters in subfolders too), *.safetensors, "
-                             "*.safetensors.index.json, model directory, or pickle (*.bin)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="adapter directory (named adapters in subfolders too), *.safetensors, "
+        "*.safetensors.index.json, model directory, or pickle (*.bin)",
+    )
     add_report_options(parser)
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="load pickle files whose scan finds only tensor imports, with torch.load(weights_only=True), "
-                             "and audit their tensors; only for files you trust")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle files whose scan finds only tensor imports, with torch.load(weights_only=True), "
+        "and audit their tensors; only for files you trust",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

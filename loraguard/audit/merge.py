@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from loraguard.audit.adapter import Factors
 from loraguard.audit.checkpoint import (
-    INDEX_SUFFIX, AuditResult, Options, Unusable, audit_paths, header_of, index_headers, read_json_object,
+    INDEX_SUFFIX,
+    AuditResult,
+    Options,
+    Unusable,
+    audit_paths,
+    header_of,
+    index_headers,
+    read_json_object,
 )
 from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import Header, TensorRef
@@ -44,8 +51,14 @@ def model_headers(path: str, result: AuditResult) -> list[Header]:
         return index_headers(os.path.join(path, indexes[0]), result)
     files = [n for n in names if n.endswith(".safetensors")]
     if indexes or not files:
-        raise Unusable(Finding("LG002", path, f"expected one *{INDEX_SUFFIX} or *.safetensors files here, found "
-                               f"{len(indexes)} index(es) and {len(files)} safetensors file(s)"))
+        raise Unusable(
+            Finding(
+                "LG002",
+                path,
+                f"expected one *{INDEX_SUFFIX} or *.safetensors files here, found "
+                f"{len(indexes)} index(es) and {len(files)} safetensors file(s)",
+            )
+        )
     return [header_of(os.path.join(path, n), result) for n in files]
 
 
@@ -109,20 +122,39 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
     only_merged = sorted(set(merged.refs) - set(base.refs))
     for keys, where, other in ((only_base, "base", "merged"), (only_merged, "merged", "base")):
         if keys:
-            out.append(Finding("LG503", merged_file, f"{len(keys)} tensor(s) in the {where} model are missing from the "
-                               f"{other} model, e.g. '{keys[0]}'"))
+            out.append(
+                Finding(
+                    "LG503",
+                    merged_file,
+                    f"{len(keys)} tensor(s) in the {where} model are missing from the {other} model, e.g. '{keys[0]}'",
+                )
+            )
     for key in sorted((set(targets) | set(copies)) - set(base.refs)):
-        out.append(Finding("LG503", merged_file, f"the adapter changes '{key}', which the base model does not hold; "
-                           "is this the adapter's base model?"))
+        out.append(
+            Finding(
+                "LG503",
+                merged_file,
+                f"the adapter changes '{key}', which the base model does not hold; is this the adapter's base model?",
+            )
+        )
     for ref in biases:
-        out.append(Finding("LG506", ref.file, "lora_B bias merges into the layer's bias; this audit does not verify "
-                           "it", ref.name))
+        out.append(
+            Finding(
+                "LG506", ref.file, "lora_B bias merges into the layer's bias; this audit does not verify it", ref.name
+            )
+        )
     no_op: list[Finding] = []
     for key in [k for k in merged.refs if k in base.refs]:
         got, base_ref = merged.refs[key], base.refs[key]
         if got.shape != base_ref.shape:
-            out.append(Finding("LG503", got.file, f"shape {list(got.shape)} in the merged model, {list(base_ref.shape)} "
-                               "in the base", key))
+            out.append(
+                Finding(
+                    "LG503",
+                    got.file,
+                    f"shape {list(got.shape)} in the merged model, {list(base_ref.shape)} in the base",
+                    key,
+                )
+            )
         elif key in targets:
             for finding in _check_layouts(config, targets[key], adapter, base, merged):
                 (no_op if finding.rule == "LG501" else out).append(finding)
@@ -131,14 +163,21 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
         else:
             out += _check_equal(base_ref, got, base, merged, "the base model, and the adapter does not touch it")
     if len(no_op) > 1 and len(no_op) == len([k for k in targets if k in merged.refs]):
-        return out + [Finding("LG501", merged_file, f"all {len(no_op)} tensors the adapter changes are identical to the "
-                              "base model: the merge applied nothing (peft's key-mismatch bug: check the adapter's key "
-                              f"format); e.g. '{no_op[0].key}'")]
+        return out + [
+            Finding(
+                "LG501",
+                merged_file,
+                f"all {len(no_op)} tensors the adapter changes are identical to the "
+                "base model: the merge applied nothing (peft's key-mismatch bug: check the adapter's key "
+                f"format); e.g. '{no_op[0].key}'",
+            )
+        ]
     return out + no_op
 
 
-def _check_equal(want: TensorRef, got: TensorRef, want_source: TensorSource, got_source: TensorSource,
-                 what: str) -> list[Finding]:
+def _check_equal(
+    want: TensorRef, got: TensorRef, want_source: TensorSource, got_source: TensorSource, what: str
+) -> list[Finding]:
     """Bit-equal when the dtypes agree; otherwise equal within the merged dtype's bound."""
     if want.shape != got.shape:
         return [Finding("LG503", got.file, f"shape {list(got.shape)} but {what} has {list(want.shape)}", got.name)]
@@ -146,7 +185,9 @@ def _check_equal(want: TensorRef, got: TensorRef, want_source: TensorSource, got
         for offset in range(0, got.nbytes, BLOCK_BYTES):
             n = min(BLOCK_BYTES, got.nbytes - offset)
             if want_source.read_bytes(want, offset, n) != got_source.read_bytes(got, offset, n):
-                return [Finding("LG504", got.file, f"differs from {what} (first at byte {offset} of the tensor)", got.name)]
+                return [
+                    Finding("LG504", got.file, f"differs from {what} (first at byte {offset} of the tensor)", got.name)
+                ]
         return []
     stats = _Stats()
     for start, stop in got_source.row_blocks(got):
@@ -161,13 +202,20 @@ def _factor_rows(kind: str, fan_in_fan_out: bool, a, b, start: int, stop: int):
     return a, b[start:stop]
 
 
-def _check_layouts(config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource,
-                   merged: TensorSource) -> list[Finding]:
+def _check_layouts(
+    config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource, merged: TensorSource
+) -> list[Finding]:
     """Check with the config's fan_in_fan_out; if the delta only fits the base transposed the other way, say so
     (peft transposes GPT-2 Conv1D layers whatever the config says) and check with the layout that fits."""
     if config.use_dora:
-        return [Finding("LG506", merged.refs[target.key].file, "DoRA rescales the merged weight by its magnitude "
-                        "vector; only plain LoRA merges are verified", target.key)]
+        return [
+            Finding(
+                "LG506",
+                merged.refs[target.key].file,
+                "DoRA rescales the merged weight by its magnitude vector; only plain LoRA merges are verified",
+                target.key,
+            )
+        ]
     fifo = config.fan_in_fan_out and target.kind == "linear"
     finding = _check_target(config, target, adapter, base, merged, fifo)
     if finding is None or finding.rule != "LG503" or target.kind != "linear":
@@ -175,14 +223,20 @@ def _check_layouts(config: LoraConfig, target: Target, adapter: TensorSource, ba
     retry = _check_target(config, target, adapter, base, merged, not fifo)
     if retry is not None and retry.rule == "LG503":
         return [finding]
-    note = Finding("LG507", finding.file, f"the config says fan_in_fan_out={str(fifo).lower()} but the factors fit this "
-                   f"weight only with fan_in_fan_out={str(not fifo).lower()} (GPT-2 Conv1D layout); checked that way. "
-                   "Save the config with the layout the layers use", target.key)
+    note = Finding(
+        "LG507",
+        finding.file,
+        f"the config says fan_in_fan_out={str(fifo).lower()} but the factors fit this "
+        f"weight only with fan_in_fan_out={str(not fifo).lower()} (GPT-2 Conv1D layout); checked that way. "
+        "Save the config with the layout the layers use",
+        target.key,
+    )
     return [note] + ([retry] if retry else [])
 
 
-def _check_target(config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource,
-                  merged: TensorSource, fifo: bool) -> Finding | None:
+def _check_target(
+    config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource, merged: TensorSource, fifo: bool
+) -> Finding | None:
     import torch
 
     from loraguard.core.merge_math import merged_weight
@@ -200,7 +254,9 @@ def _check_target(config: LoraConfig, target: Target, adapter: TensorSource, bas
         except (ValueError, RuntimeError) as err:
             return Finding("LG503", got_ref.file, f"the adapter's factors do not fit this tensor: {err}", target.key)
         stats.effect = max(stats.effect, max_diff(want, base_rows))
-        stats.equal_to_base = stats.equal_to_base and base_rows.dtype == got_rows.dtype and torch.equal(base_rows, got_rows)
+        stats.equal_to_base = (
+            stats.equal_to_base and base_rows.dtype == got_rows.dtype and torch.equal(base_rows, got_rows)
+        )
         stats.add(want, got_rows)
     return stats.merged_verdict(got_ref, scale)
 
@@ -237,7 +293,14 @@ class _Stats:
         if limit is None:
             return [Finding("LG506", ref.file, f"no tolerance is defined for {ref.dtype}; not verified", ref.name)]
         if not self.diff <= limit:
-            return [Finding(rule, ref.file, f"{what}: max difference {self.diff:.3g} > bound {limit:.3g} for {ref.dtype}", ref.name)]
+            return [
+                Finding(
+                    rule,
+                    ref.file,
+                    f"{what}: max difference {self.diff:.3g} > bound {limit:.3g} for {ref.dtype}",
+                    ref.name,
+                )
+            ]
         return []
 
     def merged_verdict(self, ref: TensorRef, scale: float) -> Finding | None:
@@ -248,13 +311,28 @@ class _Stats:
             return Finding("LG506", ref.file, f"no tolerance is defined for {ref.dtype}; not verified", ref.name)
         if not self.diff <= limit:  # also catches NaN
             if self.equal_to_base and self.effect > 0:
-                return Finding("LG501", ref.file, f"identical to the base weight although s * B @ A changes it by up to "
-                               f"{self.effect:.3g} (s={scale:g}): the merge applied nothing", ref.name)
-            return Finding("LG502", ref.file, f"max |merged - (W + s*B@A)| = {self.diff:.3g} > bound {limit:.3g} for "
-                           f"{ref.dtype} (s={scale:g}); check scaling (r, lora_alpha, use_rslora, patterns) and "
-                           "fan_in_fan_out", ref.name)
+                return Finding(
+                    "LG501",
+                    ref.file,
+                    f"identical to the base weight although s * B @ A changes it by up to "
+                    f"{self.effect:.3g} (s={scale:g}): the merge applied nothing",
+                    ref.name,
+                )
+            return Finding(
+                "LG502",
+                ref.file,
+                f"max |merged - (W + s*B@A)| = {self.diff:.3g} > bound {limit:.3g} for "
+                f"{ref.dtype} (s={scale:g}); check scaling (r, lora_alpha, use_rslora, patterns) and "
+                "fan_in_fan_out",
+                ref.name,
+            )
         if self.effect <= EFFECT_MARGIN * limit:
-            return Finding("LG505", ref.file, f"the adapter changes this tensor by at most {self.effect:.3g}, within "
-                           f"{EFFECT_MARGIN:g}x the {ref.dtype} bound {limit:.3g}: a merged and an unmerged tensor look "
-                           "the same here", ref.name)
+            return Finding(
+                "LG505",
+                ref.file,
+                f"the adapter changes this tensor by at most {self.effect:.3g}, within "
+                f"{EFFECT_MARGIN:g}x the {ref.dtype} bound {limit:.3g}: a merged and an unmerged tensor look "
+                "the same here",
+                ref.name,
+            )
         return None

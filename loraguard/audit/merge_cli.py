@@ -14,8 +14,12 @@ HELP = "Check that a merged model equals base + s * B @ A tensor by tensor, and 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", required=True, help="base model: *.safetensors, *.safetensors.index.json or its directory")
-    parser.add_argument("--adapter", required=True, help="adapter directory (adapter_config.json + adapter_model.safetensors)")
+    parser.add_argument(
+        "--base", required=True, help="base model: *.safetensors, *.safetensors.index.json or its directory"
+    )
+    parser.add_argument(
+        "--adapter", required=True, help="adapter directory (adapter_config.json + adapter_model.safetensors)"
+    )
     parser.add_argument("--merged", required=True, help="merged model, in the same forms as --base")
     add_report_options(parser)
 

@@ -14,18 +14,22 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 #: What a plain torch.save of a state dict imports; `torch.load(weights_only=True)` accepts these too.
-SAFE_GLOBALS = frozenset({
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch._tensor", "_rebuild_from_type_v2"),
-    ("torch", "Size"),
-    ("torch", "Tensor"),
-})
-_SAFE_TORCH_NAME = re.compile(r"^(?:[A-Za-z0-9]*Storage|UntypedStorage|u?int(?:8|16|32|64)|float(?:16|32|64)|bfloat16|bool|"
-                              r"complex(?:64|128)|float8_e4m3fn|float8_e5m2|half|double|long)$")
+SAFE_GLOBALS = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("torch._utils", "_rebuild_tensor"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("torch._utils", "_rebuild_parameter_with_state"),
+        ("torch._tensor", "_rebuild_from_type_v2"),
+        ("torch", "Size"),
+        ("torch", "Tensor"),
+    }
+)
+_SAFE_TORCH_NAME = re.compile(
+    r"^(?:[A-Za-z0-9]*Storage|UntypedStorage|u?int(?:8|16|32|64)|float(?:16|32|64)|bfloat16|bool|"
+    r"complex(?:64|128)|float8_e4m3fn|float8_e5m2|half|double|long)$"
+)
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GET_OPS = {"GET", "BINGET", "LONG_BINGET"}

@@ -56,10 +56,22 @@ def _table(result: AuditResult, fail_on: str) -> str:
 
 def _json(result: AuditResult, fail_on: str) -> str:
     body = {
-        "tool": "loraguard audit", "version": __version__, "fail_on": fail_on,
-        "exit_code": exit_code(result, fail_on), "files": sorted(set(result.files)),
-        "findings": [{"rule": f.rule, "name": RULES[f.rule].name, "severity": f.severity, "file": f.file,
-                      "key": f.key or None, "message": f.message} for f in _ordered(result.findings)],
+        "tool": "loraguard audit",
+        "version": __version__,
+        "fail_on": fail_on,
+        "exit_code": exit_code(result, fail_on),
+        "files": sorted(set(result.files)),
+        "findings": [
+            {
+                "rule": f.rule,
+                "name": RULES[f.rule].name,
+                "severity": f.severity,
+                "file": f.file,
+                "key": f.key or None,
+                "message": f.message,
+            }
+            for f in _ordered(result.findings)
+        ],
         "summary": _summary(result),
     }
     return json.dumps(body, indent=2) + "\n"
@@ -71,7 +83,9 @@ def _junit(result: AuditResult, fail_on: str) -> str:
     failures = 0
     flagged = {f.file for f in result.findings}
     for f in _ordered(result.findings):
-        case = ET.SubElement(suite, "testcase", classname=f.file, name=f"{f.rule} {RULES[f.rule].name}" + (f" {f.key}" if f.key else ""))
+        case = ET.SubElement(
+            suite, "testcase", classname=f.file, name=f"{f.rule} {RULES[f.rule].name}" + (f" {f.key}" if f.key else "")
+        )
         if at_or_above(f.severity, fail_on) or f.unusable:
             failures += 1
             ET.SubElement(case, "failure", message=f.message, type=f.rule).text = f"{f.severity}: {f.message}"
@@ -94,20 +108,39 @@ def _uri(path: str) -> str:
 
 def _sarif(result: AuditResult, fail_on: str) -> str:
     rule_ids = list(RULES)
-    rules = [{"id": r.id, "name": r.name, "shortDescription": {"text": r.summary},
-              "help": {"text": f"{r.summary} Rule reference: docs/audit.md in loraguard."},
-              "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity]}} for r in RULES.values()]
+    rules = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "shortDescription": {"text": r.summary},
+            "help": {"text": f"{r.summary} Rule reference: docs/audit.md in loraguard."},
+            "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity]},
+        }
+        for r in RULES.values()
+    ]
     results = []
     for f in _ordered(result.findings):
         location: dict = {"physicalLocation": {"artifactLocation": {"uri": _uri(f.file)}}}
         if f.key:
             location["logicalLocations"] = [{"name": f.key, "kind": "member"}]
-        results.append({"ruleId": f.rule, "ruleIndex": rule_ids.index(f.rule), "level": _SARIF_LEVEL[f.severity],
-                        "message": {"text": f.message}, "locations": [location]})
+        results.append(
+            {
+                "ruleId": f.rule,
+                "ruleIndex": rule_ids.index(f.rule),
+                "level": _SARIF_LEVEL[f.severity],
+                "message": {"text": f.message},
+                "locations": [location],
+            }
+        )
     log = {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
-        "runs": [{"tool": {"driver": {"name": "loraguard", "version": __version__, "rules": rules}},
-                  "artifacts": [{"location": {"uri": _uri(p)}} for p in sorted(set(result.files))],
-                  "results": results}],
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "loraguard", "version": __version__, "rules": rules}},
+                "artifacts": [{"location": {"uri": _uri(p)}} for p in sorted(set(result.files))],
+                "results": results,
+            }
+        ],
     }
     return json.dumps(log, indent=2) + "\n"

@@ -20,11 +20,26 @@ MAX_HEADER_BYTES = 100_000_000
 
 #: safetensors dtype -> (bits per element, torch dtype attribute or "" where torch has none).
 DTYPES: dict[str, tuple[int, str]] = {
-    "BOOL": (8, "bool"), "U8": (8, "uint8"), "I8": (8, "int8"), "F8_E5M2": (8, "float8_e5m2"),
-    "F8_E4M3": (8, "float8_e4m3fn"), "F8_E8M0": (8, "float8_e8m0fnu"), "I16": (16, "int16"), "U16": (16, "uint16"),
-    "F16": (16, "float16"), "BF16": (16, "bfloat16"), "I32": (32, "int32"), "U32": (32, "uint32"),
-    "F32": (32, "float32"), "F64": (64, "float64"), "I64": (64, "int64"), "U64": (64, "uint64"),
-    "C64": (64, "complex64"), "F4": (4, ""), "F6_E2M3": (6, ""), "F6_E3M2": (6, ""),
+    "BOOL": (8, "bool"),
+    "U8": (8, "uint8"),
+    "I8": (8, "int8"),
+    "F8_E5M2": (8, "float8_e5m2"),
+    "F8_E4M3": (8, "float8_e4m3fn"),
+    "F8_E8M0": (8, "float8_e8m0fnu"),
+    "I16": (16, "int16"),
+    "U16": (16, "uint16"),
+    "F16": (16, "float16"),
+    "BF16": (16, "bfloat16"),
+    "I32": (32, "int32"),
+    "U32": (32, "uint32"),
+    "F32": (32, "float32"),
+    "F64": (64, "float64"),
+    "I64": (64, "int64"),
+    "U64": (64, "uint64"),
+    "C64": (64, "complex64"),
+    "F4": (4, ""),
+    "F6_E2M3": (6, ""),
+    "F6_E3M2": (6, ""),
 }
 
 
@@ -71,11 +86,15 @@ def read_header(path: str) -> Header:
 def parse_header(f: BinaryIO, size: int, path: str) -> Header:
     """Validate the header of an open file of `size` bytes."""
     if size < 8:
-        raise HeaderError("LG101", f"{path}: {size} bytes, too short for the 8-byte header length; the file is truncated")
+        raise HeaderError(
+            "LG101", f"{path}: {size} bytes, too short for the 8-byte header length; the file is truncated"
+        )
     (length,) = struct.unpack("<Q", f.read(8))
     if length > min(MAX_HEADER_BYTES, size - 8):
         limit = "the 100 MB header cap" if length > MAX_HEADER_BYTES else f"the file ({size} bytes)"
-        raise HeaderError("LG101", f"{path}: header length {length} runs past {limit}; the file is truncated or not safetensors")
+        raise HeaderError(
+            "LG101", f"{path}: header length {length} runs past {limit}; the file is truncated or not safetensors"
+        )
     raw = f.read(length)
     entries, metadata = _decode(raw, path)
     data_start, data_size = 8 + length, size - 8 - length
@@ -89,7 +108,9 @@ def _decode(raw: bytes, path: str) -> tuple[dict, dict[str, str]]:
         text = raw.decode("utf-8")
         obj = json.loads(text, object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError as err:
-        raise HeaderError("LG102", f"{path}: header is not UTF-8 (byte {err.start}); tensor names must be UTF-8") from None
+        raise HeaderError(
+            "LG102", f"{path}: header is not UTF-8 (byte {err.start}); tensor names must be UTF-8"
+        ) from None
     except (json.JSONDecodeError, RecursionError) as err:
         raise HeaderError("LG102", f"{path}: header is not valid JSON ({str(err)[:120]})") from None
     except _DuplicateKey as err:
@@ -124,17 +145,31 @@ def _entry(name: str, value: object, path: str, data_start: int) -> TensorRef:
         raise HeaderError("LG102", f"{path}: key '{name}': entry must be an object with dtype, shape and data_offsets")
     dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise HeaderError("LG102", f"{path}: key '{name}': shape must be a list of non-negative integers, got {shape!r}"[:300])
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets) and offsets[0] <= offsets[1]):
-        raise HeaderError("LG102", f"{path}: key '{name}': data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}"[:300])
+        raise HeaderError(
+            "LG102", f"{path}: key '{name}': shape must be a list of non-negative integers, got {shape!r}"[:300]
+        )
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(_is_count(o) for o in offsets)
+        and offsets[0] <= offsets[1]
+    ):
+        raise HeaderError(
+            "LG102",
+            f"{path}: key '{name}': data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}"[:300],
+        )
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise HeaderError("LG103", f"{path}: key '{name}': unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}"[:300])
+        raise HeaderError(
+            "LG103", f"{path}: key '{name}': unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}"[:300]
+        )
     span = offsets[1] - offsets[0]
     bits = _bits(shape, DTYPES[dtype][0], span * 8)
     if bits != span * 8:
         need = "more than that" if bits is None else f"{bits / 8:g} bytes"
-        raise HeaderError("LG107", f"{path}: key '{name}': its data_offsets span {span} bytes but shape "
-                                   f"{shape} of {dtype} needs {need}"[:300])
+        raise HeaderError(
+            "LG107",
+            f"{path}: key '{name}': its data_offsets span {span} bytes but shape {shape} of {dtype} needs {need}"[:300],
+        )
     return TensorRef(path, name, dtype, tuple(shape), data_start + offsets[0], span)
 
 
@@ -156,12 +191,17 @@ def _check_tiling(refs: list[TensorRef], data_start: int, data_size: int, path: 
     position, previous = data_start, None
     for ref in sorted(refs, key=lambda r: (r.start, r.nbytes)):
         if ref.start + ref.nbytes > end_of_file:
-            raise HeaderError("LG106", f"{path}: key '{ref.name}': bytes {ref.start - data_start}..{ref.start - data_start + ref.nbytes} "
-                                       f"of the data section run past its end ({data_size} bytes); the file is truncated")
+            raise HeaderError(
+                "LG106",
+                f"{path}: key '{ref.name}': bytes {ref.start - data_start}..{ref.start - data_start + ref.nbytes} "
+                f"of the data section run past its end ({data_size} bytes); the file is truncated",
+            )
         if ref.start < position:
             raise HeaderError("LG104", f"{path}: key '{ref.name}' overlaps key '{previous}' in the data section")
         if ref.start > position:
-            raise HeaderError("LG105", f"{path}: {ref.start - position} bytes before key '{ref.name}' belong to no tensor")
+            raise HeaderError(
+                "LG105", f"{path}: {ref.start - position} bytes before key '{ref.name}' belong to no tensor"
+            )
         position, previous = ref.start + ref.nbytes, ref.name
     if position != end_of_file:
         raise HeaderError("LG105", f"{path}: {end_of_file - position} bytes after the last tensor belong to no tensor")

@@ -54,8 +54,10 @@ class TensorSource:
     @classmethod
     def from_state_dict(cls, path: str, tensors: dict[str, torch.Tensor]) -> TensorSource:
         """Tensors already loaded (a trusted pickle), described with the same TensorRef as file-backed ones."""
-        refs = {k: TensorRef(path, k, dtype_name(t.dtype), tuple(t.shape), -1, t.numel() * t.element_size())
-                for k, t in tensors.items()}
+        refs = {
+            k: TensorRef(path, k, dtype_name(t.dtype), tuple(t.shape), -1, t.numel() * t.element_size())
+            for k, t in tensors.items()
+        }
         return cls(refs, dict(tensors))
 
     def __enter__(self) -> TensorSource:
@@ -95,7 +97,7 @@ class TensorSource:
             raise ValueError(f"{ref.file}: key '{ref.name}': torch cannot hold {ref.dtype} values")
         if len(self._scratch) < ref.nbytes:
             self._scratch = bytearray(ref.nbytes)
-        view = memoryview(self._scratch)[:ref.nbytes]
+        view = memoryview(self._scratch)[: ref.nbytes]
         f = self._file(ref.file)
         f.seek(ref.start)
         if f.readinto(view) != ref.nbytes:
@@ -149,4 +151,3 @@ def value_flags(t: torch.Tensor) -> tuple[bool, bool]:
     low, high = low.item(), high.item()
     finite = math.isfinite(low) and math.isfinite(high)
     return not finite, finite and low == 0 and high == 0
-

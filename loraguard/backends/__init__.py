@@ -36,7 +36,9 @@ def load_backend(spec: str) -> Backend:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise BackendError(f"backend {spec!r}: cannot import {module_name!r} ({err}); is the library installed?") from err
+        raise BackendError(
+            f"backend {spec!r}: cannot import {module_name!r} ({err}); is the library installed?"
+        ) from err
     try:
         obj = getattr(module, attr)
     except AttributeError:

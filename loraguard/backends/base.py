@@ -105,5 +105,6 @@ def check_capabilities(backend: Backend) -> None:
     """Refuse a backend that declares a capability loraguard does not know (a typo would silently skip checks)."""
     unknown = sorted(set(backend.capabilities) - set(CAPABILITIES))
     if unknown:
-        raise BackendError(f"backend {backend.name!r} declares unknown capabilities {unknown}; "
-                           f"known: {sorted(CAPABILITIES)}")
+        raise BackendError(
+            f"backend {backend.name!r} declares unknown capabilities {unknown}; known: {sorted(CAPABILITIES)}"
+        )

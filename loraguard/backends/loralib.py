@@ -80,9 +80,11 @@ class LoralibBackend:
         _check_config(config, adapter)
         adapted = sorted(self._layers(base))
         if adapted:
-            raise BackendError(f"this model already carries loralib LoRA layers ({', '.join(adapted[:3])}); "
-                               f"{_ONE_ADAPTER}, so a second adapter cannot be added: replace the layers of a fresh "
-                               "base model instead")
+            raise BackendError(
+                f"this model already carries loralib LoRA layers ({', '.join(adapted[:3])}); "
+                f"{_ONE_ADAPTER}, so a second adapter cannot be added: replace the layers of a fresh "
+                "base model instead"
+            )
         names = [n for n, _ in base.named_modules() if n]
         targets = [n for n in names if spec_matches(n, config.target_modules)]
         if not targets:
@@ -135,11 +137,16 @@ def _check_config(config: LoraConfig, adapter: str) -> None:
     """Refuse, as Unsupported, every config field loralib cannot honour (so the check skips with the reason)."""
     if adapter != "default":
         raise Unsupported(f"{_ONE_ADAPTER}: use adapter 'default', not {adapter!r}")
-    refused = (("use_rslora", config.use_rslora), ("rank_pattern", config.rank_pattern),
-               ("alpha_pattern", config.alpha_pattern), ("lora_bias", config.lora_bias), ("use_dora", config.use_dora),
-               ("modules_to_save", config.modules_to_save),
-               (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-               (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)))
+    refused = (
+        ("use_rslora", config.use_rslora),
+        ("rank_pattern", config.rank_pattern),
+        ("alpha_pattern", config.alpha_pattern),
+        ("lora_bias", config.lora_bias),
+        ("use_dora", config.use_dora),
+        ("modules_to_save", config.modules_to_save),
+        (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
+        (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
+    )
     asked = [name for name, used in refused if used]
     if asked:
         raise Unsupported(f"loralib has no {', '.join(asked)}")
@@ -148,22 +155,44 @@ def _check_config(config: LoraConfig, adapter: str) -> None:
 def _replacement(path: str, module: nn.Module, config: LoraConfig) -> nn.Module:
     """A loralib layer holding `module`'s own weight and bias Parameters, its factors initialised per the config."""
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        raise Unsupported(f"target '{path}' is a {type(module).__name__}: loralib's conv layers have no peft factor "
-                          "layout (and its Conv1d fails for kernels over 1)")
+        raise Unsupported(
+            f"target '{path}' is a {type(module).__name__}: loralib's conv layers have no peft factor "
+            "layout (and its Conv1d fails for kernels over 1)"
+        )
     if not isinstance(module, (nn.Linear, nn.Embedding)) and not is_conv1d_transposed(module):
-        raise ValueError(f"target_modules selects '{path}', a {type(module).__name__}; LoRA applies to nn.Linear, "
-                         "GPT-2 Conv1D and nn.Embedding layers: name those instead")
+        raise ValueError(
+            f"target_modules selects '{path}', a {type(module).__name__}; LoRA applies to nn.Linear, "
+            "GPT-2 Conv1D and nn.Embedding layers: name those instead"
+        )
     w = module.weight
     if isinstance(module, nn.Embedding):
-        layer = lora.Embedding(module.num_embeddings, module.embedding_dim, r=config.r, lora_alpha=config.lora_alpha,
-                               padding_idx=module.padding_idx, max_norm=module.max_norm, norm_type=module.norm_type,
-                               scale_grad_by_freq=module.scale_grad_by_freq, sparse=module.sparse,
-                               device=w.device, dtype=w.dtype)
+        layer = lora.Embedding(
+            module.num_embeddings,
+            module.embedding_dim,
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            padding_idx=module.padding_idx,
+            max_norm=module.max_norm,
+            norm_type=module.norm_type,
+            scale_grad_by_freq=module.scale_grad_by_freq,
+            sparse=module.sparse,
+            device=w.device,
+            dtype=w.dtype,
+        )
     else:
         fifo = is_conv1d_transposed(module)
         in_f, out_f = (module.nx, module.nf) if fifo else (module.in_features, module.out_features)
-        layer = lora.Linear(in_f, out_f, r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                            fan_in_fan_out=fifo, bias=module.bias is not None, device=w.device, dtype=w.dtype)
+        layer = lora.Linear(
+            in_f,
+            out_f,
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            fan_in_fan_out=fifo,
+            bias=module.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
         layer.bias = module.bias
     layer.weight = w  # shared: loralib merges into the model's own weight tensor, as it does in real use
     if config.init_lora_weights is False:  # both factors random, so the adapter has an effect (tests)
@@ -176,10 +205,17 @@ def _replacement(path: str, module: nn.Module, config: LoraConfig) -> nn.Module:
 def _plain(layer: nn.Module) -> nn.Module:
     """The torch layer a loralib layer stands for, carrying the loralib layer's (merged) weight and bias."""
     if isinstance(layer, nn.Embedding):
-        return nn.Embedding(layer.num_embeddings, layer.embedding_dim, padding_idx=layer.padding_idx,
-                            max_norm=layer.max_norm, norm_type=layer.norm_type,
-                            scale_grad_by_freq=layer.scale_grad_by_freq, sparse=layer.sparse, _weight=layer.weight,
-                            _freeze=not layer.weight.requires_grad)
+        return nn.Embedding(
+            layer.num_embeddings,
+            layer.embedding_dim,
+            padding_idx=layer.padding_idx,
+            max_norm=layer.max_norm,
+            norm_type=layer.norm_type,
+            scale_grad_by_freq=layer.scale_grad_by_freq,
+            sparse=layer.sparse,
+            _weight=layer.weight,
+            _freeze=not layer.weight.requires_grad,
+        )
     if layer.fan_in_fan_out:
         from transformers.pytorch_utils import Conv1D
 

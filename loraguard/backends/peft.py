@@ -39,9 +39,24 @@ class PeftBackend:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        caps = {"multi_adapter", "delete_adapter", "disable", "modules_to_save", "save_load", "load_adapter",
-                "embedding", "fan_in_fan_out", "rslora", "patterns", "all_linear", "unload",
-                "weighted_combination", "bfloat16", "float16", "cuda"}
+        caps = {
+            "multi_adapter",
+            "delete_adapter",
+            "disable",
+            "modules_to_save",
+            "save_load",
+            "load_adapter",
+            "embedding",
+            "fan_in_fan_out",
+            "rslora",
+            "patterns",
+            "all_linear",
+            "unload",
+            "weighted_combination",
+            "bfloat16",
+            "float16",
+            "cuda",
+        }
         if "lora_bias" in self._config_fields():
             caps.add("lora_bias")
         if hasattr(_peft().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)
@@ -78,8 +93,11 @@ class PeftBackend:
         return model.base_model.model
 
     def _lora_layers(self, model: nn.Module) -> dict[str, nn.Module]:
-        return {n: m for n, m in self._base(model).named_modules()
-                if hasattr(m, "lora_A") and hasattr(m, "base_layer") and n.split(".")[-1] != "base_layer"}
+        return {
+            n: m
+            for n, m in self._base(model).named_modules()
+            if hasattr(m, "lora_A") and hasattr(m, "base_layer") and n.split(".")[-1] != "base_layer"
+        }
 
     def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
@@ -91,16 +109,22 @@ class PeftBackend:
         return out
 
     def lora_biases(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
-        return {p: layer.lora_B[adapter].bias for p, layer in self._lora_layers(model).items()
-                if adapter in layer.lora_B and getattr(layer.lora_B[adapter], "bias", None) is not None}
+        return {
+            p: layer.lora_B[adapter].bias
+            for p, layer in self._lora_layers(model).items()
+            if adapter in layer.lora_B and getattr(layer.lora_B[adapter], "bias", None) is not None
+        }
 
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
         layer = self._lora_layers(model)[path]
         return layer.get_base_layer().weight
 
     def saved_copies(self, model: nn.Module, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
-        return {p: m.modules_to_save[adapter].state_dict() for p, m in self._base(model).named_modules()
-                if isinstance(getattr(m, "modules_to_save", None), nn.ModuleDict) and adapter in m.modules_to_save}
+        return {
+            p: m.modules_to_save[adapter].state_dict()
+            for p, m in self._base(model).named_modules()
+            if isinstance(getattr(m, "modules_to_save", None), nn.ModuleDict) and adapter in m.modules_to_save
+        }
 
     def trainable(self, model: nn.Module) -> set[str]:
         return {n for n, p in self._base(model).named_parameters() if p.requires_grad}

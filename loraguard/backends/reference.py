@@ -16,11 +16,27 @@ class ReferenceBackend:
     """Drives `loraguard.reference.LoraModel`."""
 
     name = "reference"
-    capabilities = frozenset({
-        "multi_adapter", "delete_adapter", "disable", "modules_to_save", "save_load", "load_adapter", "embedding",
-        "conv", "fan_in_fan_out", "rslora", "patterns", "lora_bias", "all_linear", "unload", "bfloat16",
-        "float16", "cuda",
-    })
+    capabilities = frozenset(
+        {
+            "multi_adapter",
+            "delete_adapter",
+            "disable",
+            "modules_to_save",
+            "save_load",
+            "load_adapter",
+            "embedding",
+            "conv",
+            "fan_in_fan_out",
+            "rslora",
+            "patterns",
+            "lora_bias",
+            "all_linear",
+            "unload",
+            "bfloat16",
+            "float16",
+            "cuda",
+        }
+    )
     model_class: type[LoraModel] = LoraModel
 
     def version(self) -> str:
@@ -44,15 +60,19 @@ class ReferenceBackend:
         return {p: layer.factors(adapter) for p, layer in model.lora_layers().items() if adapter in layer.scaling}
 
     def lora_biases(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
-        return {p: layer.lora_B[adapter].bias for p, layer in model.lora_layers().items()
-                if layer.lora_bias.get(adapter)}
+        return {
+            p: layer.lora_B[adapter].bias for p, layer in model.lora_layers().items() if layer.lora_bias.get(adapter)
+        }
 
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
         return model.lora_layers()[path].base_weight()
 
     def saved_copies(self, model: LoraModel, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
-        return {p: w.modules_to_save[adapter].state_dict() for p, w in model.saved_modules().items()
-                if adapter in w.modules_to_save}
+        return {
+            p: w.modules_to_save[adapter].state_dict()
+            for p, w in model.saved_modules().items()
+            if adapter in w.modules_to_save
+        }
 
     def merge(self, model: LoraModel, adapters: list[str] | None = None) -> None:
         model.merge(adapters)

@@ -53,26 +53,42 @@ class LoraConfig:
 
     def validate(self, source: str) -> None:
         """Raise ConfigError naming `source` and the field for any value peft would misread or reject."""
+
         def need(ok: bool, name: str, problem: str) -> None:
             if not ok:
                 raise ConfigError(source, name, problem)
 
-        need(isinstance(self.r, int) and not isinstance(self.r, bool) and self.r > 0, "r",
-             f"must be a positive integer, got {self.r!r}")
+        need(
+            isinstance(self.r, int) and not isinstance(self.r, bool) and self.r > 0,
+            "r",
+            f"must be a positive integer, got {self.r!r}",
+        )
         need(_is_number(self.lora_alpha), "lora_alpha", f"must be a number, got {self.lora_alpha!r}")
-        need(_is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1, "lora_dropout",
-             f"must be in [0, 1), got {self.lora_dropout!r}")
+        need(
+            _is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1,
+            "lora_dropout",
+            f"must be in [0, 1), got {self.lora_dropout!r}",
+        )
         need(self.bias in _BIAS_MODES, "bias", f"must be one of {_BIAS_MODES}, got {self.bias!r}")
         tm = self.target_modules
-        need(tm is None or isinstance(tm, str) or (isinstance(tm, list) and all(isinstance(t, str) for t in tm)),
-             "target_modules", f"must be a regex string or a list of module names, got {tm!r}")
+        need(
+            tm is None or isinstance(tm, str) or (isinstance(tm, list) and all(isinstance(t, str) for t in tm)),
+            "target_modules",
+            f"must be a regex string or a list of module names, got {tm!r}",
+        )
         mts = self.modules_to_save
-        need(mts is None or (isinstance(mts, list) and all(isinstance(m, str) and m for m in mts)),
-             "modules_to_save", f"must be null or a list of module names, got {mts!r}")
+        need(
+            mts is None or (isinstance(mts, list) and all(isinstance(m, str) and m for m in mts)),
+            "modules_to_save",
+            f"must be null or a list of module names, got {mts!r}",
+        )
         for name in ("fan_in_fan_out", "use_rslora", "lora_bias", "use_dora"):
             need(isinstance(getattr(self, name), bool), name, f"must be true or false, got {getattr(self, name)!r}")
-        need(isinstance(self.init_lora_weights, (bool, str)), "init_lora_weights",
-             f"must be a boolean or an init method name, got {self.init_lora_weights!r}")
+        need(
+            isinstance(self.init_lora_weights, (bool, str)),
+            "init_lora_weights",
+            f"must be a boolean or an init method name, got {self.init_lora_weights!r}",
+        )
         for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
             pat = getattr(self, name)
             need(isinstance(pat, dict), name, f"must be an object, got {type(pat).__name__}")

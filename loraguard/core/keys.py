@@ -68,7 +68,7 @@ def split(key: str) -> list[str]:
 
 def strip_prefix(key: str) -> str:
     """Remove peft's ``base_model.model.`` prefix; a key without it is returned unchanged."""
-    return key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
+    return key[len(PEFT_PREFIX) :] if key.startswith(PEFT_PREFIX) else key
 
 
 def parse_factor_key(key: str) -> AdapterKey | None:
@@ -79,7 +79,7 @@ def parse_factor_key(key: str) -> AdapterKey | None:
     segs = split(strip_prefix(key))
     for i in range(len(segs) - 1, -1, -1):
         if segs[i] in FACTOR_ROLES:
-            rest = segs[i + 1:]
+            rest = segs[i + 1 :]
             return AdapterKey(".".join(segs[:i]), segs[i], ".".join(rest))
     return None
 

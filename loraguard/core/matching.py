@@ -21,13 +21,13 @@ Spec = str | Sequence[str] | None
 def entry_matches(name: str, entry: str) -> bool:
     """True if `entry` names module `name`: equal, or a suffix that starts at a dot boundary."""
     name_segs, entry_segs = split(name), split(entry)
-    return 0 < len(entry_segs) <= len(name_segs) and name_segs[-len(entry_segs):] == entry_segs
+    return 0 < len(entry_segs) <= len(name_segs) and name_segs[-len(entry_segs) :] == entry_segs
 
 
 def is_within(name: str, ancestor: str) -> bool:
     """True if module `name` lies strictly inside module `ancestor`."""
     name_segs, anc_segs = split(name), split(ancestor)
-    return len(anc_segs) < len(name_segs) and name_segs[:len(anc_segs)] == anc_segs
+    return len(anc_segs) < len(name_segs) and name_segs[: len(anc_segs)] == anc_segs
 
 
 def bare_suffix_match(name: str, entry: str) -> bool:

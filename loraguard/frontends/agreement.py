@@ -26,11 +26,12 @@ if TYPE_CHECKING:
     from loraguard.backends.base import Backend
     from loraguard.harness.zoo import ZooModel
 
-#: peft's issue for `modules_to_save` matched with a bare ``key.endswith(entry)`` (peft/utils/other.py `_set_trainable`).
+#: peft's issue for `modules_to_save` matched with a bare ``key.endswith(entry)``
+#: (peft/utils/other.py `_set_trainable`).
 PEFT_SUFFIX_BUG = "huggingface/peft#1917"
 KNOWN_PEFT_BUGS = {
     PEFT_SUFFIX_BUG: "peft's _set_trainable matches modules_to_save with a bare key.endswith(entry), so an entry "
-                     "such as 'model.layers.1.fc' also wraps, trains and saves 'img_model.layers.1.fc'",
+    "such as 'model.layers.1.fc' also wraps, trains and saves 'img_model.layers.1.fc'",
 }
 DTYPES = ("float32", "bfloat16")
 
@@ -53,19 +54,28 @@ class Variant:
         targets = zoo_model.target_modules
         patterned = self.patterned and isinstance(targets, list)
         return LoraConfig(
-            r=self.r, lora_alpha=self.lora_alpha, use_rslora=self.use_rslora, bias=self.bias,
-            lora_bias=self.lora_bias, lora_dropout=self.lora_dropout,
-            target_modules=copy.copy(targets), modules_to_save=list(zoo_model.modules_to_save) or None,
+            r=self.r,
+            lora_alpha=self.lora_alpha,
+            use_rslora=self.use_rslora,
+            bias=self.bias,
+            lora_bias=self.lora_bias,
+            lora_dropout=self.lora_dropout,
+            target_modules=copy.copy(targets),
+            modules_to_save=list(zoo_model.modules_to_save) or None,
             rank_pattern={targets[0]: 2} if patterned else {},
             alpha_pattern={targets[-1]: 24} if patterned else {},
-            fan_in_fan_out=_has_transposed_linear(base), init_lora_weights=False,
+            fan_in_fan_out=_has_transposed_linear(base),
+            init_lora_weights=False,
         )
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("plain", r=4, lora_alpha=32),
-    Variant("rslora+patterns", r=4, lora_alpha=16, use_rslora=True, patterned=True),
-]}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("plain", r=4, lora_alpha=32),
+        Variant("rslora+patterns", r=4, lora_alpha=16, use_rslora=True, patterned=True),
+    ]
+}
 
 
 @dataclass
@@ -134,8 +144,9 @@ def compare(zoo_model: ZooModel, dtype_name: str, variant: Variant, workdir: str
     return row
 
 
-def agreement_rows(models: Iterable[str] | None = None, dtypes: Iterable[str] = DTYPES,
-                   variants: Iterable[str] | None = None) -> list[AgreementRow]:
+def agreement_rows(
+    models: Iterable[str] | None = None, dtypes: Iterable[str] = DTYPES, variants: Iterable[str] | None = None
+) -> list[AgreementRow]:
     """One row per available zoo model x dtype x variant (unknown names are an error)."""
     from loraguard.harness.zoo import available
 
@@ -147,10 +158,9 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     import torch
 
     from loraguard.backends.peft import PeftBackend
-
-    from loraguard.reference import LoraModel
     from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
     from loraguard.harness.zoo import run
+    from loraguard.reference import LoraModel
 
     base = zoo_model.make(seed=0, dtype=dtype)
     inputs = zoo_model.example(seed=1)
@@ -169,9 +179,12 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     their_state = {strip_prefix(k): v for k, v in theirs.state_dict().items()}
     only_ours, only_theirs = sorted(set(ours_state) - set(their_state)), sorted(set(their_state) - set(ours_state))
     if only_ours or only_theirs:
-        row.problems.append(Problem(
-            f"model structure differs: only reference {_short(only_ours)}, only peft {_short(only_theirs)}",
-            cause_if(only_ours + only_theirs)))
+        row.problems.append(
+            Problem(
+                f"model structure differs: only reference {_short(only_ours)}, only peft {_short(only_theirs)}",
+                cause_if(only_ours + only_theirs),
+            )
+        )
     for key in set(ours_state) & set(their_state):
         their_state[key].copy_(ours_state[key])
 
@@ -183,8 +196,12 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     row.effect = min(effects.values())
     for what, effect in effects.items():
         if effect <= EFFECT_MARGIN * row.bound:
-            row.problems.append(Problem(f"effect of the {what} {effect:.3g} is not {EFFECT_MARGIN:g}x the bound "
-                                        f"{row.bound:.3g}, so agreement would prove nothing"))
+            row.problems.append(
+                Problem(
+                    f"effect of the {what} {effect:.3g} is not {EFFECT_MARGIN:g}x the bound "
+                    f"{row.bound:.3g}, so agreement would prove nothing"
+                )
+            )
     their_out = run(theirs, inputs, dtype)
     row.unmerged = _check(row, "unmerged", max_diff(their_out, want))
 
@@ -201,20 +218,34 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     ref_merged = run(ref, inputs, dtype)
     row.merged = _check(row, "merged", max_diff(run(theirs, inputs, dtype), ref_merged))
     if max_diff(ref_merged, want) > row.bound:
-        row.problems.append(Problem(f"reference merged output is {max_diff(ref_merged, want):.3g} from its unmerged "
-                                    f"output (bound {row.bound:.3g}): the merge is skipped or applied twice"))
+        row.problems.append(
+            Problem(
+                f"reference merged output is {max_diff(ref_merged, want):.3g} from its unmerged "
+                f"output (bound {row.bound:.3g}): the merge is skipped or applied twice"
+            )
+        )
 
 
-def _compare_saves(row: AgreementRow, peft: Backend, base: nn.Module, inputs: tuple, dtype: torch.dtype,
-                   ref: Any, theirs: Any, want: torch.Tensor, their_out: torch.Tensor, tmp: Path,
-                   cause_if: Callable[[list[str]], str | None]) -> None:
+def _compare_saves(
+    row: AgreementRow,
+    peft: Backend,
+    base: nn.Module,
+    inputs: tuple,
+    dtype: torch.dtype,
+    ref: Any,
+    theirs: Any,
+    want: torch.Tensor,
+    their_out: torch.Tensor,
+    tmp: Path,
+    cause_if: Callable[[list[str]], str | None],
+) -> None:
     """Saved key sets equal both ways; each implementation loads the other's save and gives identical outputs."""
     import torch
     from safetensors.torch import load_file
 
-    from loraguard.reference import LoraModel
     from loraguard.core.tolerance import max_diff
     from loraguard.harness.zoo import run
+    from loraguard.reference import LoraModel
 
     ours_dir, theirs_dir = tmp / "reference", tmp / "peft"
     ref.save_pretrained(ours_dir)
@@ -226,8 +257,13 @@ def _compare_saves(row: AgreementRow, peft: Backend, base: nn.Module, inputs: tu
     if not row.keys_equal:
         diff = sorted(ours_keys ^ their_keys)
         key_cause = cause_if([strip_prefix(k) for k in diff])
-        row.problems.append(Problem(f"saved keys differ: only reference {_short(sorted(ours_keys - their_keys))}, "
-                                    f"only peft {_short(sorted(their_keys - ours_keys))}", key_cause))
+        row.problems.append(
+            Problem(
+                f"saved keys differ: only reference {_short(sorted(ours_keys - their_keys))}, "
+                f"only peft {_short(sorted(their_keys - ours_keys))}",
+                key_cause,
+            )
+        )
         row.weights_file = "keys differ"
     else:
         row.weights_file = _compare_files(ours_dir / WEIGHTS_NAME, theirs_dir / WEIGHTS_NAME, ours_saved, their_saved)
@@ -246,11 +282,12 @@ def _compare_saves(row: AgreementRow, peft: Backend, base: nn.Module, inputs: tu
             return False
         return True
 
-    row.peft_loads_reference = load("peft loading the reference save",
-                                    lambda: peft.load(copy.deepcopy(base), ours_dir),
-                                    their_out)
-    row.reference_loads_peft = load("reference loading the peft save",
-                                    lambda: LoraModel.from_pretrained(copy.deepcopy(base), theirs_dir), want)
+    row.peft_loads_reference = load(
+        "peft loading the reference save", lambda: peft.load(copy.deepcopy(base), ours_dir), their_out
+    )
+    row.reference_loads_peft = load(
+        "reference loading the peft save", lambda: LoraModel.from_pretrained(copy.deepcopy(base), theirs_dir), want
+    )
 
 
 IDENTICAL = "identical bytes"
@@ -258,8 +295,9 @@ UPCAST = "peft stores float32"
 DIFFERENT_VALUES = "values DIFFER"
 
 
-def _compare_files(ours: Path, theirs: Path, ours_saved: dict[str, torch.Tensor],
-                   their_saved: dict[str, torch.Tensor]) -> str:
+def _compare_files(
+    ours: Path, theirs: Path, ours_saved: dict[str, torch.Tensor], their_saved: dict[str, torch.Tensor]
+) -> str:
     """Byte-identical files, or the same values where peft keeps half-precision factors in float32
     (its `autocast_adapter_dtype=True` default), or different values."""
     import torch
@@ -267,8 +305,9 @@ def _compare_files(ours: Path, theirs: Path, ours_saved: dict[str, torch.Tensor]
     if ours.read_bytes() == theirs.read_bytes():
         return IDENTICAL
     same_values = all(torch.equal(ours_saved[k].float(), their_saved[k].float()) for k in ours_saved)
-    upcast_only = all(a.dtype == b.dtype or b.dtype == torch.float32
-                      for a, b in ((ours_saved[k], their_saved[k]) for k in ours_saved))
+    upcast_only = all(
+        a.dtype == b.dtype or b.dtype == torch.float32 for a, b in ((ours_saved[k], their_saved[k]) for k in ours_saved)
+    )
     return UPCAST if same_values and upcast_only else DIFFERENT_VALUES
 
 
@@ -283,7 +322,7 @@ def _attribution(traps: list[str]) -> Callable[[list[str]], str | None]:
     trap_segs = [split(t) for t in traps]
 
     def cause(keys: list[str]) -> str | None:
-        under = all(any(split(k)[:len(t)] == t for t in trap_segs) for k in keys)
+        under = all(any(split(k)[: len(t)] == t for t in trap_segs) for k in keys)
         return PEFT_SUFFIX_BUG if keys and trap_segs and under else None
 
     return cause

@@ -31,8 +31,13 @@ class Section:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", metavar="NAME", help="zoo models to use (default: all available)")
-    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
-                        help="dtypes to compare in (default: both)")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=["float32", "bfloat16"],
+        default=["float32", "bfloat16"],
+        help="dtypes to compare in (default: both)",
+    )
 
 
 def agreement_section(args: argparse.Namespace) -> SectionResult:
@@ -45,7 +50,8 @@ def agreement_section(args: argparse.Namespace) -> SectionResult:
     lines = [
         f"peft {peft.__version__}; differences are max |peft - reference| over the outputs; a difference passes "
         "when <= bound",
-        "(the tolerance table's bound for the dtype); effect = smallest change the adapter makes, must be >= 10x bound.",
+        "(the tolerance table's bound for the dtype); "
+        "effect = smallest change the adapter makes, must be >= 10x bound.",
         "",
         format_table(rows),
     ]
@@ -63,11 +69,39 @@ def agreement_section(args: argparse.Namespace) -> SectionResult:
 
 def format_table(rows: list) -> str:
     """Fixed-width text table of agreement rows."""
-    header = ("model", "dtype", "config", "effect", "bound", "unmerged", "disabled", "merged", "saved keys",
-              "saved file", "peft<-ref", "ref<-peft", "verdict")
-    body = [(r.model, r.dtype, r.variant, _num(r.effect), _num(r.bound), _num(r.unmerged), _num(r.disabled),
-             _num(r.merged), "same" if r.keys_equal else "DIFFER", r.weights_file, _yes(r.peft_loads_reference),
-             _yes(r.reference_loads_peft), r.verdict) for r in rows]
+    header = (
+        "model",
+        "dtype",
+        "config",
+        "effect",
+        "bound",
+        "unmerged",
+        "disabled",
+        "merged",
+        "saved keys",
+        "saved file",
+        "peft<-ref",
+        "ref<-peft",
+        "verdict",
+    )
+    body = [
+        (
+            r.model,
+            r.dtype,
+            r.variant,
+            _num(r.effect),
+            _num(r.bound),
+            _num(r.unmerged),
+            _num(r.disabled),
+            _num(r.merged),
+            "same" if r.keys_equal else "DIFFER",
+            r.weights_file,
+            _yes(r.peft_loads_reference),
+            _yes(r.reference_loads_peft),
+            r.verdict,
+        )
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body]
@@ -106,8 +140,21 @@ def suite_section(args: argparse.Namespace) -> SectionResult:
     from pathlib import Path
 
     known = Path(__file__).parents[1] / "known_failures" / "peft.txt"
-    cmd = [sys.executable, "-m", "pytest", "--loraguard", "-q", "-p", "no:cacheprovider", "-n", "2",
-           "--loraguard-known-failures", str(known), "-W", "ignore"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--loraguard",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        "--loraguard-known-failures",
+        str(known),
+        "-W",
+        "ignore",
+    ]
     with tempfile.TemporaryDirectory(prefix="loraguard-demo-") as cwd:
         done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     out = done.stdout.splitlines()
@@ -134,20 +181,26 @@ def audit_section(args: argparse.Namespace) -> SectionResult:
         report = render(result, "table", "error").replace(tmp + "/", "")
     found_bad = any("damaged" in f.file for f in result.findings)
     clean_good = not any("good" in f.file and f.severity == "error" for f in result.findings)
-    lines = ["$ loraguard audit good damaged", "", report.rstrip(),
-             "", "damaged = the good adapter with lora_B zeroed on one layer and the adapter name left in its keys."]
+    lines = [
+        "$ loraguard audit good damaged",
+        "",
+        report.rstrip(),
+        "",
+        "damaged = the good adapter with lora_B zeroed on one layer and the adapter name left in its keys.",
+    ]
     return SectionResult("\n".join(lines), ok=found_bad and clean_good)
 
 
 def _save_good_adapter(directory):
     """A reference adapter with a real effect, saved in peft's format."""
     from loraguard.core.config import LoraConfig
-    from loraguard.reference import LoraModel
     from loraguard.harness.zoo import ZOO
+    from loraguard.reference import LoraModel
 
     zm = ZOO["mlp"]
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=zm.target_modules, modules_to_save=zm.modules_to_save,
-                     init_lora_weights=False)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules=zm.target_modules, modules_to_save=zm.modules_to_save, init_lora_weights=False
+    )
     LoraModel(zm.make(0), cfg).save_pretrained(directory)
     return directory
 
@@ -178,8 +231,10 @@ SECTIONS: list[Section] = [
 def run(args: argparse.Namespace) -> int:
     missing = [m for m in ("torch", "peft") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"loraguard demo needs {', '.join(missing)}: run `make demo`, which installs them into .venv",
-              file=sys.stderr)
+        print(
+            f"loraguard demo needs {', '.join(missing)}: run `make demo`, which installs them into .venv",
+            file=sys.stderr,
+        )
         return 2
     import warnings
 

@@ -36,11 +36,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--loraguard", action="store_true", help="run loraguard's invariants (its properties suite)")
     for name, kind, default, help_text in _OPTIONS:
         repeat = kind == "args"
-        group.addoption(f"--loraguard-{name}", action="append" if repeat else "store", default=None,
-                        dest=f"loraguard_{name.replace('-', '_')}", help=help_text)
+        group.addoption(
+            f"--loraguard-{name}",
+            action="append" if repeat else "store",
+            default=None,
+            dest=f"loraguard_{name.replace('-', '_')}",
+            help=help_text,
+        )
         parser.addini(f"loraguard_{name.replace('-', '_')}", help_text, type=kind, default=default)
-    group.addoption("--loraguard-update-baseline", action="store_true",
-                    help="rewrite the --loraguard-baseline snapshot with this run's results instead of comparing")
+    group.addoption(
+        "--loraguard-update-baseline",
+        action="store_true",
+        help="rewrite the --loraguard-baseline snapshot with this run's results instead of comparing",
+    )
 
 
 def _option(config: pytest.Config, name: str):
@@ -57,14 +65,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
     backends = _option(config, "backend") or ["reference"] + (["peft"] if importlib.util.find_spec("peft") else [])
     try:
-        settings = resolve(RunOptions(
-            backends=backends, device=_option(config, "device"), dtypes=_option(config, "dtype"),
-            profile=_option(config, "profile"), zoo=_option(config, "zoo"), models=_option(config, "model"),
-            known_failures=_option(config, "known-failures"),
-            reproducer_dir=config.invocation_params.dir / _option(config, "reproducers"),
-            baseline=_option(config, "baseline"), update_baseline=config.getoption("loraguard_update_baseline"),
-            zero3=int(_option(config, "zero3")),
-        ))
+        settings = resolve(
+            RunOptions(
+                backends=backends,
+                device=_option(config, "device"),
+                dtypes=_option(config, "dtype"),
+                profile=_option(config, "profile"),
+                zoo=_option(config, "zoo"),
+                models=_option(config, "model"),
+                known_failures=_option(config, "known-failures"),
+                reproducer_dir=config.invocation_params.dir / _option(config, "reproducers"),
+                baseline=_option(config, "baseline"),
+                update_baseline=config.getoption("loraguard_update_baseline"),
+                zero3=int(_option(config, "zero3")),
+            )
+        )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise pytest.UsageError(f"loraguard: {err}") from None
     config.stash[SETTINGS] = settings
@@ -85,8 +100,12 @@ def _load_hypothesis_profile(profile) -> None:
     from hypothesis import HealthCheck, settings
 
     settings.register_profile(
-        f"loraguard-{profile.name}", max_examples=profile.max_examples, derandomize=profile.derandomize,
-        deadline=None, database=None, print_blob=True,
+        f"loraguard-{profile.name}",
+        max_examples=profile.max_examples,
+        derandomize=profile.derandomize,
+        deadline=None,
+        database=None,
+        print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
     settings.load_profile(f"loraguard-{profile.name}")

@@ -12,11 +12,19 @@ from safetensors.torch import load_file
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import CONFIG_NAME
+from loraguard.core.tolerance import bound, max_diff
 from loraguard.gating.accepted import Acceptance, read_accepted
-from loraguard.gating.layout import ACCEPTED, ADAPTER_DIR, BASE_FILE, OUTPUT_MODES, Manifest, ScenarioRecord, read_manifest
+from loraguard.gating.layout import (
+    ACCEPTED,
+    ADAPTER_DIR,
+    BASE_FILE,
+    OUTPUT_MODES,
+    Manifest,
+    ScenarioRecord,
+    read_manifest,
+)
 from loraguard.gating.snapshot import base_model, outputs, read_outputs, rebuild, saved_keys
 from loraguard.harness.scenarios import needed_capabilities
-from loraguard.core.tolerance import bound, max_diff
 
 #: Config fields that differ between releases by definition, never by behaviour.
 VOLATILE_FIELDS = {"peft_version": "the release that wrote the file"}
@@ -74,8 +82,9 @@ def compare_snapshot(backend: Backend, directory: Path) -> Comparison:
     return Comparison(directory, manifest, backend.name, backend.version(), reports, unused)
 
 
-def compare_scenario(backend: Backend, directory: Path, record: ScenarioRecord,
-                     accepted: list[Acceptance]) -> ScenarioReport:
+def compare_scenario(
+    backend: Backend, directory: Path, record: ScenarioRecord, accepted: list[Acceptance]
+) -> ScenarioReport:
     """Every check for one recorded scenario, each drift matched against the acceptances."""
     report = ScenarioReport(record.id)
     report.drifts = _drifts(backend, directory, record, report.notes)
@@ -88,8 +97,15 @@ def _drifts(backend: Backend, directory: Path, record: ScenarioRecord, notes: li
     scenario = rebuild(record)
     missing = sorted(needed_capabilities(scenario) - set(backend.capabilities))
     if missing:
-        return [Drift("load", [f"backend {backend.name!r} {backend.version()} lacks {', '.join(missing)}, which the "
-                               "recorded release had"])]
+        return [
+            Drift(
+                "load",
+                [
+                    f"backend {backend.name!r} {backend.version()} lacks {', '.join(missing)}, which the "
+                    "recorded release had"
+                ],
+            )
+        ]
     params = load_file(str(directory / record.folder / BASE_FILE))
     try:
         base = base_model(scenario, params)
@@ -124,12 +140,16 @@ def _output_drifts(old: dict, new: dict, dtype, notes: list[str]) -> list[Drift]
     for mode in OUTPUT_MODES:
         kind = "base" if mode == "disabled" else "outputs"
         if new[mode].shape != old[mode].shape:
-            by_kind.setdefault(kind, []).append(f"{mode}: shape {tuple(new[mode].shape)}, recorded {tuple(old[mode].shape)}")
+            by_kind.setdefault(kind, []).append(
+                f"{mode}: shape {tuple(new[mode].shape)}, recorded {tuple(old[mode].shape)}"
+            )
             continue
         diff, allowed = max_diff(new[mode].to(old[mode].dtype), old[mode]), bound(old[mode], dtype)
         notes.append(f"{mode}: max |difference| {diff:.3g} (bound {allowed:.3g})")
         if diff > allowed:
-            by_kind.setdefault(kind, []).append(f"{mode}: max |difference| {diff:.3g} exceeds the {dtype} bound {allowed:.3g}")
+            by_kind.setdefault(kind, []).append(
+                f"{mode}: max |difference| {diff:.3g} exceeds the {dtype} bound {allowed:.3g}"
+            )
     return [Drift(kind, lines) for kind, lines in by_kind.items()]
 
 
@@ -168,8 +188,9 @@ def config_drifts(old: dict, new: dict, notes: list[str]) -> list[Drift]:
     unset = sorted(f for f in fields & set(old) - set(new) if old[f] is None)
     if unset:
         notes.append(f"config fields no longer written, all recorded as null: {', '.join(unset)}")
-    lines = [f"~ {f}: {old[f]!r} -> {new[f]!r}" for f in changed] + [f"- {f}: {old[f]!r} (no longer written)"
-                                                                         for f in dropped]
+    lines = [f"~ {f}: {old[f]!r} -> {new[f]!r}" for f in changed] + [
+        f"- {f}: {old[f]!r} (no longer written)" for f in dropped
+    ]
     return [Drift("config", lines)] if lines else []
 
 

@@ -13,9 +13,13 @@ HELP = "Compare the installed library release with a baseline from `loraguard sn
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("baseline", type=Path, help="snapshot directory (with manifest.json)")
-    parser.add_argument("--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)")
+    parser.add_argument(
+        "--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)"
+    )
     parser.add_argument("--format", choices=FORMATS, default="text", help="report format")
-    parser.add_argument("--notes", action="store_true", help="text format: also print every output difference and new field")
+    parser.add_argument(
+        "--notes", action="store_true", help="text format: also print every output difference and new field"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,9 +57,16 @@ class Manifest:
     skipped: dict[str, str] = field(default_factory=dict)  # scenario id -> why the recorded release could not run it
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": self.created, "backend": self.backend,
-                "library_version": self.library_version, "environment": self.environment,
-                "scenarios": [vars(r) for r in self.scenarios], "skipped": self.skipped}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": self.created,
+            "backend": self.backend,
+            "library_version": self.library_version,
+            "environment": self.environment,
+            "scenarios": [vars(r) for r in self.scenarios],
+            "skipped": self.skipped,
+        }
 
 
 def sha256(path: Path) -> str:
@@ -83,32 +90,48 @@ def read_manifest(directory: Path) -> Manifest:
     """Read and verify a snapshot: format version, every field, every listed file present with its checksum."""
     path = directory / MANIFEST
     if not directory.is_dir():
-        raise SnapshotError(f"{directory}: no such snapshot directory; create one with `loraguard snapshot --out {directory}`")
+        raise SnapshotError(
+            f"{directory}: no such snapshot directory; create one with `loraguard snapshot --out {directory}`"
+        )
     if not path.is_file():
-        raise SnapshotError(f"{path}: missing; the snapshot is incomplete (interrupted?). Take it again with "
-                            f"`loraguard snapshot --out {directory} --force`")
+        raise SnapshotError(
+            f"{path}: missing; the snapshot is incomplete (interrupted?). Take it again with "
+            f"`loraguard snapshot --out {directory} --force`"
+        )
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SnapshotError(f"{path}: not valid JSON ({err}); take the snapshot again with --force") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise SnapshotError(f"{path}: not a loraguard snapshot manifest (no \"format\": \"{FORMAT}\")")
+        raise SnapshotError(f'{path}: not a loraguard snapshot manifest (no "format": "{FORMAT}")')
     if data.get("format_version") != FORMAT_VERSION:
-        raise SnapshotError(f"{path}: format version {data.get('format_version')!r}; this loraguard reads version "
-                            f"{FORMAT_VERSION}. Take the snapshot again with this loraguard (--force)")
+        raise SnapshotError(
+            f"{path}: format version {data.get('format_version')!r}; this loraguard reads version "
+            f"{FORMAT_VERSION}. Take the snapshot again with this loraguard (--force)"
+        )
     try:
         records = [ScenarioRecord(**r) for r in data["scenarios"]]
-        manifest = Manifest(data["backend"], data["library_version"], data["environment"], data["created"], records,
-                            data.get("skipped", {}))
+        manifest = Manifest(
+            data["backend"],
+            data["library_version"],
+            data["environment"],
+            data["created"],
+            records,
+            data.get("skipped", {}),
+        )
     except (KeyError, TypeError) as err:
         raise SnapshotError(f"{path}: malformed manifest ({type(err).__name__}: {err})") from None
     for record in records:
         for rel, digest in record.files.items():
             file = directory / rel
             if not file.is_file():
-                raise SnapshotError(f"{file}: listed in {MANIFEST} for scenario {record.id!r} but missing; the snapshot "
-                                    "is partial. Restore it from version control or take it again with --force")
+                raise SnapshotError(
+                    f"{file}: listed in {MANIFEST} for scenario {record.id!r} but missing; the snapshot "
+                    "is partial. Restore it from version control or take it again with --force"
+                )
             if sha256(file) != digest:
-                raise SnapshotError(f"{file}: checksum differs from {MANIFEST}; the file is corrupt or was edited. "
-                                    "Restore it from version control or take the snapshot again with --force")
+                raise SnapshotError(
+                    f"{file}: checksum differs from {MANIFEST}; the file is corrupt or was edited. "
+                    "Restore it from version control or take the snapshot again with --force"
+                )
     return manifest

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from loraguard.gating.environments import EnvSetupError, Release, find_links, make_env
 
-_VERSIONS = ("import json, platform, torch, peft, transformers; print(json.dumps({'peft': peft.__version__, "
-             "'transformers': transformers.__version__, 'torch': torch.__version__, 'python': platform.python_version()}))")
+_VERSIONS = (
+    "import json, platform, torch, peft, transformers; print(json.dumps({'peft': peft.__version__, "
+    "'transformers': transformers.__version__, 'torch': torch.__version__, 'python': platform.python_version()}))"
+)
 
 
 @dataclass
@@ -42,15 +44,16 @@ def read_junit(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[st
             continue
         invariant = ast.literal_eval(tags[0])[0]
         children = {child.tag for child in case}
-        state = ("failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed")
+        state = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
         outcomes.setdefault(invariant, Counter())[state] += 1
         if state == "failed":
             failures.setdefault(invariant, []).append(case.get("name"))
     return {k: dict(v) for k, v in outcomes.items()}, failures
 
 
-def run_release(rel: Release, envs: Path, out: Path, project: Path, profile: str, workers: int,
-                baseline: Path | None) -> ReleaseResult:
+def run_release(
+    rel: Release, envs: Path, out: Path, project: Path, profile: str, workers: int, baseline: Path | None
+) -> ReleaseResult:
     """Install `rel` in its environment, run the suite and the comparison there, and read back their reports."""
     result = ReleaseResult(rel.version)
     folder = out / f"peft-{rel.version}"
@@ -68,16 +71,38 @@ def run_release(rel: Release, envs: Path, out: Path, project: Path, profile: str
     junit = folder / "junit.xml"
     junit.unlink(missing_ok=True)
     # the baseline is compared below, with drift kinds; its pytest form would only repeat it as skips here
-    _capture([str(python), "-m", "pytest", "-p", "no:cacheprovider", "--loraguard", "--loraguard-backend", "peft",
-              f"--loraguard-profile={profile}", f"--loraguard-reproducers={folder / 'reproducers'}",
-              "-k", "not test_baseline", "-n", str(workers), "-q", f"--junitxml={junit}"], project, folder / "pytest.log")
+    _capture(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--loraguard",
+            "--loraguard-backend",
+            "peft",
+            f"--loraguard-profile={profile}",
+            f"--loraguard-reproducers={folder / 'reproducers'}",
+            "-k",
+            "not test_baseline",
+            "-n",
+            str(workers),
+            "-q",
+            f"--junitxml={junit}",
+        ],
+        project,
+        folder / "pytest.log",
+    )
     if not junit.exists():
         result.error = f"pytest wrote no report; see {folder / 'pytest.log'}"
         return result
     result.outcomes, result.failures = read_junit(junit)
     if baseline is not None:
-        text = _capture([str(python), "-m", "loraguard.frontends.cli", "compare", str(baseline), "--format", "json"], project,
-                        folder / "compare.log")
+        text = _capture(
+            [str(python), "-m", "loraguard.frontends.cli", "compare", str(baseline), "--format", "json"],
+            project,
+            folder / "compare.log",
+        )
         try:
             result.baseline = json.loads(text)
         except json.JSONDecodeError:

@@ -13,20 +13,42 @@ HELP = "Run the invariant suite across peft releases, each in its own environmen
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--release", action="append", default=[], metavar="VERSION",
-                        help="peft release to test, e.g. 0.14.0 (repeatable; ordered by version)")
-    parser.add_argument("--companion", action="append", default=[], metavar="VERSION=REQUIREMENT",
-                        help="install REQUIREMENT beside that release instead of the default pins (repeatable)")
+    parser.add_argument(
+        "--release",
+        action="append",
+        default=[],
+        metavar="VERSION",
+        help="peft release to test, e.g. 0.14.0 (repeatable; ordered by version)",
+    )
+    parser.add_argument(
+        "--companion",
+        action="append",
+        default=[],
+        metavar="VERSION=REQUIREMENT",
+        help="install REQUIREMENT beside that release instead of the default pins (repeatable)",
+    )
     parser.add_argument("--baseline", type=Path, help="also compare each release with this snapshot")
     parser.add_argument("--profile", default="ci", help="loraguard profile for the suite (default: ci)")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per release (default: 2)")
-    parser.add_argument("--envs", type=Path, default=Path.home() / ".cache" / "loraguard" / "envs",
-                        help="where the per-release environments live (reused between runs)")
-    parser.add_argument("--out", type=Path, default=Path(".loraguard/matrix"),
-                        help="where reports, logs and results.json are written (default: .loraguard/matrix)")
+    parser.add_argument(
+        "--envs",
+        type=Path,
+        default=Path.home() / ".cache" / "loraguard" / "envs",
+        help="where the per-release environments live (reused between runs)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".loraguard/matrix"),
+        help="where reports, logs and results.json are written (default: .loraguard/matrix)",
+    )
     parser.add_argument("--format", choices=FORMATS, default="text", help="table format")
-    parser.add_argument("--from-results", type=Path, metavar="RESULTS_JSON",
-                        help="render a previous run's results.json instead of running anything")
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="render a previous run's results.json instead of running anything",
+    )
 
 
 def _overrides(specs: list[str]) -> dict[str, list[str]]:
@@ -60,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
             results = []
             for rel in releases:
                 print(f"peft {rel.version} ({', '.join(rel.requirements)}) ...", file=sys.stderr, flush=True)
-                results.append(run_release(rel, args.envs, args.out.resolve(), project, args.profile, args.workers,
-                                           baseline))
+                results.append(
+                    run_release(rel, args.envs, args.out.resolve(), project, args.profile, args.workers, baseline)
+                )
             args.out.mkdir(parents=True, exist_ok=True)
             save_results(results, args.out / "results.json")
     except (ValueError, EnvSetupError) as err:

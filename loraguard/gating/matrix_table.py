@@ -102,8 +102,12 @@ def render_markdown(results: list[ReleaseResult]) -> str:
 
 
 def _footnotes(results: list[ReleaseResult]) -> list[str]:
-    notes = [f"{r.release}: peft {r.environment.get('peft', '?')}, transformers {r.environment.get('transformers', '?')}, "
-             f"torch {r.environment.get('torch', '?')}" for r in results if r.environment]
+    notes = [
+        f"{r.release}: peft {r.environment.get('peft', '?')}, transformers {r.environment.get('transformers', '?')}, "
+        f"torch {r.environment.get('torch', '?')}"
+        for r in results
+        if r.environment
+    ]
     notes += [f"{r.release}: ERROR {r.error.splitlines()[0]}" for r in results if r.error]
     return ["", *notes] if notes else []
 
@@ -115,10 +119,13 @@ def to_json(results: list[ReleaseResult]) -> dict[str, Any]:
         "releases": releases,
         "environments": {r.release: r.environment for r in results},
         "errors": {r.release: r.error for r in results if r.error},
-        "rows": [{
-            "invariant": row.name,
-            "cells": dict(zip(releases, row.cells)),
-            "failures": {rel: by_release[rel].failures.get(row.name, []) for rel in releases},
-            "changes": [{"release": rel, "from": a, "to": b} for rel, a, b in row.changes(releases)],
-        } for row in rows(results)],
+        "rows": [
+            {
+                "invariant": row.name,
+                "cells": dict(zip(releases, row.cells)),
+                "failures": {rel: by_release[rel].failures.get(row.name, []) for rel in releases},
+                "changes": [{"release": rel, "from": a, "to": b} for rel, a, b in row.changes(releases)],
+            }
+            for row in rows(results)
+        ],
     }

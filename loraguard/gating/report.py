@@ -9,8 +9,10 @@ from loraguard.gating.compare import Comparison, ScenarioReport
 
 def header(c: Comparison) -> str:
     m = c.manifest
-    return (f"baseline {c.snapshot}: {m.backend} {m.library_version} (torch {m.environment.get('torch', '?')}, "
-            f"taken {m.created}); now: {c.backend} {c.version}")
+    return (
+        f"baseline {c.snapshot}: {m.backend} {m.library_version} (torch {m.environment.get('torch', '?')}, "
+        f"taken {m.created}); now: {c.backend} {c.version}"
+    )
 
 
 def scenario_lines(r: ScenarioReport, notes: bool = False) -> list[str]:
@@ -29,8 +31,10 @@ def scenario_lines(r: ScenarioReport, notes: bool = False) -> list[str]:
 def summary(c: Comparison) -> str:
     counts = {s: sum(r.status == s for r in c.scenarios) for s in ("ok", "accepted", "drift")}
     verdict = "FAIL: drift not accepted" if c.failed else "pass"
-    return (f"{len(c.scenarios)} scenarios: {counts['ok']} unchanged, {counts['accepted']} with accepted drift, "
-            f"{counts['drift']} drifted; {verdict}")
+    return (
+        f"{len(c.scenarios)} scenarios: {counts['ok']} unchanged, {counts['accepted']} with accepted drift, "
+        f"{counts['drift']} drifted; {verdict}"
+    )
 
 
 def render_text(c: Comparison, notes: bool = False) -> str:
@@ -47,7 +51,14 @@ def render_text(c: Comparison, notes: bool = False) -> str:
 
 
 def render_markdown(c: Comparison) -> str:
-    lines = [f"### loraguard baseline comparison", "", header(c), "", "| scenario | status | drift |", "| --- | --- | --- |"]
+    lines = [
+        "### loraguard baseline comparison",
+        "",
+        header(c),
+        "",
+        "| scenario | status | drift |",
+        "| --- | --- | --- |",
+    ]
     for r in c.scenarios:
         kinds = ", ".join(f"{d.kind} (accepted)" if d.accepted else f"**{d.kind}**" for d in r.drifts) or "-"
         lines.append(f"| {r.id} | {r.status} | {kinds} |")
@@ -60,13 +71,26 @@ def render_markdown(c: Comparison) -> str:
 
 def to_json(c: Comparison) -> dict[str, Any]:
     return {
-        "baseline": {"path": str(c.snapshot), "backend": c.manifest.backend, "release": c.manifest.library_version,
-                     "environment": c.manifest.environment, "created": c.manifest.created},
+        "baseline": {
+            "path": str(c.snapshot),
+            "backend": c.manifest.backend,
+            "release": c.manifest.library_version,
+            "environment": c.manifest.environment,
+            "created": c.manifest.created,
+        },
         "now": {"backend": c.backend, "release": c.version},
         "failed": c.failed,
-        "scenarios": [{"id": r.id, "status": r.status, "notes": r.notes,
-                       "drifts": [{"kind": d.kind, "lines": d.lines,
-                                   "accepted": d.accepted.reason if d.accepted else None} for d in r.drifts]}
-                      for r in c.scenarios],
+        "scenarios": [
+            {
+                "id": r.id,
+                "status": r.status,
+                "notes": r.notes,
+                "drifts": [
+                    {"kind": d.kind, "lines": d.lines, "accepted": d.accepted.reason if d.accepted else None}
+                    for d in r.drifts
+                ],
+            }
+            for r in c.scenarios
+        ],
         "unused_acceptances": [{"line": a.line, "pattern": a.pattern, "kind": a.kind} for a in c.unused],
     }

@@ -20,20 +20,32 @@ from torch import nn
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.core.config import CONFIG_NAME, LoraConfig
 from loraguard.gating.layout import (
-    ADAPTER_DIR, BASE_FILE, IO_FILE, MANIFEST, Manifest, ScenarioRecord, SnapshotError, sha256, write_manifest,
+    ADAPTER_DIR,
+    BASE_FILE,
+    IO_FILE,
+    MANIFEST,
+    Manifest,
+    ScenarioRecord,
+    SnapshotError,
+    sha256,
+    write_manifest,
 )
-from loraguard.invariants.steps import perturb, read_saved
 from loraguard.harness.scenarios import DTYPES, Scenario, needed_capabilities
 from loraguard.harness.settings import load_model
 from loraguard.harness.zoo import ZOO, run
+from loraguard.invariants.steps import perturb, read_saved
 
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def environment(backend: Backend) -> dict[str, str]:
     """Versions that decide what the snapshot holds: the library under test, torch, python, transformers."""
-    env = {"backend": backend.name, "library": backend.version(), "torch": torch.__version__,
-           "python": platform.python_version()}
+    env = {
+        "backend": backend.name,
+        "library": backend.version(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     for dist in ("transformers", "loraguard"):
         try:
             env[dist] = metadata.version(dist)
@@ -49,8 +61,10 @@ def rebuild(record: ScenarioRecord) -> Scenario:
     elif record.model in ZOO:
         model = ZOO[record.model]
     else:
-        raise SnapshotError(f"scenario {record.id!r}: model {record.model!r} is neither in the zoo nor a user model "
-                            "with a recorded module:factory")
+        raise SnapshotError(
+            f"scenario {record.id!r}: model {record.model!r} is neither in the zoo nor a user model "
+            "with a recorded module:factory"
+        )
     config = LoraConfig.from_json_dict(record.config, f"manifest scenario {record.id!r}")
     return Scenario(model, config, None, DTYPES[record.dtype], "cpu", record.seed)
 
@@ -71,10 +85,13 @@ def load_base_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
             try:
                 param = model.get_parameter(name)
             except AttributeError:
-                raise ValueError(f"the base model has no parameter {name!r} any more (renamed by a new release of "
-                                 "its library?)") from None
+                raise ValueError(
+                    f"the base model has no parameter {name!r} any more (renamed by a new release of its library?)"
+                ) from None
             if param.shape != value.shape:
-                raise ValueError(f"base parameter {name!r} has shape {tuple(param.shape)}, recorded {tuple(value.shape)}")
+                raise ValueError(
+                    f"base parameter {name!r} has shape {tuple(param.shape)}, recorded {tuple(value.shape)}"
+                )
             param.copy_(value)
             covered.add(id(param))
     new = sorted(n for n, p in model.named_parameters() if id(p) not in covered)
@@ -84,8 +101,10 @@ def load_base_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
 
 def saved_keys(adapter_dir: Path) -> dict[str, dict[str, object]]:
     """Saved key -> shape and dtype, from adapter_model.safetensors."""
-    return {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
-            for k, v in sorted(read_saved(adapter_dir).items())}
+    return {
+        k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+        for k, v in sorted(read_saved(adapter_dir).items())
+    }
 
 
 def outputs(backend: Backend, model: nn.Module, inputs: tuple) -> dict[str, torch.Tensor]:
@@ -115,14 +134,25 @@ def record_scenario(backend: Backend, scenario: Scenario, directory: Path, origi
     save_file(io, str(folder / IO_FILE))
     files = {str(p.relative_to(directory)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     return ScenarioRecord(
-        id=scenario.id, model=scenario.model.name, model_origin=origin, dtype=_DTYPE_NAMES[scenario.dtype],
-        seed=scenario.seed, config=scenario.config.to_json_dict(), keys=saved_keys(folder / ADAPTER_DIR),
-        adapter_config=json.loads((folder / ADAPTER_DIR / CONFIG_NAME).read_text()), files=files,
+        id=scenario.id,
+        model=scenario.model.name,
+        model_origin=origin,
+        dtype=_DTYPE_NAMES[scenario.dtype],
+        seed=scenario.seed,
+        config=scenario.config.to_json_dict(),
+        keys=saved_keys(folder / ADAPTER_DIR),
+        adapter_config=json.loads((folder / ADAPTER_DIR / CONFIG_NAME).read_text()),
+        files=files,
     )
 
 
-def take_snapshot(backend: Backend, scenarios: list[Scenario], directory: Path, origins: dict[str, str] | None = None,
-                  force: bool = False) -> Manifest:
+def take_snapshot(
+    backend: Backend,
+    scenarios: list[Scenario],
+    directory: Path,
+    origins: dict[str, str] | None = None,
+    force: bool = False,
+) -> Manifest:
     """Record every scenario the backend can run into `directory`; `origins` maps user model names to module:factory.
 
     An existing snapshot is replaced only with `force` (its accepted.txt and other files of yours are kept).
@@ -159,8 +189,9 @@ def clear(directory: Path, force: bool) -> None:
     if not manifest.exists() and not ours:
         raise SnapshotError(f"{directory}: exists and is not a loraguard snapshot; choose an empty or new directory")
     if not force:
-        raise SnapshotError(f"{directory}: a snapshot is already there; pass --force (or --loraguard-update-baseline) "
-                            "to regenerate it")
+        raise SnapshotError(
+            f"{directory}: a snapshot is already there; pass --force (or --loraguard-update-baseline) to regenerate it"
+        )
     for folder in ours:
         shutil.rmtree(folder)
     manifest.unlink(missing_ok=True)

@@ -11,17 +11,29 @@ HELP = "Record a baseline of the installed library release, for upgrade gating (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="snapshot directory to write (commit it)")
-    parser.add_argument("--force", action="store_true", help="replace the snapshot already in DIR (accepted.txt is kept)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the snapshot already in DIR (accepted.txt is kept)"
+    )
     add_scenario_options(parser)
 
 
 def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     """Options naming the backend and, for a snapshot, its scenarios; the same names as the pytest plugin's."""
-    parser.add_argument("--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)")
-    parser.add_argument("--zoo", action="append", default=[], help="built-in model to record (repeatable; default: all)")
-    parser.add_argument("--model", action="append", default=[],
-                        help="your own model as module:factory returning a loraguard.harness.zoo.ZooModel (repeatable)")
-    parser.add_argument("--dtype", action="append", default=[], help="f32, bf16, f16, f64 (repeatable; default: f32 and bf16)")
+    parser.add_argument(
+        "--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)"
+    )
+    parser.add_argument(
+        "--zoo", action="append", default=[], help="built-in model to record (repeatable; default: all)"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="your own model as module:factory returning a loraguard.harness.zoo.ZooModel (repeatable)",
+    )
+    parser.add_argument(
+        "--dtype", action="append", default=[], help="f32, bf16, f16, f64 (repeatable; default: f32 and bf16)"
+    )
 
 
 def settings_from(args: argparse.Namespace):

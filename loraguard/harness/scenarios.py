@@ -14,8 +14,8 @@ from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import LayerKind
-from loraguard.reference.layers import is_conv1d_transposed
 from loraguard.harness.zoo import ZooModel
+from loraguard.reference.layers import is_conv1d_transposed
 
 #: The name a scenario's second adapter is added under (the first is "default").
 OTHER = "other"
@@ -71,9 +71,12 @@ def oracle(scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = N
     return ref
 
 
-def expected_targets(scenario: Scenario, config: LoraConfig | None = None,
-                     adapters: list[tuple[str, LoraConfig]] | None = None,
-                     adapter: str = "default") -> dict[str, tuple[LayerKind, bool]]:
+def expected_targets(
+    scenario: Scenario,
+    config: LoraConfig | None = None,
+    adapters: list[tuple[str, LoraConfig]] | None = None,
+    adapter: str = "default",
+) -> dict[str, tuple[LayerKind, bool]]:
     """Module path -> (kind, fan_in_fan_out) for every module `adapter` must wrap, per the reference's rules.
 
     With `adapters`, the oracle adds them all in order (a later adapter cannot target inside an earlier copy).
@@ -139,10 +142,20 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
     out = []
     for zm in models:
         targets, saved = _SECOND.get(zm.name, (None, None))
-        first = LoraConfig(r=4, lora_alpha=16, target_modules=zm.target_modules,
-                           modules_to_save=list(zm.modules_to_save) or None, init_lora_weights=False)
-        second = LoraConfig(r=2, lora_alpha=8, target_modules=targets or zm.target_modules, modules_to_save=saved,
-                            init_lora_weights=False)
+        first = LoraConfig(
+            r=4,
+            lora_alpha=16,
+            target_modules=zm.target_modules,
+            modules_to_save=list(zm.modules_to_save) or None,
+            init_lora_weights=False,
+        )
+        second = LoraConfig(
+            r=2,
+            lora_alpha=8,
+            target_modules=targets or zm.target_modules,
+            modules_to_save=saved,
+            init_lora_weights=False,
+        )
         for dtype in dtypes:
             out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))
     return out
@@ -150,5 +163,5 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
 
 def without_modules_to_save(scenario: Scenario) -> Scenario:
     """The scenario with no modules_to_save, for backends that lack them when a promise does not involve them."""
-    strip = (lambda c: c if c is None else dataclasses.replace(c, modules_to_save=None))
+    strip = lambda c: c if c is None else dataclasses.replace(c, modules_to_save=None)
     return dataclasses.replace(scenario, config=strip(scenario.config), second=strip(scenario.second))

@@ -21,8 +21,26 @@ from loraguard.harness.scenarios import Scenario
 from loraguard.harness.zoo import ZooModel
 
 #: Segment names chosen to trip naive matching: suffix look-alikes, digits, and the key format's own words.
-NAMES = ("fc", "xfc", "fc_out", "proj", "head", "xhead", "layers", "0", "1", "model", "img_model",
-         "weight", "lora", "lora_proj", "default", "base", "blocks", "bias_proj")
+NAMES = (
+    "fc",
+    "xfc",
+    "fc_out",
+    "proj",
+    "head",
+    "xhead",
+    "layers",
+    "0",
+    "1",
+    "model",
+    "img_model",
+    "weight",
+    "lora",
+    "lora_proj",
+    "default",
+    "base",
+    "blocks",
+    "bias_proj",
+)
 WIDTH = 6
 
 
@@ -67,7 +85,9 @@ class TreeModel(Node):
                     parent.add_module(seg, Node())
                 parent = getattr(parent, seg)
             leaf = split(path)[-1]
-            parent.add_module(leaf, nn.Linear(WIDTH, WIDTH) if kind == "linear" else nn.Conv1d(WIDTH, WIDTH, 3, padding=1))
+            parent.add_module(
+                leaf, nn.Linear(WIDTH, WIDTH) if kind == "linear" else nn.Conv1d(WIDTH, WIDTH, 3, padding=1)
+            )
             parent.leaf_kinds[leaf] = kind
 
 
@@ -90,12 +110,17 @@ def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True) -> TreeSpec:
 def _entry_for(draw: st.DrawFn, path: str) -> str:
     """A config entry naming `path` by a dot-boundary suffix of 1..all segments."""
     segs = split(path)
-    return ".".join(segs[-draw(st.integers(1, len(segs))):])
+    return ".".join(segs[-draw(st.integers(1, len(segs))) :])
 
 
 @st.composite
-def configs(draw: st.DrawFn, tree: TreeSpec, capabilities: frozenset[str], exclude: frozenset[str] = frozenset(),
-            modules_to_save: bool = True) -> LoraConfig:
+def configs(
+    draw: st.DrawFn,
+    tree: TreeSpec,
+    capabilities: frozenset[str],
+    exclude: frozenset[str] = frozenset(),
+    modules_to_save: bool = True,
+) -> LoraConfig:
     """A LoRA config over `tree` using only what the backend supports; B is non-zero so the adapter has an effect."""
     leaves = [p for p, _ in tree.leaves if p not in exclude]
     assume(leaves)
@@ -140,14 +165,25 @@ def _tree_inputs(gen: torch.Generator) -> tuple[torch.Tensor]:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, capabilities: frozenset[str], dtypes: tuple[torch.dtype, ...] = (torch.float32,),
-              device: str = "cpu") -> Scenario:
+def scenarios(
+    draw: st.DrawFn,
+    capabilities: frozenset[str],
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,),
+    device: str = "cpu",
+) -> Scenario:
     """A drawn scenario the reference accepts (so the config itself is valid), with a second adapter."""
     tree = draw(trees(conv="conv" in capabilities))
     config = draw(configs(tree, capabilities))
     second = draw(configs(tree, capabilities, modules_to_save=True))
-    scenario = Scenario(tree_zoo_model(tree), config, second, draw(st.sampled_from(dtypes)), device,
-                        seed=draw(st.integers(0, 2**16)), label=f"drawn{len(tree.leaves)}")
+    scenario = Scenario(
+        tree_zoo_model(tree),
+        config,
+        second,
+        draw(st.sampled_from(dtypes)),
+        device,
+        seed=draw(st.integers(0, 2**16)),
+        label=f"drawn{len(tree.leaves)}",
+    )
     assume(_reference_accepts(scenario))
     return scenario
 

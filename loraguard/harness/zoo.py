@@ -120,16 +120,33 @@ class NestedNames(nn.Module):
 def _llama() -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    cfg = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     return LlamaForCausalLM(cfg)
 
 
 def _gpt2() -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=32, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = GPT2Config(
+        vocab_size=32,
+        n_positions=32,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return GPT2LMHeadModel(cfg)
 
 
@@ -137,15 +154,25 @@ def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
     return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
 
 
-ZOO: dict[str, ZooModel] = {m.name: m for m in [
-    ZooModel("mlp", MLP, lambda g: (torch.randn(3, 8, generator=g),), ["fc1", "fc2"], ["head"]),
-    ZooModel("convnet", ConvNet, lambda g: (torch.randn(2, 3, 5, 5, generator=g),), ["conv1", "conv2", "seq"], ["head"]),
-    ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
-    ZooModel("nested", NestedNames, lambda g: (torch.randn(3, 8, generator=g),),
-             ["model.layers.0.fc", "fc_out"], ["model.layers.1.fc"]),
-    ZooModel("llama", _llama, _ids(32, 6), ["q_proj", "v_proj", "gate_proj"], ["lm_head"], needs=("transformers",)),
-    ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], needs=("transformers",)),
-]}
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in [
+        ZooModel("mlp", MLP, lambda g: (torch.randn(3, 8, generator=g),), ["fc1", "fc2"], ["head"]),
+        ZooModel(
+            "convnet", ConvNet, lambda g: (torch.randn(2, 3, 5, 5, generator=g),), ["conv1", "conv2", "seq"], ["head"]
+        ),
+        ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
+        ZooModel(
+            "nested",
+            NestedNames,
+            lambda g: (torch.randn(3, 8, generator=g),),
+            ["model.layers.0.fc", "fc_out"],
+            ["model.layers.1.fc"],
+        ),
+        ZooModel("llama", _llama, _ids(32, 6), ["q_proj", "v_proj", "gate_proj"], ["lm_head"], needs=("transformers",)),
+        ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], needs=("transformers",)),
+    ]
+}
 
 
 def available(names: list[str] | None = None) -> list[ZooModel]:

@@ -23,8 +23,14 @@ def expect(ok: bool, message: str) -> None:
         raise InvariantViolation(message)
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str, depth: int = 1,
-                 via: torch.Tensor | None = None) -> float:
+def assert_close(
+    got: torch.Tensor,
+    want: torch.Tensor,
+    dtype: torch.dtype,
+    what: str,
+    depth: int = 1,
+    via: torch.Tensor | None = None,
+) -> float:
     """`got` equals `want` within the dtype's bound (see tolerance.bound for `via`); returns the difference seen."""
     expect(got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != expected {tuple(want.shape)}")
     expect(bool(torch.isfinite(got).all()), f"{what}: result has NaN or Inf")
@@ -37,20 +43,25 @@ class Inconclusive(Exception):
     """The scenario cannot show the promise either way (an effect too small for the dtype): not a failure."""
 
 
-def assert_effect(with_adapter: torch.Tensor, without: torch.Tensor, dtype: torch.dtype, what: str,
-                  depth: int = 1) -> float:
+def assert_effect(
+    with_adapter: torch.Tensor, without: torch.Tensor, dtype: torch.dtype, what: str, depth: int = 1
+) -> float:
     """The adapter changes the output by well over the comparison bound (else equality checks prove nothing).
 
     No change at all is a violation (an all-zero lora_B, a delta lost in the dtype); a change that is real
     but under the margin makes the scenario inconclusive.
     """
     effect, allowed = max_diff(with_adapter, without), bound(without, dtype, depth)
-    expect(effect > allowed,
-           f"{what}: the adapter changes the output by {effect:.3g}, within the {dtype} bound {allowed:.3g}: it has "
-           "no effect (all-zero lora_B, or its delta vanishes in the dtype)")
+    expect(
+        effect > allowed,
+        f"{what}: the adapter changes the output by {effect:.3g}, within the {dtype} bound {allowed:.3g}: it has "
+        "no effect (all-zero lora_B, or its delta vanishes in the dtype)",
+    )
     if effect <= EFFECT_MARGIN * allowed:
-        raise Inconclusive(f"{what}: the adapter's effect {effect:.3g} is under {EFFECT_MARGIN:g} x the {dtype} "
-                           f"bound {allowed:.3g}; too weak a scenario to compare outputs")
+        raise Inconclusive(
+            f"{what}: the adapter's effect {effect:.3g} is under {EFFECT_MARGIN:g} x the {dtype} "
+            f"bound {allowed:.3g}; too weak a scenario to compare outputs"
+        )
     return effect
 
 
@@ -65,9 +76,11 @@ def assert_equal(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 def assert_same_keys(got: Mapping[str, object], want: Mapping[str, object], what: str) -> None:
     """Equal key sets, reporting what appeared and what vanished."""
     extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
-    expect(not extra and not missing,
-           f"{what}: key sets differ; unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}, "
-           f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    expect(
+        not extra and not missing,
+        f"{what}: key sets differ; unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}, "
+        f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}",
+    )
 
 
 def assert_state_equal(got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor], what: str) -> None:
@@ -80,5 +93,8 @@ def assert_state_equal(got: Mapping[str, torch.Tensor], want: Mapping[str, torch
 def assert_no_empty_tensors(state: Mapping[str, torch.Tensor], what: str) -> None:
     """No zero-size tensor: the mark of a ZeRO-3 parameter saved without gathering."""
     empty = sorted(k for k, v in state.items() if v.numel() == 0)
-    expect(not empty, f"{what}: {len(empty)} tensor(s) have no elements, e.g. {empty[0] if empty else ''}: "
-                      "parameters were saved un-gathered (ZeRO-3 shards); save inside GatheredParameters")
+    expect(
+        not empty,
+        f"{what}: {len(empty)} tensor(s) have no elements, e.g. {empty[0] if empty else ''}: "
+        "parameters were saved un-gathered (ZeRO-3 shards); save inside GatheredParameters",
+    )

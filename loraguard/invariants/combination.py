@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from loraguard.backends.base import Backend
+from loraguard.core.merge_math import delta_weight
+from loraguard.harness.scenarios import OTHER, Scenario
 from loraguard.invariants.checks import assert_close
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import wrap
-from loraguard.core.merge_math import delta_weight
-from loraguard.harness.scenarios import OTHER, Scenario
 
 WEIGHTS = (0.7, 0.4)
 
 
-@invariant("weighted-combination", "A weighted combination of adapters, merged, adds exactly sum_i w_i*s_i*B_i@A_i "
-           "to each weight it touches.", needs=("weighted_combination", "multi_adapter"), needs_second=True)
+@invariant(
+    "weighted-combination",
+    "A weighted combination of adapters, merged, adds exactly sum_i w_i*s_i*B_i@A_i to each weight it touches.",
+    needs=("weighted_combination", "multi_adapter"),
+    needs_second=True,
+)
 def weighted_combination(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     backend.add_adapter(wrapped.model, OTHER, scenario.second)

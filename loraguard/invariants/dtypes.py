@@ -5,14 +5,17 @@ from __future__ import annotations
 import torch
 
 from loraguard.backends.base import Backend
+from loraguard.harness.scenarios import Scenario
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import wrap
-from loraguard.harness.scenarios import Scenario
 
 
-@invariant("dtype", "Outputs are finite and in the model's dtype; merge, unmerge and merge_and_unload keep every base "
-           "weight's dtype and device.")
+@invariant(
+    "dtype",
+    "Outputs are finite and in the model's dtype; merge, unmerge and merge_and_unload keep every base "
+    "weight's dtype and device.",
+)
 def dtype_preserved(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     out = wrapped.out()
@@ -22,8 +25,10 @@ def dtype_preserved(backend: Backend, scenario: Scenario) -> None:
     def same_as_base(when: str) -> None:
         for path, w0 in wrapped.base_weights.items():
             got = backend.base_weight(wrapped.model, path)
-            expect(got.dtype == w0.dtype and got.device == w0.device,
-                   f"{when}: weight of '{path}' is {got.dtype} on {got.device}, was {w0.dtype} on {w0.device}")
+            expect(
+                got.dtype == w0.dtype and got.device == w0.device,
+                f"{when}: weight of '{path}' is {got.dtype} on {got.device}, was {w0.dtype} on {w0.device}",
+            )
 
     backend.merge(wrapped.model)
     same_as_base("after merge")

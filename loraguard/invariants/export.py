@@ -8,11 +8,11 @@ import copy
 import torch
 
 from loraguard.backends.base import Backend
+from loraguard.harness.scenarios import Scenario
+from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_close, assert_equal, expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import train_step, wrap
-from loraguard.harness.scenarios import Scenario
-from loraguard.harness.zoo import run
 
 
 def export_merged(backend: Backend, model: torch.nn.Module) -> torch.nn.Module:
@@ -20,8 +20,11 @@ def export_merged(backend: Backend, model: torch.nn.Module) -> torch.nn.Module:
     return backend.merge_and_unload(copy.deepcopy(model))
 
 
-@invariant("mixed-export", "After training base weights and an unmerged LoRA together, the exported merged model "
-           "equals the trained model's output, and the training model is left untouched (unmerged, same device).")
+@invariant(
+    "mixed-export",
+    "After training base weights and an unmerged LoRA together, the exported merged model "
+    "equals the trained model's output, and the training model is left untouched (unmerged, same device).",
+)
 def mixed_training_export(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     for path in wrapped.targets:  # train the base weights too, as full fine-tunes with LoRA on top do

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from loraguard.backends.base import Backend
+from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys
 from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import adapter_snapshot, perturb, read_saved, scratch_dir, wrap
-from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys
 
 
-@invariant("isolation", "Adding, training, switching or deleting one adapter leaves every other adapter bit-identical, "
-           "and each adapter saves exactly its own modules_to_save.", needs=("multi_adapter", "save_load"),
-           needs_second=True)
+@invariant(
+    "isolation",
+    "Adding, training, switching or deleting one adapter leaves every other adapter bit-identical, "
+    "and each adapter saves exactly its own modules_to_save.",
+    needs=("multi_adapter", "save_load"),
+    needs_second=True,
+)
 def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     first = adapter_snapshot(backend, wrapped.model, "default", scenario)
     out = wrapped.out()
 
     def unchanged(after: str) -> None:
-        assert_state_equal(adapter_snapshot(backend, wrapped.model, "default", scenario), first,
-                           f"adapter 'default' after {after}")
+        assert_state_equal(
+            adapter_snapshot(backend, wrapped.model, "default", scenario), first, f"adapter 'default' after {after}"
+        )
         assert_equal(wrapped.out(), out, f"output of adapter 'default' after {after}")
 
     backend.add_adapter(wrapped.model, OTHER, scenario.second)
@@ -33,8 +38,9 @@ def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
     with scratch_dir() as d:
         backend.save(wrapped.model, d)
         for name, where in (("default", d), (OTHER, d / OTHER)):
-            assert_same_keys(read_saved(where), expected_saved_keys(scenario, adapters, name),
-                             f"keys saved for adapter '{name}'")
+            assert_same_keys(
+                read_saved(where), expected_saved_keys(scenario, adapters, name), f"keys saved for adapter '{name}'"
+            )
 
     if "delete_adapter" in backend.capabilities:
         backend.delete_adapter(wrapped.model, OTHER)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from loraguard.backends.base import Backend
+from loraguard.core.merge_math import delta_weight
+from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
 from loraguard.invariants.checks import assert_close, assert_effect, assert_equal
 from loraguard.invariants.registry import Skipped, invariant
 from loraguard.invariants.steps import Wrapped, wrap
-from loraguard.core.merge_math import delta_weight
-from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
 
 
-def check_merged_weights(backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]],
-                         when: str) -> None:
+def check_merged_weights(
+    backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]], when: str
+) -> None:
     """Each merged base weight equals W + sum of s * B @ A over `adapters`, from the backend's raw factors."""
     for path, (kind, fifo) in wrapped.targets.items():
         want = wrapped.base_weights[path].double()

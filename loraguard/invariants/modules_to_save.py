@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from loraguard.backends.base import Backend
+from loraguard.harness.scenarios import Scenario, clone_state
 from loraguard.invariants.checks import assert_equal, assert_state_equal, expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import scratch_dir, train_step, wrap
-from loraguard.harness.scenarios import Scenario, clone_state
 
 
-@invariant("modules-to-save", "Training changes the adapter's modules_to_save copy, never the original module; the "
-           "copy is saved and restored under its module's own keys.", needs=("modules_to_save", "disable", "save_load"),
-           needs_modules_to_save=True)
+@invariant(
+    "modules-to-save",
+    "Training changes the adapter's modules_to_save copy, never the original module; the "
+    "copy is saved and restored under its module's own keys.",
+    needs=("modules_to_save", "disable", "save_load"),
+    needs_modules_to_save=True,
+)
 def copies_trained_originals_untouched(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     before = {p: clone_state(s) for p, s in backend.saved_copies(wrapped.model, "default").items()}

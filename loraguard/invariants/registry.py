@@ -21,8 +21,19 @@ DISTRIBUTED_KINDS = ("zero3", "fsdp")
 #: How each kind of invariant is run (see the module docstring).
 KINDS = ("scenario", "sequence", *DISTRIBUTED_KINDS)
 #: The modules whose import registers the invariants (imported on first use of `all_invariants`).
-_MODULES = ("combination", "dtypes", "export", "isolation", "merge", "modules_to_save", "naming", "roundtrip",
-            "wrapping", "sequences", "zero3")
+_MODULES = (
+    "combination",
+    "dtypes",
+    "export",
+    "isolation",
+    "merge",
+    "modules_to_save",
+    "naming",
+    "roundtrip",
+    "wrapping",
+    "sequences",
+    "zero3",
+)
 
 
 class Skipped(Exception):
@@ -63,12 +74,20 @@ def register(inv: Invariant) -> Invariant:
     return inv
 
 
-def invariant(id: str, promise: str, kind: str = "scenario", needs: tuple[str, ...] = (), needs_second: bool = False,
-              needs_modules_to_save: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def invariant(
+    id: str,
+    promise: str,
+    kind: str = "scenario",
+    needs: tuple[str, ...] = (),
+    needs_second: bool = False,
+    needs_modules_to_save: bool = False,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator form of `register` for the function that checks the promise."""
+
     def wrap(check: Callable[..., None]) -> Callable[..., None]:
         register(Invariant(id, promise, check, kind, frozenset(needs), needs_second, needs_modules_to_save))
         return check
+
     return wrap
 
 

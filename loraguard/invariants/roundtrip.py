@@ -6,12 +6,12 @@ import torch
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import LoraConfig
-from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal, expect
-from loraguard.invariants.registry import invariant
-from loraguard.invariants.steps import adapter_snapshot, read_saved, scratch_dir, wrap
 from loraguard.core.keys import embedded_adapter_name, parse_factor_key
 from loraguard.harness.scenarios import Scenario, expected_saved_keys
 from loraguard.harness.zoo import run
+from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal, expect
+from loraguard.invariants.registry import invariant
+from loraguard.invariants.steps import adapter_snapshot, read_saved, scratch_dir, wrap
 
 #: Config fields whose meaning must survive a save (peft may add or normalise others).
 PRESERVED_FIELDS = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "lora_bias", "lora_dropout")

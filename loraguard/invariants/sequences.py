@@ -12,21 +12,39 @@ import copy
 from typing import NoReturn
 
 import torch
-from hypothesis import Phase, note, reject, seed as fixed_seed, settings as hypothesis_settings, strategies as st
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple,
-                                 precondition, rule, run_state_machine_as_test)
+from hypothesis import Phase, note, reject
+from hypothesis import seed as fixed_seed
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.core.config import LoraConfig
-from loraguard.invariants.checks import (Inconclusive, assert_close, assert_effect, assert_equal, assert_same_keys,
-                                         expect)
-from loraguard.invariants.registry import Invariant, register
-from loraguard.invariants.steps import perturb, read_saved, scratch_dir
-from loraguard.reference import LoraModel
 from loraguard.harness.scenarios import Scenario
 from loraguard.harness.strategies import TreeSpec, configs, tree_zoo_model, trees
 from loraguard.harness.zoo import run
+from loraguard.invariants.checks import (
+    Inconclusive,
+    assert_close,
+    assert_effect,
+    assert_equal,
+    assert_same_keys,
+    expect,
+)
+from loraguard.invariants.registry import Invariant, register
+from loraguard.invariants.steps import perturb, read_saved, scratch_dir
+from loraguard.reference import LoraModel
 
 ID = "op-sequence"
 #: Steps per drawn sequence: long enough to reach merge-after-train or load-after-delete, short enough for CI.
@@ -34,8 +52,9 @@ STEPS = 8
 _ORACLE = ReferenceBackend()
 
 
-def sequence_machine(backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.float32,),
-                     device: str = "cpu") -> type[RuleBasedStateMachine]:
+def sequence_machine(
+    backend: Backend, dtypes: tuple[torch.dtype, ...] = (torch.float32,), device: str = "cpu"
+) -> type[RuleBasedStateMachine]:
     """A state machine class comparing `backend` with the reference on drawn trees, configs and operations."""
     caps = backend.capabilities
     # One tree per sequence, so every config drawn later (add_adapter) is over the tree `start` drew. Two leaves

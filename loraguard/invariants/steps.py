@@ -14,12 +14,11 @@ from torch import nn
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import WEIGHTS_NAME, LoraConfig
-from loraguard.invariants.checks import expect
 from loraguard.core.keys import MODULES_TO_SAVE, AdapterKey
 from loraguard.core.merge_math import LayerKind
 from loraguard.harness.scenarios import Scenario, expected_targets, layer_kind
 from loraguard.harness.zoo import run
-
+from loraguard.invariants.checks import expect
 
 
 @dataclass
@@ -49,9 +48,11 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None)
     w0 = {p: base.get_submodule(p).weight.detach().clone() for p in targets}
     model = backend.wrap(base, config)
     got = set(backend.lora_factors(model, "default"))
-    expect(got == set(targets),
-           f"wrapped modules differ from target_modules={config.target_modules!r}: unexpected "
-           f"{sorted(got - set(targets))}, missing {sorted(set(targets) - got)}")
+    expect(
+        got == set(targets),
+        f"wrapped modules differ from target_modules={config.target_modules!r}: unexpected "
+        f"{sorted(got - set(targets))}, missing {sorted(set(targets) - got)}",
+    )
     return Wrapped(model, base, x, base_out, w0, targets)
 
 

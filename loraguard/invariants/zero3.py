@@ -17,18 +17,8 @@ from torch import nn
 
 from loraguard.backends.base import Unsupported
 from loraguard.core.config import WEIGHTS_NAME
-from loraguard.invariants.registry import invariant
-from loraguard.invariants.checks import (
-    InvariantViolation,
-    assert_close,
-    assert_effect,
-    assert_no_empty_tensors,
-    assert_same_keys,
-    assert_state_equal,
-    expect,
-)
-from loraguard.harness.zero3.gather import gathered, is_partitioned
 from loraguard.harness.distributed.context import RankContext
+from loraguard.harness.zero3.gather import gathered, is_partitioned
 from loraguard.harness.zero3.training import (
     Recipe,
     build,
@@ -39,6 +29,16 @@ from loraguard.harness.zero3.training import (
     zero3_engine,
 )
 from loraguard.harness.zoo import run
+from loraguard.invariants.checks import (
+    InvariantViolation,
+    assert_close,
+    assert_effect,
+    assert_no_empty_tensors,
+    assert_same_keys,
+    assert_state_equal,
+    expect,
+)
+from loraguard.invariants.registry import invariant
 
 F32 = torch.float32
 

@@ -5,6 +5,14 @@ from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraL
 from loraguard.reference.model import AlreadyAdaptedError, LoraModel, all_linear_targets, carries_adapters
 
 __all__ = [
-    "AdapterLoadError", "AlreadyAdaptedError", "LoraConv", "LoraEmbedding", "LoraLayer", "LoraLinear",
-    "LoraModel", "ModulesToSave", "all_linear_targets", "carries_adapters",
+    "AdapterLoadError",
+    "AlreadyAdaptedError",
+    "LoraConv",
+    "LoraEmbedding",
+    "LoraLayer",
+    "LoraLinear",
+    "LoraModel",
+    "ModulesToSave",
+    "all_linear_targets",
+    "carries_adapters",
 ]

@@ -35,8 +35,14 @@ def read_weights(directory: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     path = directory / WEIGHTS_NAME
     if not path.exists():
         legacy = directory / LEGACY_WEIGHTS_NAME
-        hint = (f" It has {LEGACY_WEIGHTS_NAME}, a pickle: inspect it with `loraguard audit {directory}` and "
-                "convert it to safetensors if you trust it.") if legacy.exists() else ""
+        hint = (
+            (
+                f" It has {LEGACY_WEIGHTS_NAME}, a pickle: inspect it with `loraguard audit {directory}` and "
+                "convert it to safetensors if you trust it."
+            )
+            if legacy.exists()
+            else ""
+        )
         raise FileNotFoundError(f"{path}: missing.{hint}")
     return path, load_file(str(path))
 
@@ -55,8 +61,9 @@ def save_adapter(model: LoraModel, directory: Path, adapter_name: str) -> None:
     model.peft_config[adapter_name].save(directory)
 
 
-def load_adapter(model: LoraModel, directory: Path, adapter_name: str, is_trainable: bool,
-                 created: bool = False) -> None:
+def load_adapter(
+    model: LoraModel, directory: Path, adapter_name: str, is_trainable: bool, created: bool = False
+) -> None:
     """Load a saved adapter into `model` as `adapter_name` (adding it unless `created`), strictly.
 
     On any error the adapter is removed again, so the model is left as it was.
@@ -96,8 +103,14 @@ def _copy_into(model: LoraModel, path: Path, tensors: dict[str, torch.Tensor], a
             parsed = parse_saved_key(key, lora_paths, saved_paths)
         except KeyError as err:
             embedded = embedded_adapter_name(key)
-            hint = (f" It has an {embedded}: peft writes keys without the adapter name, so the file was saved or "
-                    "renamed wrongly; drop the adapter name from the key and load again.") if embedded else ""
+            hint = (
+                (
+                    f" It has an {embedded}: peft writes keys without the adapter name, so the file was saved or "
+                    "renamed wrongly; drop the adapter name from the key and load again."
+                )
+                if embedded
+                else ""
+            )
             raise AdapterLoadError(f"{path}: unexpected key: {err.args[0]}.{hint}") from None
         if key not in expected:
             raise AdapterLoadError(f"{path}: unexpected key '{key}': the adapter config does not create it")

@@ -163,8 +163,9 @@ class LoraLayer(nn.Module):
                 nn.init.kaiming_uniform_(a, a=math.sqrt(5))
                 nn.init.zeros_(b)
             else:
-                raise ValueError(f"init_lora_weights={init!r} is not implemented by the reference; "
-                                 "use true, false or 'gaussian'")
+                raise ValueError(
+                    f"init_lora_weights={init!r} is not implemented by the reference; use true, false or 'gaussian'"
+                )
 
     def _factor_modules_to(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         for store in self.adapter_stores():
@@ -237,8 +238,15 @@ class LoraEmbedding(LoraLayer):
     def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
         # Dropout is not applied to token ids, as in peft.
         base = self.base_layer
-        after_a = F.embedding(x, self.lora_embedding_A[name].T, base.padding_idx, base.max_norm,
-                              base.norm_type, base.scale_grad_by_freq, base.sparse)
+        after_a = F.embedding(
+            x,
+            self.lora_embedding_A[name].T,
+            base.padding_idx,
+            base.max_norm,
+            base.norm_type,
+            base.scale_grad_by_freq,
+            base.sparse,
+        )
         return (after_a @ self.lora_embedding_B[name].T) * self.scaling[name]
 
 
@@ -260,8 +268,9 @@ class LoraConv(LoraLayer):
     def _create(self, name: str, rank: int, lora_bias: bool) -> None:
         base = self.base_layer
         conv = type(base)
-        self.lora_A[name] = conv(base.in_channels, rank, base.kernel_size, base.stride, base.padding,
-                                 base.dilation, bias=False)
+        self.lora_A[name] = conv(
+            base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation, bias=False
+        )
         self.lora_B[name] = conv(rank, base.out_channels, 1, 1, 0, bias=lora_bias)
 
     def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:

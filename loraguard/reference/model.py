@@ -15,7 +15,14 @@ from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import BASE_BIAS, MODULES_TO_SAVE, AdapterKey, check_adapter_name
-from loraguard.core.matching import ALL_LINEAR, is_lora_internal, is_within, no_match_message, spec_matches, unmatched_entries
+from loraguard.core.matching import (
+    ALL_LINEAR,
+    is_lora_internal,
+    is_within,
+    no_match_message,
+    spec_matches,
+    unmatched_entries,
+)
 from loraguard.reference.layers import LoraLayer, ModulesToSave, is_conv1d_transposed, wrap_layer
 
 
@@ -45,8 +52,9 @@ def all_linear_targets(model: nn.Module) -> list[str]:
             return linear(m.base_layer)
         return isinstance(m, nn.Linear) or is_conv1d_transposed(m)
 
-    return [name for name, m in model.named_modules()
-            if name and linear(m) and not is_lora_internal(name) and m is not head]
+    return [
+        name for name, m in model.named_modules() if name and linear(m) and not is_lora_internal(name) and m is not head
+    ]
 
 
 class LoraModel(nn.Module):
@@ -70,7 +78,8 @@ class LoraModel(nn.Module):
             raise AlreadyAdaptedError(
                 "this model already carries LoRA adapters; wrapping it again would target LoRA internals "
                 "(lora_dropout, base_layer, lora_A). To continue training the saved adapter use "
-                "LoraModel.from_pretrained(base, path, is_trainable=True); to train a new one use add_adapter(name, config)."
+                "LoraModel.from_pretrained(base, path, is_trainable=True); "
+                "to train a new one use add_adapter(name, config)."
             )
 
     def forward(self, *args, **kwargs):
@@ -116,27 +125,42 @@ class LoraModel(nn.Module):
         saved = [n for n in saved if not any(is_within(n, outer) for outer in saved)]
         nested = sorted(t for t in targets if any(is_within(t, s) for s in saved))
         if nested:
-            raise ValueError(f"target_modules {nested} lie inside modules_to_save modules; a full copy is trained "
-                             "there already, so drop them from target_modules or modules_to_save")
+            raise ValueError(
+                f"target_modules {nested} lie inside modules_to_save modules; a full copy is trained "
+                "there already, so drop them from target_modules or modules_to_save"
+            )
         missing = unmatched_entries(candidates, config.modules_to_save or [])
         if missing:
             raise ValueError(no_match_message("modules_to_save", missing, names))
         both = set(targets) & set(saved)
         if both:
             raise ValueError(f"modules {sorted(both)} are in both target_modules and modules_to_save; pick one")
-        lora_wrapped = [p for p in saved if any(isinstance(m, LoraLayer) for m in self.model.get_submodule(p).modules())]
+        lora_wrapped = [
+            p for p in saved if any(isinstance(m, LoraLayer) for m in self.model.get_submodule(p).modules())
+        ]
         if lora_wrapped:
-            raise ValueError(f"modules_to_save {lora_wrapped} are or contain LoRA layers of another adapter; "
-                             "a full copy of them cannot be kept apart from that adapter")
+            raise ValueError(
+                f"modules_to_save {lora_wrapped} are or contain LoRA layers of another adapter; "
+                "a full copy of them cannot be kept apart from that adapter"
+            )
         # Validate every target before changing anything, so a failure leaves the model as it was.
-        new_layers = {p: self._wrap_layer(self.model.get_submodule(p)) for p in targets
-                      if not isinstance(self.model.get_submodule(p), LoraLayer)}
+        new_layers = {
+            p: self._wrap_layer(self.model.get_submodule(p))
+            for p in targets
+            if not isinstance(self.model.get_submodule(p), LoraLayer)
+        }
         for path in targets:
             layer = new_layers.get(path) or self.model.get_submodule(path)
             if path in new_layers:
                 self._replace(path, layer)
-            layer.add(adapter_name, config.rank_for(path), config.scaling_for(path), config.lora_dropout,
-                      config.lora_bias, config.init_lora_weights)
+            layer.add(
+                adapter_name,
+                config.rank_for(path),
+                config.scaling_for(path),
+                config.lora_dropout,
+                config.lora_bias,
+                config.init_lora_weights,
+            )
             layer.active_adapters = list(self.active_adapters)
         for path in saved:
             wrapper = self.model.get_submodule(path)
@@ -197,7 +221,7 @@ class LoraModel(nn.Module):
                 w.disabled = False
 
     def _update_trainable(self) -> None:
-        for name, p in self.model.named_parameters():
+        for p in self.model.parameters():
             p.requires_grad_(False)
         for adapter in self.active_adapters:
             for p in self.adapter_parameters(adapter).values():
@@ -225,8 +249,9 @@ class LoraModel(nn.Module):
                 keys.append(AdapterKey(path, BASE_BIAS, "bias"))
         for path, wrapper in self.saved_modules().items():
             if adapter_name in wrapper.modules_to_save:
-                keys += [AdapterKey(path, MODULES_TO_SAVE, k)
-                         for k in wrapper.modules_to_save[adapter_name].state_dict()]
+                keys += [
+                    AdapterKey(path, MODULES_TO_SAVE, k) for k in wrapper.modules_to_save[adapter_name].state_dict()
+                ]
         return keys
 
     # -- merging -------------------------------------------------------------------------------------------
@@ -239,8 +264,10 @@ class LoraModel(nn.Module):
         layers = self.lora_layers()
         broken = [path for path, layer in layers.items() if safe and not layer.merge_is_finite(names)]
         if broken:
-            raise ValueError(f"merging {names} would give non-finite weights in {broken}; nothing was merged. "
-                             "The adapter is broken (NaN/inf factors or overflow): check its weights")
+            raise ValueError(
+                f"merging {names} would give non-finite weights in {broken}; nothing was merged. "
+                "The adapter is broken (NaN/inf factors or overflow): check its weights"
+            )
         for layer in layers.values():
             layer.merge(names, safe=safe)
 
@@ -275,7 +302,10 @@ class LoraModel(nn.Module):
         return {k.saved(): state[k.in_model(adapter_name)].detach() for k in self.adapter_keys(adapter_name)}
 
     def save_pretrained(self, directory: str | Path, adapter_names: list[str] | None = None) -> None:
-        """Write each adapter as peft does: "default" at the top of `directory`, others in a subfolder named after them."""
+        """Write each adapter as peft does.
+
+        "default" goes at the top of `directory`, others in a subfolder named after them.
+        """
         from loraguard.reference.io import save_adapter
 
         for name in adapter_names or list(self.peft_config):
@@ -288,8 +318,9 @@ class LoraModel(nn.Module):
         load_adapter(self, Path(directory), adapter_name, is_trainable)
 
     @classmethod
-    def from_pretrained(cls, model: nn.Module, directory: str | Path, adapter_name: str = "default",
-                        is_trainable: bool = False) -> LoraModel:
+    def from_pretrained(
+        cls, model: nn.Module, directory: str | Path, adapter_name: str = "default", is_trainable: bool = False
+    ) -> LoraModel:
         """Load a saved adapter onto a fresh base model, frozen for inference or trainable to continue training."""
         from loraguard.reference.io import load_adapter, read_config
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import time
 
 from loraguard.backends import Backend
+from loraguard.harness.scenarios import Scenario
 from loraguard.invariants.checks import InvariantViolation
 from loraguard.invariants.registry import Invariant, Skipped, all_invariants, run_invariant
-from loraguard.harness.scenarios import Scenario
 from loraguard.run.outcome import Outcome
 
 
-def run_all(backend: Backend, scenarios: list[Scenario], invariants: list[Invariant] | None = None,
-            stop_on_failure: bool = False) -> list[Outcome]:
+def run_all(
+    backend: Backend,
+    scenarios: list[Scenario],
+    invariants: list[Invariant] | None = None,
+    stop_on_failure: bool = False,
+) -> list[Outcome]:
     """Every invariant on every scenario; a violation is "failed", any other exception "error"."""
     start = time.perf_counter()
     out: list[Outcome] = []

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from loraguard.backends import Backend
-from loraguard.invariants.registry import Skipped, all_invariants, run_invariant
 from loraguard.harness.scenarios import Scenario
 from loraguard.harness.settings import Settings
 from loraguard.harness.strategies import DrawnModel, scenarios
 from loraguard.harness.zoo import ZOO
+from loraguard.invariants.registry import Skipped, all_invariants, run_invariant
 
 #: The reproducer written by the last failing drawn example in this process (the plugin attaches it to the report).
 last_reproducer: Path | None = None
@@ -52,17 +52,30 @@ def write_reproducer(invariant_id: str, backend: Backend, scenario: Scenario, se
     """A script that rebuilds the scenario and re-runs the one failing invariant (overwritten as Hypothesis shrinks)."""
     settings.reproducer_dir.mkdir(parents=True, exist_ok=True)
     path = settings.reproducer_dir / f"{invariant_id}-{re.sub(r'[^A-Za-z0-9_.-]', '_', backend.name)}.py"
-    path.write_text(reproducer_source(invariant_id, backend, scenario, settings.model_origins.get(scenario.model.name),
-                                      settings.backend_specs.get(backend.name, backend.name)))
+    path.write_text(
+        reproducer_source(
+            invariant_id,
+            backend,
+            scenario,
+            settings.model_origins.get(scenario.model.name),
+            settings.backend_specs.get(backend.name, backend.name),
+        )
+    )
     return path
 
 
-def reproducer_source(invariant_id: str, backend: Backend, scenario: Scenario, model_origin: str | None,
-                      backend_spec: str) -> str:
+def reproducer_source(
+    invariant_id: str, backend: Backend, scenario: Scenario, model_origin: str | None, backend_spec: str
+) -> str:
     """Python source that replays one scenario against one backend."""
-    imports = ["import torch", "", "from loraguard.backends import load_backend", "from loraguard.core.config import LoraConfig",
-               "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
-               "from loraguard.harness.scenarios import Scenario"]
+    imports = [
+        "import torch",
+        "",
+        "from loraguard.backends import load_backend",
+        "from loraguard.core.config import LoraConfig",
+        "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
+        "from loraguard.harness.scenarios import Scenario",
+    ]
     if isinstance(scenario.model, DrawnModel):
         imports.append("from loraguard.harness.strategies import TreeSpec, tree_zoo_model")
         model = f"tree_zoo_model(TreeSpec(leaves={scenario.model.spec.leaves!r}))"
@@ -75,28 +88,31 @@ def reproducer_source(invariant_id: str, backend: Backend, scenario: Scenario, m
         model = f"ZOO[{scenario.model.name!r}]"
     else:
         raise ValueError(f"cannot rebuild model {scenario.model.name!r} in a reproducer")
-    return "\n".join([
-        f'"""loraguard reproducer: invariant {invariant_id!r} failed on backend {backend.name!r} '
-        f'(release {backend.version()}).',
-        "",
-        "Run it with `python <this file>`: it raises the same violation until the library is fixed.",
-        '"""',
-        *imports,
-        "",
-        f"scenario = Scenario(",
-        f"    model={model},",
-        f"    config=LoraConfig(**{_config_fields(scenario.config)!r}),",
-        f"    second={('LoraConfig(**' + repr(_config_fields(scenario.second)) + ')') if scenario.second else None},",
-        f"    dtype={scenario.dtype}, device={scenario.device!r}, seed={scenario.seed}, label={scenario.label!r},",
-        ")",
-        "try:",
-        f"    run_invariant(all_invariants()[{invariant_id!r}], load_backend({backend_spec!r}), scenario)",
-        "except Skipped as why:",
-        '    print(f"skipped: {why}")',
-        "else:",
-        '    print("passed: the failure did not reproduce")',
-        "",
-    ])
+    second = f"LoraConfig(**{_config_fields(scenario.second)!r})" if scenario.second else None
+    return "\n".join(
+        [
+            f'"""loraguard reproducer: invariant {invariant_id!r} failed on backend {backend.name!r} '
+            f"(release {backend.version()}).",
+            "",
+            "Run it with `python <this file>`: it raises the same violation until the library is fixed.",
+            '"""',
+            *imports,
+            "",
+            "scenario = Scenario(",
+            f"    model={model},",
+            f"    config=LoraConfig(**{_config_fields(scenario.config)!r}),",
+            f"    second={second},",
+            f"    dtype={scenario.dtype}, device={scenario.device!r}, seed={scenario.seed}, label={scenario.label!r},",
+            ")",
+            "try:",
+            f"    run_invariant(all_invariants()[{invariant_id!r}], load_backend({backend_spec!r}), scenario)",
+            "except Skipped as why:",
+            '    print(f"skipped: {why}")',
+            "else:",
+            '    print("passed: the failure did not reproduce")',
+            "",
+        ]
+    )
 
 
 def _config_fields(config) -> dict:

@@ -17,8 +17,14 @@ def invariant_ids() -> list[str]:
     return list(all_invariants("zero3"))
 
 
-def run_suite(world_size: int, backend_name: str = "peft", timeout: float = 60.0, device: str = "cpu",
-              model: str = "mlp", ids: list[str] | None = None) -> list[Outcome]:
+def run_suite(
+    world_size: int,
+    backend_name: str = "peft",
+    timeout: float = 60.0,
+    device: str = "cpu",
+    model: str = "mlp",
+    ids: list[str] | None = None,
+) -> list[Outcome]:
     """Check the ZeRO-3 invariants (all, or `ids`) for `backend_name` on `world_size` ranks.
 
     Outside a distributed launch this starts the ranks itself (`loraguard.run.distributed.launch`); inside torchrun or
@@ -36,23 +42,26 @@ def run_suite(world_size: int, backend_name: str = "peft", timeout: float = 60.0
     return launch(ids, world_size, timeout, device, options)
 
 
-def _run_in_world(ids: list[str], world_size: int, timeout: float, device: str,
-                  options: dict[str, str]) -> list[Outcome]:
+def _run_in_world(
+    ids: list[str], world_size: int, timeout: float, device: str, options: dict[str, str]
+) -> list[Outcome]:
     """Run in this rank of an outside launch; every rank returns the same results."""
     import tempfile
     from pathlib import Path
 
     import torch.distributed as dist
 
-    from loraguard.run.distributed.launch import combine
     from loraguard.harness.distributed.context import RankContext
-    from loraguard.run.distributed.scenario import run_scenario
     from loraguard.harness.distributed.world import init_process_group, world_from_env
+    from loraguard.run.distributed.launch import combine
+    from loraguard.run.distributed.scenario import run_scenario
 
     world = world_from_env(device)
     if world.world_size != world_size:
-        raise ValueError(f"run_suite(world_size={world_size}) inside a launch of {world.world_size} ranks; "
-                         f"pass world_size={world.world_size} or launch {world_size} ranks")
+        raise ValueError(
+            f"run_suite(world_size={world_size}) inside a launch of {world.world_size} ranks; "
+            f"pass world_size={world.world_size} or launch {world_size} ranks"
+        )
     init_process_group(world, timeout)
     store = dist.distributed_c10d._get_default_store()
     marks: dict[int, tuple[int, str]] = {}
@@ -72,8 +81,9 @@ def _run_in_world(ids: list[str], world_size: int, timeout: float, device: str,
             everyone: list[dict | None] = [None] * world.world_size
             dist.all_gather_object(everyone, mine)
         except RuntimeError as err:
-            results.append(Outcome(name, "", "error", _lagging(store, world.world_size, err),
-                                   time.perf_counter() - start))
+            results.append(
+                Outcome(name, "", "error", _lagging(store, world.world_size, err), time.perf_counter() - start)
+            )
             break
         results.append(combine(name, dict(enumerate(everyone)), [r["pid"] for r in everyone]))
     return results
@@ -89,5 +99,7 @@ def _lagging(store, world_size: int, err: Exception) -> str:
             marks[rank] = (int(seq), label)
     furthest = max(marks.values(), default=(0, ""))
     behind = sorted(r for r in range(world_size) if marks.get(r, (-1, ""))[0] < furthest[0])
-    return (f"collective failed ({err}); rank(s) {behind} did not arrive at '{furthest[1]}'; the world is unusable, "
-            "later invariants were not run")
+    return (
+        f"collective failed ({err}); rank(s) {behind} did not arrive at '{furthest[1]}'; the world is unusable, "
+        "later invariants were not run"
+    )

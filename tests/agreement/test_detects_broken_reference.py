@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("peft")
 
+from loraguard.core.keys import AdapterKey, strip_prefix  # noqa: E402
 from loraguard.frontends import demo  # noqa: E402
 from loraguard.frontends.agreement import VARIANTS, compare  # noqa: E402
-from loraguard.core.keys import AdapterKey, strip_prefix  # noqa: E402
-from loraguard.reference import layers  # noqa: E402
 from loraguard.harness.zoo import ZOO  # noqa: E402
+from loraguard.reference import layers  # noqa: E402
 
 
 def _ignore_rslora(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,8 +27,11 @@ def _drop_transpose(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _forward_without_scaling(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layers.LoraLinear, "_lora_forward",
-                        lambda self, name, x: self.lora_B[name](self.lora_A[name](x.to(self.lora_A[name].weight.dtype))))
+    monkeypatch.setattr(
+        layers.LoraLinear,
+        "_lora_forward",
+        lambda self, name, x: self.lora_B[name](self.lora_A[name](x.to(self.lora_A[name].weight.dtype))),
+    )
 
 
 def _keys_without_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,14 +39,19 @@ def _keys_without_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AdapterKey, "saved", lambda self: strip_prefix(real(self)))
 
 
-@pytest.mark.parametrize(("mutant", "zoo_name", "variant", "symptom"), [
-    (_ignore_rslora, "mlp", "rslora+patterns", "unmerged outputs differ"),
-    (_drop_transpose, "gpt2", "plain", "comparison stopped: RuntimeError"),  # W is (in, out), delta (out, in)
-    (_forward_without_scaling, "llama", "plain", "unmerged outputs differ"),
-    (_keys_without_prefix, "embedding", "plain", "saved keys differ"),
-], ids=["scaling", "transpose", "forward", "key-format"])
-def test_a_broken_reference_disagrees(monkeypatch: pytest.MonkeyPatch, mutant, zoo_name: str, variant: str,
-                                      symptom: str) -> None:
+@pytest.mark.parametrize(
+    ("mutant", "zoo_name", "variant", "symptom"),
+    [
+        (_ignore_rslora, "mlp", "rslora+patterns", "unmerged outputs differ"),
+        (_drop_transpose, "gpt2", "plain", "comparison stopped: RuntimeError"),  # W is (in, out), delta (out, in)
+        (_forward_without_scaling, "llama", "plain", "unmerged outputs differ"),
+        (_keys_without_prefix, "embedding", "plain", "saved keys differ"),
+    ],
+    ids=["scaling", "transpose", "forward", "key-format"],
+)
+def test_a_broken_reference_disagrees(
+    monkeypatch: pytest.MonkeyPatch, mutant, zoo_name: str, variant: str, symptom: str
+) -> None:
     assert compare(ZOO[zoo_name], "float32", VARIANTS[variant]).agrees
     mutant(monkeypatch)
     row = compare(ZOO[zoo_name], "float32", VARIANTS[variant])
@@ -66,10 +74,17 @@ def test_the_agreement_section_fails_on_a_real_disagreement(monkeypatch: pytest.
     assert "DISAGREE" in result.text and "unmerged outputs differ" in result.text
 
 
-def test_the_demo_exits_1_when_any_section_fails(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(demo, "SECTIONS", [demo.Section("passes", lambda args: demo.SectionResult("fine", ok=True)),
-                                           demo.Section("fails", lambda args: demo.SectionResult("broken", ok=False))])
+def test_the_demo_exits_1_when_any_section_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        demo,
+        "SECTIONS",
+        [
+            demo.Section("passes", lambda args: demo.SectionResult("fine", ok=True)),
+            demo.Section("fails", lambda args: demo.SectionResult("broken", ok=False)),
+        ],
+    )
     assert demo.run(argparse.Namespace(models=["mlp"], dtypes=["float32"])) == 1
     assert "demo: FAILED in: fails" in capsys.readouterr().out
 

@@ -21,8 +21,11 @@ MODELS = [m.name for m in available()]
 def _expect_suffix_bug(request: pytest.FixtureRequest, zoo_name: str) -> None:
     traps = suffix_traps(ZOO[zoo_name])
     if traps:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason=f"{PEFT_SUFFIX_BUG}: peft's modules_to_save bare-suffix match also wraps {traps}"))
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason=f"{PEFT_SUFFIX_BUG}: peft's modules_to_save bare-suffix match also wraps {traps}"
+            )
+        )
 
 
 def _assert_agrees(row) -> None:
@@ -40,11 +43,15 @@ def test_reference_and_peft_agree(request: pytest.FixtureRequest, zoo_name: str,
 
 
 @pytest.mark.parametrize("zoo_name", ["mlp", "convnet"])
-@pytest.mark.parametrize("variant", [
-    Variant("lora_bias", r=4, lora_alpha=32, lora_bias=True),
-    Variant("bias=lora_only", r=4, lora_alpha=32, bias="lora_only"),
-    Variant("dropout(eval)", r=4, lora_alpha=32, lora_dropout=0.25),
-], ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        Variant("lora_bias", r=4, lora_alpha=32, lora_bias=True),
+        Variant("bias=lora_only", r=4, lora_alpha=32, bias="lora_only"),
+        Variant("dropout(eval)", r=4, lora_alpha=32, lora_dropout=0.25),
+    ],
+    ids=lambda v: v.name,
+)
 def test_bias_options_and_dropout_agree(zoo_name: str, variant: Variant) -> None:
     _assert_agrees(compare(ZOO[zoo_name], "float32", variant))
 
@@ -58,8 +65,13 @@ def _batchnorm_model():
     import torch
     from torch import nn
 
-    return ZooModel("batchnorm", lambda: nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 4)),
-                    lambda g: (torch.randn(4, 8, generator=g),), ["0", "2"], ["1"])
+    return ZooModel(
+        "batchnorm",
+        lambda: nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 4)),
+        lambda g: (torch.randn(4, 8, generator=g),),
+        ["0", "2"],
+        ["1"],
+    )
 
 
 def test_modules_to_save_with_buffers_agrees() -> None:

@@ -12,10 +12,10 @@ import pytest
 peft = pytest.importorskip("peft")
 
 from loraguard.backends.peft import PeftBackend  # noqa: E402
-from loraguard.frontends.agreement import PEFT_SUFFIX_BUG, VARIANTS, compare, suffix_traps  # noqa: E402
 from loraguard.core.config import LoraConfig  # noqa: E402
-from loraguard.reference import LoraModel  # noqa: E402
+from loraguard.frontends.agreement import PEFT_SUFFIX_BUG, VARIANTS, compare, suffix_traps  # noqa: E402
 from loraguard.harness.zoo import ZOO  # noqa: E402
+from loraguard.reference import LoraModel  # noqa: E402
 
 NESTED = ZOO["nested"]
 
@@ -34,8 +34,9 @@ def test_the_nested_model_has_a_bare_suffix_twin() -> None:
 
 
 def test_the_reference_wraps_only_the_named_module() -> None:
-    model = LoraModel(NESTED.make(), LoraConfig(target_modules=NESTED.target_modules,
-                                                modules_to_save=NESTED.modules_to_save))
+    model = LoraModel(
+        NESTED.make(), LoraConfig(target_modules=NESTED.target_modules, modules_to_save=NESTED.modules_to_save)
+    )
     assert list(model.saved_modules()) == ["model.layers.1.fc"]
 
 

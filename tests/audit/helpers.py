@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from loraguard.audit.checkpoint import AuditResult, Options, audit_paths
 from loraguard.core.config import CONFIG_NAME, WEIGHTS_NAME, LoraConfig
-from loraguard.reference import LoraModel
 from loraguard.harness.zoo import ZOO
+from loraguard.reference import LoraModel
 
 
 def rules(result: AuditResult) -> set[str]:
@@ -26,8 +26,13 @@ def audit(*paths: Path, allow_pickle: bool = False) -> AuditResult:
 def zoo_config(zoo_name: str, **changes: object) -> dict:
     """A config for zoo model `zoo_name` with random (non-zero) B, so a clean save has a visible effect."""
     z = ZOO[zoo_name]
-    config = {"r": 4, "lora_alpha": 8, "target_modules": z.target_modules, "modules_to_save": z.modules_to_save or None,
-              "init_lora_weights": False}
+    config = {
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": z.target_modules,
+        "modules_to_save": z.modules_to_save or None,
+        "init_lora_weights": False,
+    }
     config.update(changes)
     return config
 

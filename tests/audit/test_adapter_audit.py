@@ -63,6 +63,7 @@ def _set(role, value):
     def change(tensors):
         key = first_key(tensors, role)
         tensors[key] = value(tensors[key])
+
     return change
 
 
@@ -172,11 +173,19 @@ def test_broken_weights_file_is_unusable_and_named(saved, tmp_path, cut):
     path = copy / WEIGHTS_NAME
     data = path.read_bytes()
     header_length = struct.unpack("<Q", data[:8])[0]
-    path.write_bytes({"truncated data": data[:-3], "truncated header": data[: 8 + header_length // 2],
-                      "huge header length": struct.pack("<Q", 1 << 40) + data[8:]}[cut])
+    path.write_bytes(
+        {
+            "truncated data": data[:-3],
+            "truncated header": data[: 8 + header_length // 2],
+            "huge header length": struct.pack("<Q", 1 << 40) + data[8:],
+        }[cut]
+    )
     result = audit(copy)
     assert result.unusable
-    assert rules(result) == {"truncated data": {"LG106"}, "truncated header": {"LG101"}, "huge header length": {"LG101"}}[cut]
+    assert (
+        rules(result)
+        == {"truncated data": {"LG106"}, "truncated header": {"LG101"}, "huge header length": {"LG101"}}[cut]
+    )
     assert result.findings[0].file == str(path)
 
 

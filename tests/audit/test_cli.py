@@ -80,8 +80,11 @@ def test_sarif_report_is_consistent(capsys):
 
 
 def _snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns, p.stat().st_mode)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns, p.stat().st_mode)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_audit_never_writes_to_what_it_audits(capsys, tmp_path):
@@ -90,8 +93,16 @@ def test_audit_never_writes_to_what_it_audits(capsys, tmp_path):
         p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     before = _snapshot(tree)
     cli(capsys, "audit", "--allow-pickle", *sorted(tree.iterdir()))
-    cli(capsys, "audit-merge", "--base", tree / "merge/base.safetensors", "--adapter", tree / "merge/adapter",
-        "--merged", tree / "merge/merged_ok.safetensors")
+    cli(
+        capsys,
+        "audit-merge",
+        "--base",
+        tree / "merge/base.safetensors",
+        "--adapter",
+        tree / "merge/adapter",
+        "--merged",
+        tree / "merge/merged_ok.safetensors",
+    )
     assert _snapshot(tree) == before
     for p in [*tree.rglob("*"), tree]:
         p.chmod(p.stat().st_mode | stat.S_IWUSR)
@@ -109,8 +120,15 @@ def test_hostile_paths_are_unusable_not_crashes(capsys, tmp_path):
     list_config = shutil.copytree(GOOD, tmp_path / "list_config")
     (list_config / "adapter_config.json").write_text("[1, 2]")
     (tmp_path / "empty").mkdir()
-    cases = {loop: "LG001", looped_weights: "LG001", fifo: "LG001", tmp_path / "absent": "LG001",
-             list_config: "LG003", tmp_path / "empty": "LG002", FIXTURES / "make-believe.txt": "LG001"}
+    cases = {
+        loop: "LG001",
+        looped_weights: "LG001",
+        fifo: "LG001",
+        tmp_path / "absent": "LG001",
+        list_config: "LG003",
+        tmp_path / "empty": "LG002",
+        FIXTURES / "make-believe.txt": "LG001",
+    }
     for path, rule in cases.items():
         code, out = cli(capsys, "audit", "--format", "json", path)
         found = [f["rule"] for f in json.loads(out)["findings"]]
@@ -128,9 +146,21 @@ def test_unreadable_file(capsys, tmp_path):
 
 def test_no_traceback_from_the_installed_command(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 40)
-    proc = subprocess.run([sys.executable, "-m", "loraguard.frontends.cli", "audit", str(tmp_path / "junk.safetensors"),
-                           str(FIXTURES / "pickle_unreadable.bin"), str(tmp_path / "nothing")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loraguard.frontends.cli",
+            "audit",
+            str(tmp_path / "junk.safetensors"),
+            str(FIXTURES / "pickle_unreadable.bin"),
+            str(tmp_path / "nothing"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert {"LG101", "LG403", "LG001"} <= {w for w in proc.stdout.split() if w.startswith("LG")}
 

@@ -44,15 +44,24 @@ print("capability", torch.backends.cpu.get_cpu_capability())
 """
 
 
-@pytest.mark.parametrize(("env", "capability"), [
-    ({"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, "DEFAULT"),
-    ({"ATEN_CPU_CAPABILITY": "avx2"}, "AVX2"),
-], ids=["scalar-kernels-sse-blas", "avx2"])
+@pytest.mark.parametrize(
+    ("env", "capability"),
+    [
+        ({"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, "DEFAULT"),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, "AVX2"),
+    ],
+    ids=["scalar-kernels-sse-blas", "avx2"],
+)
 def test_other_cpu_code_paths_write_the_same_bytes(tmp_path, env, capability):
     # A machine with other vector units or another BLAS path must regenerate the committed bytes exactly.
     script = str(ROOT / "fixtures" / "make_checkpoints.py")
-    run = subprocess.run([sys.executable, "-c", _REGENERATE, script, str(tmp_path / "fresh")], env={**os.environ, **env},
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", _REGENERATE, script, str(tmp_path / "fresh")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     used = run.stdout.split()[-1]
     if used != capability:
@@ -78,8 +87,29 @@ def test_merged_fixtures_are_exact(name, scale):
 
 def test_every_rule_with_a_file_form_has_a_fixture():
     shown = set().union(*make_checkpoints.EXPECTED.values(), *make_checkpoints.MERGE_EXPECTED.values())
-    assert {"LG101", "LG102", "LG103", "LG104", "LG105", "LG106", "LG107", "LG201", "LG202", "LG203", "LG205",
-            "LG301", "LG302", "LG303", "LG304", "LG305", "LG306", "LG307", "LG401", "LG501", "LG502"} <= shown
+    assert {
+        "LG101",
+        "LG102",
+        "LG103",
+        "LG104",
+        "LG105",
+        "LG106",
+        "LG107",
+        "LG201",
+        "LG202",
+        "LG203",
+        "LG205",
+        "LG301",
+        "LG302",
+        "LG303",
+        "LG304",
+        "LG305",
+        "LG306",
+        "LG307",
+        "LG401",
+        "LG501",
+        "LG502",
+    } <= shown
 
 
 @pytest.mark.parametrize("name", sorted(make_checkpoints.EXPECTED))

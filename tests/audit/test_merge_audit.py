@@ -18,7 +18,10 @@ from loraguard.harness.zoo import ZOO
 from tests.audit.helpers import rewrite_config, rules, save_peft, save_reference
 
 CASES = {
-    "mlp": {}, "convnet": {}, "embedding": {}, "gpt2": {"fan_in_fan_out": True},
+    "mlp": {},
+    "convnet": {},
+    "embedding": {},
+    "gpt2": {"fan_in_fan_out": True},
     "llama": {"use_rslora": True, "rank_pattern": {"q_proj": 2}, "alpha_pattern": {"v_proj": 3.0}},
 }
 
@@ -49,8 +52,9 @@ def merges(tmp_path_factory):
 
     def get(library: str, zoo_name: str):
         if (library, zoo_name) not in cache:
-            cache[library, zoo_name] = make_merge(tmp_path_factory.mktemp(f"{library}-{zoo_name}"), library, zoo_name,
-                                                  **CASES[zoo_name])
+            cache[library, zoo_name] = make_merge(
+                tmp_path_factory.mktemp(f"{library}-{zoo_name}"), library, zoo_name, **CASES[zoo_name]
+            )
         return cache[library, zoo_name]
 
     return get
@@ -71,8 +75,11 @@ def test_streaming_in_tiny_blocks_gives_the_same_verdicts(merges, tmp_path, monk
     monkeypatch.setattr(merge_module, "BLOCK_BYTES", 64)
     assert run(base, adapter, merged).findings == []
     state = load_file(str(merged))
-    target = sorted(k for k in state if k.endswith(".weight") and state[k].dim() >= 2 and not torch.equal(
-        state[k], load_file(str(base))[k]))[-1]
+    target = sorted(
+        k
+        for k in state
+        if k.endswith(".weight") and state[k].dim() >= 2 and not torch.equal(state[k], load_file(str(base))[k])
+    )[-1]
     state[target].view(state[target].shape[0], -1)[-1, -1] += 1.0
     save_file(state, str(tmp_path / "m.safetensors"))
     found = run(base, adapter, tmp_path / "m.safetensors").findings
@@ -90,7 +97,9 @@ def test_one_unmerged_tensor_is_named(merges, tmp_path):
     state = load_file(str(merged))
     state["fc2.weight"] = load_file(str(base))["fc2.weight"]
     save_file(state, str(tmp_path / "m.safetensors"))
-    assert [(f.rule, f.key) for f in run(base, adapter, tmp_path / "m.safetensors").findings] == [("LG501", "fc2.weight")]
+    assert [(f.rule, f.key) for f in run(base, adapter, tmp_path / "m.safetensors").findings] == [
+        ("LG501", "fc2.weight")
+    ]
 
 
 @pytest.mark.parametrize("change", [{"lora_alpha": 16}, {"use_rslora": True}, {"alpha_pattern": {"fc.": 2.0}}])
@@ -114,7 +123,8 @@ def test_config_that_misstates_fan_in_fan_out(merges, tmp_path):
     found = run(base, copy, merged).findings
     shapes = {k: tuple(v.shape) for k, v in load_file(str(base)).items()}
     assert {f.key for f in found if f.rule == "LG507"} == {
-        f"transformer.h.{i}.{m}.weight" for i in (0, 1) for m in ("attn.c_attn", "mlp.c_proj")}
+        f"transformer.h.{i}.{m}.weight" for i in (0, 1) for m in ("attn.c_attn", "mlp.c_proj")
+    }
     assert {f.key for f in found if f.rule == "LG502"} == {f"transformer.h.{i}.attn.c_proj.weight" for i in (0, 1)}
     assert all(shapes[f.key][0] == shapes[f.key][1] for f in found if f.rule == "LG502")
 
@@ -124,7 +134,9 @@ def test_nan_in_merged_tensor_is_a_mismatch(merges, tmp_path):
     state = load_file(str(merged))
     state["fc1.weight"][0, 0] = float("nan")
     save_file(state, str(tmp_path / "m.safetensors"))
-    assert [(f.rule, f.key) for f in run(base, adapter, tmp_path / "m.safetensors").findings] == [("LG502", "fc1.weight")]
+    assert [(f.rule, f.key) for f in run(base, adapter, tmp_path / "m.safetensors").findings] == [
+        ("LG502", "fc1.weight")
+    ]
 
 
 def test_untouched_and_missing_tensors(merges, tmp_path):
@@ -143,14 +155,19 @@ def test_modules_to_save_copy_must_replace_the_base_module(merges, tmp_path):
     state = load_file(str(merged))
     state["head.weight"] = state["head.weight"] * 2
     save_file(state, str(tmp_path / "m.safetensors"))
-    assert [(f.rule, f.key) for f in run(base, adapter, tmp_path / "m.safetensors").findings] == [("LG504", "head.weight")]
+    assert [(f.rule, f.key) for f in run(base, adapter, tmp_path / "m.safetensors").findings] == [
+        ("LG504", "head.weight")
+    ]
 
 
 def test_sharded_merged_model(merges, tmp_path):
     base, adapter, merged = merges("peft", "llama")
     state = load_file(str(merged))
     keys = sorted(state)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, part in shards.items():
         save_file({k: state[k] for k in part}, str(tmp_path / name))
     index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
@@ -166,9 +183,13 @@ def test_effect_below_the_bfloat16_bound_is_info_not_no_op(tmp_path):
     save_file(base, str(tmp_path / "base.safetensors"))
     (tmp_path / "adapter").mkdir()
     LoraConfig(r=2, lora_alpha=2, target_modules=["fc"]).save(tmp_path / "adapter")
-    save_file({"base_model.model.fc.lora_A.weight": torch.randn(2, 16, generator=g) * 1e-4,
-               "base_model.model.fc.lora_B.weight": torch.randn(32, 2, generator=g) * 1e-4},
-              str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    save_file(
+        {
+            "base_model.model.fc.lora_A.weight": torch.randn(2, 16, generator=g) * 1e-4,
+            "base_model.model.fc.lora_B.weight": torch.randn(32, 2, generator=g) * 1e-4,
+        },
+        str(tmp_path / "adapter" / "adapter_model.safetensors"),
+    )
     found = run(tmp_path / "base.safetensors", tmp_path / "adapter", tmp_path / "base.safetensors").findings
     assert [(f.rule, f.key) for f in found] == [("LG505", "fc.weight")]
 

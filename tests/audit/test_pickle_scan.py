@@ -44,7 +44,8 @@ def test_code_in_a_torch_zip_archive_is_found_and_not_loaded(tmp_path):
 
 
 def test_stack_global_with_computed_operands_counts_as_unsafe(tmp_path):
-    # protocol 4: STACK_GLOBAL whose name operand is an empty tuple, not a string: the callable cannot be named statically
+    # protocol 4: STACK_GLOBAL whose name operand is an empty tuple, not a string:
+    # the callable cannot be named statically
     data = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94)\x93."
     path = tmp_path / "odd.pkl"
     path.write_bytes(data)

@@ -1,4 +1,7 @@
-"""The header parser agrees with safetensors on valid files, names the rule on broken ones, and never raises otherwise."""
+"""The header parser agrees with safetensors on valid files.
+
+It names the rule on broken ones and never raises otherwise.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from loraguard.audit.safetensors_header import MAX_HEADER_BYTES, HeaderError, parse_header, read_header
 from loraguard.audit.tensors import TensorSource
-from tests.audit.helpers import audit, rules
+from tests.audit.helpers import audit
 
 TENSORS = {
     "w": torch.arange(12, dtype=torch.float32).reshape(3, 4),
@@ -70,8 +73,14 @@ BROKEN = {
     "length beyond the cap": (_file({"a": two}, EIGHT, length=MAX_HEADER_BYTES + 1), "LG101"),
     "not JSON": (_file(b"{nope", EIGHT), "LG102"),
     "JSON array": (_file(b"[1, 2]", EIGHT), "LG102"),
-    "invalid UTF-8 name": (_file(b'{"\xff\xfe": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', EIGHT), "LG102"),
-    "duplicate name": (_file(b'{"a": %s, "a": %s}' % (json.dumps(two).encode(), json.dumps(two).encode()), EIGHT), "LG102"),
+    "invalid UTF-8 name": (
+        _file(b'{"\xff\xfe": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', EIGHT),
+        "LG102",
+    ),
+    "duplicate name": (
+        _file(b'{"a": %s, "a": %s}' % (json.dumps(two).encode(), json.dumps(two).encode()), EIGHT),
+        "LG102",
+    ),
     "deeply nested": (_file(b"[" * 100_000 + b"]" * 100_000, b""), "LG102"),
     "entry missing offsets": (_file({"a": {"dtype": "F32", "shape": [2]}}, EIGHT), "LG102"),
     "negative dim": (_file({"a": {**two, "shape": [-2]}}, EIGHT), "LG102"),
@@ -85,7 +94,10 @@ BROKEN = {
     "past the end": (_file({"a": two, "b": {**two, "data_offsets": [8, 16]}}, bytes(12)), "LG106"),
     "shape bigger than span": (_file({"a": {**two, "shape": [3]}}, EIGHT), "LG107"),
     "enormous claimed shape": (_file({"a": {**two, "shape": [2**62, 2**62, 2**62]}}, EIGHT), "LG107"),
-    "odd count of 4-bit values": (_file({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 1]}}, bytes(1)), "LG107"),
+    "odd count of 4-bit values": (
+        _file({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 1]}}, bytes(1)),
+        "LG107",
+    ),
 }
 
 
@@ -124,8 +136,11 @@ def test_arbitrary_headers_never_raise(text):
 
 
 MUTATIONS = st.lists(
-    st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]), st.integers(0, len(VALID) - 1), st.integers(0, 255)),
-    min_size=1, max_size=4,
+    st.tuples(
+        st.sampled_from(["flip", "insert", "delete", "truncate"]), st.integers(0, len(VALID) - 1), st.integers(0, 255)
+    ),
+    min_size=1,
+    max_size=4,
 )
 
 

@@ -7,10 +7,10 @@ pytest.importorskip("loralib")
 
 from loraguard.backends import load_backend  # noqa: E402
 from loraguard.backends.loralib import LoralibBackend  # noqa: E402
-from loraguard.invariants.registry import all_invariants  # noqa: E402
 from loraguard.harness.scenarios import without_modules_to_save, zoo_scenarios  # noqa: E402
-from loraguard.run.in_process import run_all  # noqa: E402
 from loraguard.harness.zoo import ZOO, available  # noqa: E402
+from loraguard.invariants.registry import all_invariants  # noqa: E402
+from loraguard.run.in_process import run_all  # noqa: E402
 
 #: Invariants that need no capability beyond loralib's: they must run, not skip, on every model loralib adapts.
 RUNS = {"merge-forward", "dtype", "mixed-export", "rewrap", "naming"}
@@ -39,7 +39,10 @@ def test_declared_layers_are_exercised(outcomes):
 
 
 class _ScalingOne(LoralibBackend):
-    """loralib layers whose scaling is 1 instead of alpha / r: forward and merge agree with each other, not with the formula."""
+    """loralib layers whose scaling is 1 instead of alpha / r.
+
+    Forward and merge agree with each other, not with the formula.
+    """
 
     name = "loralib-scaling-one"
 

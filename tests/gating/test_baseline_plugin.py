@@ -8,8 +8,8 @@ import pytest
 
 # As in tests/plugin: import what the plugin imports up front, so pytester's in-process runs find it loaded.
 import loraguard.gating.compare  # noqa: F401
-import loraguard.run.in_pytest  # noqa: F401
 import loraguard.harness.settings  # noqa: F401
+import loraguard.run.in_pytest  # noqa: F401
 import tests.gating.mutants  # noqa: F401
 from loraguard.gating.layout import read_manifest
 
@@ -27,8 +27,9 @@ def test_without_a_baseline_the_test_is_skipped_with_how_to_configure(pytester: 
 def test_each_recorded_scenario_is_a_test_in_the_summary(pytester: pytest.Pytester, reference_snapshot: Path) -> None:
     result = pytester.runpytest(*REFERENCE, "-v", f"--loraguard-baseline={reference_snapshot}")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["*test_baseline[[]nested-r4-f32-reference[]] PASSED*", "*loraguard summary*",
-                                 "baseline*3 passed*"])
+    result.stdout.fnmatch_lines(
+        ["*test_baseline[[]nested-r4-f32-reference[]] PASSED*", "*loraguard summary*", "baseline*3 passed*"]
+    )
 
 
 def test_update_then_drift_fails_with_the_diff_until_accepted(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -39,8 +40,14 @@ def test_update_then_drift_fails_with_the_diff_until_accepted(pytester: pytest.P
 
     drifted = pytester.runpytest(*NEW_RELEASE, *options)
     drifted.assert_outcomes(failed=1)
-    drifted.stdout.fnmatch_lines(["*drift against reference *", "mlp-r4-f32: DRIFT (outputs)",
-                                  "  outputs [[]not accepted[]]:", "    unmerged: max |difference| * exceeds *"])
+    drifted.stdout.fnmatch_lines(
+        [
+            "*drift against reference *",
+            "mlp-r4-f32: DRIFT (outputs)",
+            "  outputs [[]not accepted[]]:",
+            "    unmerged: max |difference| * exceeds *",
+        ]
+    )
 
     (baseline / "accepted.txt").write_text("mlp-r4-f32: outputs  # rsLoRA scaling adopted on purpose\n")
     pytester.runpytest(*NEW_RELEASE, *options).assert_outcomes(passed=1)

@@ -43,8 +43,19 @@ def test_compare_exits_1_on_drift_with_a_readable_diff(snapshot: Path, capsys: p
     out = capsys.readouterr().out
     assert code == 1
     assert "mlp-r4-f32: DRIFT (outputs)" in out and "FAIL: drift not accepted" in out
-    assert main(["compare", str(snapshot), "--backend", "tests.gating.mutants:ScalingReadDifferently",
-                 "--format", "markdown"]) == 1
+    assert (
+        main(
+            [
+                "compare",
+                str(snapshot),
+                "--backend",
+                "tests.gating.mutants:ScalingReadDifferently",
+                "--format",
+                "markdown",
+            ]
+        )
+        == 1
+    )
     assert "| mlp-r4-f32 | drift | **outputs** |" in capsys.readouterr().out
 
 

@@ -10,10 +10,10 @@ import pytest
 from safetensors.torch import load_file
 
 from loraguard.backends.reference import ReferenceBackend
+from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
 from loraguard.gating.compare import compare_snapshot, config_drifts
 from loraguard.gating.layout import FORMAT_VERSION, IO_FILE, MANIFEST, read_manifest
 from loraguard.gating.report import render_text
-from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
 from tests.gating.conftest import ZOO
 from tests.gating.mutants import ScalingReadDifferently
 from tests.mutants import AdapterNameInKeys
@@ -65,9 +65,11 @@ def test_a_changed_scaling_is_output_drift_with_the_largest_difference(reference
 
 
 def test_accepted_drift_passes_and_other_kinds_still_fail(snapshot: Path) -> None:
-    (snapshot / "accepted.txt").write_text("# reviewed on the upgrade\n"
-                                           "*-r4-f32: outputs  # we moved to rsLoRA scaling on purpose\n"
-                                           "mlp-r4-f32: keys  # stale: the key format did not change\n")
+    (snapshot / "accepted.txt").write_text(
+        "# reviewed on the upgrade\n"
+        "*-r4-f32: outputs  # we moved to rsLoRA scaling on purpose\n"
+        "mlp-r4-f32: keys  # stale: the key format did not change\n"
+    )
     comparison = compare_snapshot(ScalingReadDifferently(), snapshot)
     assert not comparison.failed, render_text(comparison)
     assert {r.status for r in comparison.scenarios} == {"accepted"}
@@ -78,11 +80,14 @@ def test_accepted_drift_passes_and_other_kinds_still_fail(snapshot: Path) -> Non
     assert compare_snapshot(ScalingReadDifferently(), snapshot).failed
 
 
-@pytest.mark.parametrize(("line", "problem"), [
-    ("mlp-r4-f32: outputs", "give the reason after '#'"),
-    ("mlp-r4-f32: weights  # why", "unknown drift kind 'weights'"),
-    ("mlp-r4-f32 outputs  # why", "expected 'scenario: kind  # reason'"),
-])
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("mlp-r4-f32: outputs", "give the reason after '#'"),
+        ("mlp-r4-f32: weights  # why", "unknown drift kind 'weights'"),
+        ("mlp-r4-f32 outputs  # why", "expected 'scenario: kind  # reason'"),
+    ],
+)
 def test_a_malformed_acceptance_names_the_file_and_line(snapshot: Path, line: str, problem: str) -> None:
     (snapshot / "accepted.txt").write_text(f"# header\n{line}\n")
     with pytest.raises(ValueError, match="accepted.txt:2: ") as err:
@@ -92,10 +97,17 @@ def test_a_malformed_acceptance_names_the_file_and_line(snapshot: Path, line: st
 
 def test_config_fields_compare_as_sets_and_ignore_the_writer_version() -> None:
     notes: list[str] = []
-    old = {"target_modules": ["fc1", "fc2"], "peft_version": "0.10.0", "r": 4, "layers_pattern": None,
-           "use_dora": False}
+    old = {
+        "target_modules": ["fc1", "fc2"],
+        "peft_version": "0.10.0",
+        "r": 4,
+        "layers_pattern": None,
+        "use_dora": False,
+    }
     new = {"target_modules": ["fc2", "fc1"], "peft_version": "0.21.2", "r": 8, "lora_bias": False}
     (drift,) = config_drifts(old, new, notes)
     assert drift.lines == ["~ r: 4 -> 8", "- use_dora: False (no longer written)"]
-    assert notes == ["config fields new in this release: lora_bias=False",
-                     "config fields no longer written, all recorded as null: layers_pattern"]
+    assert notes == [
+        "config fields new in this release: lora_bias=False",
+        "config fields no longer written, all recorded as null: layers_pattern",
+    ]

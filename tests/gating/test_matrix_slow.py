@@ -25,8 +25,21 @@ def test_matrix_on_the_installed_peft_release(tmp_path: Path, capsys: pytest.Cap
     baseline = tmp_path / "baseline"
     assert main(["snapshot", "--out", str(baseline), "--zoo", "mlp", "--zoo", "nested", "--dtype", "f32"]) == 0
     capsys.readouterr()
-    code = main(["matrix", "--release", peft.__version__, "--baseline", str(baseline), "--profile", "quick",
-                 "--out", str(tmp_path / "out"), "--format", "json"])
+    code = main(
+        [
+            "matrix",
+            "--release",
+            peft.__version__,
+            "--baseline",
+            str(baseline),
+            "--profile",
+            "quick",
+            "--out",
+            str(tmp_path / "out"),
+            "--format",
+            "json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0, report["errors"]
     cells = {row["invariant"]: row["cells"][peft.__version__] for row in report["rows"]}

@@ -53,9 +53,14 @@ def test_first_change_is_the_first_release_whose_outcome_or_failing_tests_differ
 
 def test_the_baseline_row_counts_scenarios_that_drifted() -> None:
     def compared(release: str, *statuses: str) -> ReleaseResult:
-        scenarios = [{"id": f"s{i}", "status": s, "drifts": [{"kind": "keys", "accepted": "ok" if s == "accepted"
-                                                              else None}] if s != "ok" else []}
-                     for i, s in enumerate(statuses)]
+        scenarios = [
+            {
+                "id": f"s{i}",
+                "status": s,
+                "drifts": [{"kind": "keys", "accepted": "ok" if s == "accepted" else None}] if s != "ok" else [],
+            }
+            for i, s in enumerate(statuses)
+        ]
         return ReleaseResult(release, outcomes={}, baseline={"failed": "drift" in statuses, "scenarios": scenarios})
 
     results = [compared("0.10.0", "ok", "ok"), compared("0.12.0", "ok", "drift"), compared("0.13.0", "accepted", "ok")]

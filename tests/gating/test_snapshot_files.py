@@ -30,8 +30,11 @@ def test_a_missing_manifest_means_an_incomplete_snapshot(snapshot: Path) -> None
 
 def test_a_missing_file_names_the_file_and_its_scenario(snapshot: Path) -> None:
     (snapshot / "embedding-r4-f32" / IO_FILE).unlink()
-    with pytest.raises(SnapshotError, match=r"embedding-r4-f32/io\.safetensors: listed in manifest\.json for "
-                                            r"scenario 'embedding-r4-f32' but missing"):
+    with pytest.raises(
+        SnapshotError,
+        match=r"embedding-r4-f32/io\.safetensors: listed in manifest\.json for "
+        r"scenario 'embedding-r4-f32' but missing",
+    ):
         read_manifest(snapshot)
 
 
@@ -44,11 +47,14 @@ def test_an_edited_file_fails_its_checksum(snapshot: Path) -> None:
         read_manifest(snapshot)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"format_version": 99}, "format version 99; this loraguard reads version 1"),
-    ({"format": "something-else"}, "not a loraguard snapshot manifest"),
-    ({"scenarios": [{"id": "x"}]}, "malformed manifest"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"format_version": 99}, "format version 99; this loraguard reads version 1"),
+        ({"format": "something-else"}, "not a loraguard snapshot manifest"),
+        ({"scenarios": [{"id": "x"}]}, "malformed manifest"),
+    ],
+)
 def test_a_foreign_or_newer_manifest_is_refused(snapshot: Path, changes: dict, message: str) -> None:
     _rewrite_manifest(snapshot, **changes)
     with pytest.raises(SnapshotError, match=message):

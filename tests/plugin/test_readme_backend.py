@@ -21,9 +21,24 @@ def readme_backend() -> str:
 def test_readme_backend_runs_the_suite(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(my_lora_backend=readme_backend())
     pytester.syspathinsert()
-    result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-profile", "quick",
-                                "--loraguard-backend", "my_lora_backend:InHouseBackend", "-k", "not drawn")
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--loraguard",
+        "--loraguard-profile",
+        "quick",
+        "--loraguard-backend",
+        "my_lora_backend:InHouseBackend",
+        "-k",
+        "not drawn",
+    )
     assert_green(result)
-    result.stdout.fnmatch_lines(["*loraguard summary (inhouse 1.0; profile quick)*", "merge-forward*3 passed*",
-                                 "modules-to-save*skipped*", "roundtrip*3 passed*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*loraguard summary (inhouse 1.0; profile quick)*",
+            "merge-forward*3 passed*",
+            "modules-to-save*skipped*",
+            "roundtrip*3 passed*",
+        ]
+    )
     assert len(readme_backend().splitlines()) <= 35, "the README promises a backend in about 30 lines"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from loraguard.core.config import LoraConfig
-from loraguard.reference import LoraModel
 from loraguard.core.tolerance import EFFECT_MARGIN, bound, max_diff
 from loraguard.harness.zoo import ZOO
+from loraguard.reference import LoraModel
 
 
 def wrapped(zoo_name: str, **config: object) -> LoraModel:

@@ -22,10 +22,16 @@ def _two_adapters():
 def test_each_adapter_saves_exactly_its_own_modules() -> None:
     model = _two_adapters()
     assert set(model.adapter_state_dict("default")) == {
-        "base_model.model.proj.lora_A.weight", "base_model.model.proj.lora_B.weight",
-        "base_model.model.lm_head.weight", "base_model.model.lm_head.bias"}
+        "base_model.model.proj.lora_A.weight",
+        "base_model.model.proj.lora_B.weight",
+        "base_model.model.lm_head.weight",
+        "base_model.model.lm_head.bias",
+    }
     assert set(model.adapter_state_dict("second")) == {
-        "base_model.model.proj.lora_A.weight", "base_model.model.proj.lora_B.weight", "base_model.model.wte.weight"}
+        "base_model.model.proj.lora_A.weight",
+        "base_model.model.proj.lora_B.weight",
+        "base_model.model.wte.weight",
+    }
 
 
 def test_changing_one_adapter_never_changes_another() -> None:
@@ -102,7 +108,10 @@ def test_deleting_a_merged_adapter_is_refused() -> None:
 
 def test_unknown_adapter_names_are_errors_listing_the_known_ones() -> None:
     model = wrapped("mlp", target_modules=["fc1"])
-    for call in (lambda: model.set_adapter("nope"), lambda: model.delete_adapter("nope"),
-                 lambda: model.merge(["nope"])):
+    for call in (
+        lambda: model.set_adapter("nope"),
+        lambda: model.delete_adapter("nope"),
+        lambda: model.merge(["nope"]),
+    ):
         with pytest.raises(ValueError, match=r"nope.*\['default'\]"):
             call()

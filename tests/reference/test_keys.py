@@ -15,22 +15,29 @@ from .helpers import wrapped
 def test_linear_and_modules_to_save_keys() -> None:
     model = wrapped("mlp", target_modules=["fc1", "fc2"], modules_to_save=["head"])
     assert set(model.adapter_state_dict()) == {
-        "base_model.model.fc1.lora_A.weight", "base_model.model.fc1.lora_B.weight",
-        "base_model.model.fc2.lora_A.weight", "base_model.model.fc2.lora_B.weight",
-        "base_model.model.head.weight", "base_model.model.head.bias",
+        "base_model.model.fc1.lora_A.weight",
+        "base_model.model.fc1.lora_B.weight",
+        "base_model.model.fc2.lora_A.weight",
+        "base_model.model.fc2.lora_B.weight",
+        "base_model.model.head.weight",
+        "base_model.model.head.bias",
     }
 
 
 def test_embedding_factor_keys_have_no_weight_suffix() -> None:
     model = wrapped("embedding", target_modules=["wte"])
-    assert set(model.adapter_state_dict()) == {"base_model.model.wte.lora_embedding_A",
-                                               "base_model.model.wte.lora_embedding_B"}
+    assert set(model.adapter_state_dict()) == {
+        "base_model.model.wte.lora_embedding_A",
+        "base_model.model.wte.lora_embedding_B",
+    }
 
 
 def test_lora_bias_and_bias_lora_only_keys() -> None:
     model = wrapped("mlp", target_modules=["fc1"], lora_bias=True, bias="lora_only")
     assert set(model.adapter_state_dict()) == {
-        "base_model.model.fc1.lora_A.weight", "base_model.model.fc1.lora_B.weight", "base_model.model.fc1.lora_B.bias",
+        "base_model.model.fc1.lora_A.weight",
+        "base_model.model.fc1.lora_B.weight",
+        "base_model.model.fc1.lora_B.bias",
         "base_model.model.fc1.base_layer.bias",
     }
 
@@ -58,13 +65,16 @@ def test_saved_file_layout(tmp_path) -> None:
         assert config["peft_type"] == "LORA" and config["target_modules"] == ["fc1"]
 
 
-@pytest.mark.parametrize(("key", "want"), [
-    ("base_model.model.fc1.lora_A.weight", AdapterKey("fc1", "lora_A", "weight")),
-    ("base_model.model.fc1.lora_B.bias", AdapterKey("fc1", "lora_B", "bias")),
-    ("base_model.model.wte.lora_embedding_B", AdapterKey("wte", "lora_embedding_B", "")),
-    ("base_model.model.head.weight", AdapterKey("head", "modules_to_save", "weight")),
-    ("base_model.model.fc1.base_layer.bias", AdapterKey("fc1", "base_bias", "bias")),
-])
+@pytest.mark.parametrize(
+    ("key", "want"),
+    [
+        ("base_model.model.fc1.lora_A.weight", AdapterKey("fc1", "lora_A", "weight")),
+        ("base_model.model.fc1.lora_B.bias", AdapterKey("fc1", "lora_B", "bias")),
+        ("base_model.model.wte.lora_embedding_B", AdapterKey("wte", "lora_embedding_B", "")),
+        ("base_model.model.head.weight", AdapterKey("head", "modules_to_save", "weight")),
+        ("base_model.model.fc1.base_layer.bias", AdapterKey("fc1", "base_bias", "bias")),
+    ],
+)
 def test_saved_keys_parse_back_to_their_structure(key: str, want: AdapterKey) -> None:
     assert parse_saved_key(key, {"fc1", "wte"}, {"head"}) == want
     assert want.saved() == key
@@ -75,14 +85,17 @@ def test_a_module_path_containing_a_role_name_stays_intact() -> None:
     assert parse_saved_key(key.saved(), {"lora_A_proj.lora_A"}, set()) == key
 
 
-@pytest.mark.parametrize(("key", "found"), [
-    ("base_model.model.fc1.lora_A.default.weight", "adapter name 'default' after 'lora_A'"),
-    ("base_model.model.wte.lora_embedding_A.default", "adapter name 'default' after 'lora_embedding_A'"),
-    ("base_model.model.head.modules_to_save.default.weight", "adapter name 'default' after 'modules_to_save'"),
-    ("base_model.model.fc1.default.default.weight", "doubled segment 'default.default'"),
-    ("base_model.model.fc1.lora_A.weight", None),
-    ("base_model.model.layers.0.fc.weight", None),
-    ("base_model.model.base.base.weight", None),  # a module really named base.base
-])
+@pytest.mark.parametrize(
+    ("key", "found"),
+    [
+        ("base_model.model.fc1.lora_A.default.weight", "adapter name 'default' after 'lora_A'"),
+        ("base_model.model.wte.lora_embedding_A.default", "adapter name 'default' after 'lora_embedding_A'"),
+        ("base_model.model.head.modules_to_save.default.weight", "adapter name 'default' after 'modules_to_save'"),
+        ("base_model.model.fc1.default.default.weight", "doubled segment 'default.default'"),
+        ("base_model.model.fc1.lora_A.weight", None),
+        ("base_model.model.layers.0.fc.weight", None),
+        ("base_model.model.base.base.weight", None),  # a module really named base.base
+    ],
+)
 def test_embedded_adapter_names_are_detected(key: str, found: str | None) -> None:
     assert embedded_adapter_name(key) == found

@@ -9,20 +9,23 @@ from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.core.matching import entry_matches, spec_matches
-from loraguard.reference import LoraModel, ModulesToSave, all_linear_targets
 from loraguard.harness.zoo import ZOO
+from loraguard.reference import LoraModel, ModulesToSave, all_linear_targets
 
 from .helpers import wrapped
 
 
-@pytest.mark.parametrize(("name", "entry", "want"), [
-    ("model.layers.0.fc", "model.layers.0.fc", True),
-    ("img_model.layers.0.fc", "model.layers.0.fc", False),  # peft's bare endswith said True (seed bug 4)
-    ("xhead", "head", False),
-    ("a.head", "head", True),
-    ("model.layers.0.fc_out", "fc", False),
-    ("fc", "layers.0.fc", False),
-])
+@pytest.mark.parametrize(
+    ("name", "entry", "want"),
+    [
+        ("model.layers.0.fc", "model.layers.0.fc", True),
+        ("img_model.layers.0.fc", "model.layers.0.fc", False),  # peft's bare endswith said True (seed bug 4)
+        ("xhead", "head", False),
+        ("a.head", "head", True),
+        ("model.layers.0.fc_out", "fc", False),
+        ("fc", "layers.0.fc", False),
+    ],
+)
 def test_entry_matches_only_at_a_dot_boundary(name: str, entry: str, want: bool) -> None:
     assert entry_matches(name, entry) is want
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from loraguard.core.merge_math import merged_weight
-from loraguard.reference import LoraModel
 from loraguard.core.config import LoraConfig
+from loraguard.core.merge_math import merged_weight
 from loraguard.harness.zoo import ZOO, run
+from loraguard.reference import LoraModel
 
 from .helpers import assert_changes, assert_close, wrapped
 
@@ -19,11 +19,14 @@ def _base_weights(model: LoraModel) -> dict[str, torch.Tensor]:
     return {p: layer.base_weight().detach().clone() for p, layer in model.lora_layers().items()}
 
 
-@pytest.mark.parametrize(("zoo_name", "targets", "kind"), [
-    ("mlp", ["fc1", "fc2"], "linear"),
-    ("convnet", ["conv1", "conv2", "seq"], "conv"),
-    ("embedding", ["wte"], "embedding"),
-])
+@pytest.mark.parametrize(
+    ("zoo_name", "targets", "kind"),
+    [
+        ("mlp", ["fc1", "fc2"], "linear"),
+        ("convnet", ["conv1", "conv2", "seq"], "conv"),
+        ("embedding", ["wte"], "embedding"),
+    ],
+)
 def test_merged_weight_is_the_formula_and_keeps_the_output(zoo_name: str, targets: list[str], kind: str) -> None:
     model = wrapped(zoo_name, r=3, lora_alpha=6, target_modules=targets)
     inputs = ZOO[zoo_name].example()
@@ -63,8 +66,9 @@ def _conv1d_model(nx: int, nf: int) -> nn.Module:
 @pytest.mark.parametrize(("nx", "nf"), [(8, 8), (8, 12)])
 def test_fan_in_fan_out_merge_transposes_the_delta(nx: int, nf: int) -> None:
     # A square Conv1D is included so a missing transpose cannot hide behind a shape error.
-    model = LoraModel(_conv1d_model(nx, nf), LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"],
-                                                        init_lora_weights=False))
+    model = LoraModel(
+        _conv1d_model(nx, nf), LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], init_lora_weights=False)
+    )
     layer = model.lora_layers()["c_attn"]
     assert layer.fan_in_fan_out
     w0 = layer.base_weight().detach().clone()

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from loraguard.core.config import LoraConfig
-from loraguard.reference import AdapterLoadError, AlreadyAdaptedError, LoraModel
 from loraguard.harness.zoo import ZOO, run
+from loraguard.reference import AdapterLoadError, AlreadyAdaptedError, LoraModel
 
 from .helpers import wrapped
 
@@ -79,10 +79,13 @@ def test_wrongly_shaped_key_is_named_with_both_shapes(saved: Path) -> None:
     assert "(9, 8)" in message and "(8, 8)" in message
 
 
-@pytest.mark.parametrize(("old", "new", "what"), [
-    ("fc1.lora_A.weight", "fc1.lora_A.default.weight", "adapter name 'default' after 'lora_A'"),
-    ("fc2.lora_B.weight", "fc2.default.default.lora_B.weight", "doubled segment 'default.default'"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "what"),
+    [
+        ("fc1.lora_A.weight", "fc1.lora_A.default.weight", "adapter name 'default' after 'lora_A'"),
+        ("fc2.lora_B.weight", "fc2.default.default.lora_B.weight", "doubled segment 'default.default'"),
+    ],
+)
 def test_adapter_name_left_in_a_key_is_refused_with_the_fix(saved: Path, old: str, new: str, what: str) -> None:
     prefix = "base_model.model."
     _rewrite(saved, lambda t: t.update({prefix + new: t.pop(prefix + old)}))
@@ -120,8 +123,12 @@ def test_continued_training_trains_exactly_the_adapter(saved: Path) -> None:
     model = LoraModel.from_pretrained(ZOO["mlp"].make(), saved, is_trainable=True)
     trainable = {k for k, p in model.model.named_parameters() if p.requires_grad}
     assert trainable == {
-        "fc1.lora_A.default.weight", "fc1.lora_B.default.weight", "fc2.lora_A.default.weight",
-        "fc2.lora_B.default.weight", "head.modules_to_save.default.weight", "head.modules_to_save.default.bias",
+        "fc1.lora_A.default.weight",
+        "fc1.lora_B.default.weight",
+        "fc2.lora_A.default.weight",
+        "fc2.lora_B.default.weight",
+        "head.modules_to_save.default.weight",
+        "head.modules_to_save.default.bias",
     }
     stored = load_file(str(saved / WEIGHTS))
     assert all(torch.equal(v, stored[k]) for k, v in model.adapter_state_dict().items())
@@ -139,9 +146,15 @@ def test_buffers_of_a_saved_module_are_saved_but_not_trained(tmp_path: Path) -> 
     model = LoraModel(base, LoraConfig(target_modules=["0"], modules_to_save=["1"]))
     assert "base_model.model.1.running_mean" in model.adapter_state_dict()
     assert set(model.adapter_parameters("default")) == {
-        "0.lora_A.default.weight", "0.lora_B.default.weight", "1.modules_to_save.default.weight",
-        "1.modules_to_save.default.bias"}
+        "0.lora_A.default.weight",
+        "0.lora_B.default.weight",
+        "1.modules_to_save.default.weight",
+        "1.modules_to_save.default.bias",
+    }
     model.save_pretrained(tmp_path)
-    loaded = LoraModel.from_pretrained(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8)),
-                                       tmp_path, is_trainable=True)
-    assert {k for k, p in loaded.model.named_parameters() if p.requires_grad} == set(model.adapter_parameters("default"))
+    loaded = LoraModel.from_pretrained(
+        torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8)), tmp_path, is_trainable=True
+    )
+    assert {k for k, p in loaded.model.named_parameters() if p.requires_grad} == set(
+        model.adapter_parameters("default")
+    )

@@ -8,12 +8,20 @@ import pytest
 import torch
 
 from loraguard.core.config import LoraConfig, scaling
+
 from .helpers import assert_changes, assert_close, wrapped
 
 
-@pytest.mark.parametrize(("r", "alpha", "rslora", "want"), [
-    (4, 8, False, 2.0), (8, 4, False, 0.5), (4, 8, True, 4.0), (16, 8, True, 2.0), (2, 3, True, 3 / math.sqrt(2)),
-])
+@pytest.mark.parametrize(
+    ("r", "alpha", "rslora", "want"),
+    [
+        (4, 8, False, 2.0),
+        (8, 4, False, 0.5),
+        (4, 8, True, 4.0),
+        (16, 8, True, 2.0),
+        (2, 3, True, 3 / math.sqrt(2)),
+    ],
+)
 def test_scaling_rule(r: int, alpha: float, rslora: bool, want: float) -> None:
     assert scaling(r, alpha, rslora) == pytest.approx(want, rel=1e-15)
 
@@ -34,8 +42,14 @@ def test_layer_output_is_base_plus_scaled_lora(rslora: bool) -> None:
 
 
 def test_patterns_override_rank_and_alpha_per_module() -> None:
-    model = wrapped("nested", r=8, lora_alpha=16, target_modules=["fc", "fc_out"],
-                    rank_pattern={"model.layers.0.fc": 2}, alpha_pattern={"fc_out": 4})
+    model = wrapped(
+        "nested",
+        r=8,
+        lora_alpha=16,
+        target_modules=["fc", "fc_out"],
+        rank_pattern={"model.layers.0.fc": 2},
+        alpha_pattern={"fc_out": 4},
+    )
     layers = model.lora_layers()
     # The pattern key names one module; the module of the same suffix in img_model keeps r.
     assert layers["model.layers.0.fc"].rank["default"] == 2
@@ -49,12 +63,23 @@ def test_patterns_override_rank_and_alpha_per_module() -> None:
 
 
 def test_rslora_uses_the_patterned_rank() -> None:
-    config = LoraConfig(r=16, lora_alpha=8, use_rslora=True, target_modules=["fc1", "fc2"], rank_pattern={"fc2": 4},
-                        alpha_pattern={"fc2": 6})
+    config = LoraConfig(
+        r=16,
+        lora_alpha=8,
+        use_rslora=True,
+        target_modules=["fc1", "fc2"],
+        rank_pattern={"fc2": 4},
+        alpha_pattern={"fc2": 6},
+    )
     assert config.scaling_for("fc1") == 8 / 4
     assert config.scaling_for("fc2") == 6 / 2
-    model = wrapped("mlp", **{k: getattr(config, k) for k in ("r", "lora_alpha", "use_rslora", "target_modules",
-                                                               "rank_pattern", "alpha_pattern")})
+    model = wrapped(
+        "mlp",
+        **{
+            k: getattr(config, k)
+            for k in ("r", "lora_alpha", "use_rslora", "target_modules", "rank_pattern", "alpha_pattern")
+        },
+    )
     assert model.lora_layers()["fc2"].scaling["default"] == 3.0
 
 

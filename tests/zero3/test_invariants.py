@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: DS_BUILD_OPS=0 pip install -c constraints.txt "
-                                        "deepspeed")
+pytest.importorskip(
+    "deepspeed", reason="DeepSpeed is not installed: DS_BUILD_OPS=0 pip install -c constraints.txt deepspeed"
+)
 
-from loraguard.zero3 import invariant_ids, run_suite  # noqa: E402
 from loraguard.run.distributed.launch import launch  # noqa: E402
+from loraguard.zero3 import invariant_ids, run_suite  # noqa: E402
 
 pytestmark = pytest.mark.zero3
 SCENARIOS = Path(__file__).with_name("scenarios.py")
@@ -31,12 +32,17 @@ def test_wrong_saves_merges_and_exports_are_caught_and_the_suite_runs_in_an_exis
     """One world (starting ranks is most of the cost): three mutants, each failing alike on every rank, then
     run_suite called inside the ranks. The ungathered save is kept for the audit."""
     out = tmp_path / "ungathered"
-    names = ["ungathered_save_checked", "merge_in_readonly_gather", "export_by_merging_in_place",
-             "suite_in_existing_world"]
+    names = [
+        "ungathered_save_checked",
+        "merge_in_readonly_gather",
+        "export_by_merging_in_place",
+        "suite_in_existing_world",
+    ]
     outcomes = launch([scenario(n) for n in names], 2, timeout=60, options={"out": str(out)})
     by_name = {o.invariant.rpartition(":")[2]: o for o in outcomes}
-    assert [o.status for o in outcomes] == ["failed", "failed", "failed", "passed"], \
-        "\n".join(f"{o.invariant} {o.status}: {o.message}" for o in outcomes)
+    assert [o.status for o in outcomes] == ["failed", "failed", "failed", "passed"], "\n".join(
+        f"{o.invariant} {o.status}: {o.message}" for o in outcomes
+    )
     assert len({tuple(o.pids) for o in outcomes}) == 1  # failures every rank saw alike keep the world
 
     ungathered = by_name["ungathered_save_checked"]

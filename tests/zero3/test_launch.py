@@ -3,9 +3,8 @@ cleaned up, and nothing outlives the run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +39,9 @@ def children_of_this_process() -> list[int]:
 
 
 def test_exception_on_rank1_is_reported_with_every_rank_traceback_and_the_run_goes_on():
-    outcomes = launch([scenario("all_reduce_sum"), scenario("raise_on_rank1"), scenario("all_reduce_sum")], 2,
-                      timeout=30)
+    outcomes = launch(
+        [scenario("all_reduce_sum"), scenario("raise_on_rank1"), scenario("all_reduce_sum")], 2, timeout=30
+    )
     assert [o.status for o in outcomes] == ["passed", "error", "passed"]
     failed = outcomes[1]
     assert [r.rank for r in failed.ranks] == [0, 1]

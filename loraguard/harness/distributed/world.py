@@ -38,8 +38,10 @@ def world_from_env(device: str | None = None) -> World:
     """
     missing = [v for v in LAUNCH_VARS if v not in os.environ]
     if missing:
-        raise RuntimeError(f"not inside a distributed launch: {missing} unset; start ranks with "
-                           "loraguard.run.distributed.launch, torchrun or the deepspeed launcher")
+        raise RuntimeError(
+            f"not inside a distributed launch: {missing} unset; start ranks with "
+            "loraguard.run.distributed.launch, torchrun or the deepspeed launcher"
+        )
     local_rank = int(os.environ["LOCAL_RANK"])
     if device in (None, "auto"):
         device = pick_device(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
@@ -70,10 +72,17 @@ def rank_environment(rank: int, world_size: int, device: str, timeout: float) ->
 
     MASTER_ADDR/PORT are set because DeepSpeed looks for mpi4py without them; the rendezvous itself is a file.
     """
-    env = {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-           "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
-           "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
-           "DEEPSPEED_TIMEOUT": str(max(1, round(timeout / 60)))}
+    env = {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(world_size),
+        "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(world_size),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "OMP_NUM_THREADS": "1",
+        "DEEPSPEED_TIMEOUT": str(max(1, round(timeout / 60))),
+    }
     if not device.startswith("cuda"):
         env["DS_ACCELERATOR"] = "cpu"
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -101,8 +110,13 @@ def init_process_group(world: World, timeout: float, init_method: str | None = N
     if world.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(world.device))
     if not dist.is_initialized():
-        dist.init_process_group(comm_backend(world.device), init_method=init_method or "env://",
-                                rank=world.rank, world_size=world.world_size, timeout=timedelta(seconds=timeout))
+        dist.init_process_group(
+            comm_backend(world.device),
+            init_method=init_method or "env://",
+            rank=world.rank,
+            world_size=world.world_size,
+            timeout=timedelta(seconds=timeout),
+        )
 
 
 def init_deepspeed_comm(device: str) -> None:

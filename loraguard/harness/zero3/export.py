@@ -93,8 +93,10 @@ def _active_copy(wrapper: nn.Module, prefix: str) -> nn.Module:
         return wrapper.original_module
     active = [a for a in wrapper.active_adapters if a in wrapper.modules_to_save]
     if len(active) > 1:
-        raise ValueError(f"{prefix.rstrip('.')}: adapters {active} each have a trained copy of this module; "
-                         "activate one of them (set_adapter) before exporting")
+        raise ValueError(
+            f"{prefix.rstrip('.')}: adapters {active} each have a trained copy of this module; "
+            "activate one of them (set_adapter) before exporting"
+        )
     return wrapper.modules_to_save[active[0]] if active else wrapper.original_module
 
 
@@ -109,8 +111,13 @@ def _collect_lora_layer(layer: nn.Module, prefix: str, out: dict[str, torch.Tens
         for name in pending:
             _refuse_unsupported(layer, name, prefix)
             a, b = _factors(layer, name)
-            wide = wide + delta_weight(a.detach().cpu(), b.detach().cpu(), layer.scaling[name],
-                                       _kind(layer.base_layer), bool(getattr(layer, "fan_in_fan_out", False)))
+            wide = wide + delta_weight(
+                a.detach().cpu(),
+                b.detach().cpu(),
+                layer.scaling[name],
+                _kind(layer.base_layer),
+                bool(getattr(layer, "fan_in_fan_out", False)),
+            )
     base_state[prefix + "weight"] = wide.to(weight.dtype)
     out.update(base_state)
 
@@ -133,8 +140,10 @@ def _refuse_unsupported(layer: nn.Module, name: str, prefix: str) -> None:
     """DoRA and lora_bias merge differently from W + s B A; refuse rather than export a wrong model."""
     for flag in ("use_dora", "lora_bias"):
         if getattr(layer, flag, {}).get(name, False):
-            raise ValueError(f"{prefix.rstrip('.')}: adapter {name!r} uses {flag}, which this export does not "
-                             "merge; merge it with the library (merge_and_unload) on a gathered copy instead")
+            raise ValueError(
+                f"{prefix.rstrip('.')}: adapter {name!r} uses {flag}, which this export does not "
+                "merge; merge it with the library (merge_and_unload) on a gathered copy instead"
+            )
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
@@ -155,8 +164,10 @@ def _agree(state: dict[str, torch.Tensor]) -> int:
     dist.all_gather_object(digests, _digest(state))
     if len(set(digests)) > 1:
         by_rank = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
-        raise RuntimeError(f"ranks computed different merged models ({by_rank}); their parameters diverged: check "
-                           "that every rank trains the same model with the same DeepSpeed config")
+        raise RuntimeError(
+            f"ranks computed different merged models ({by_rank}); their parameters diverged: check "
+            "that every rank trains the same model with the same DeepSpeed config"
+        )
     return dist.get_rank()
 
 

@@ -33,8 +33,12 @@ class Recipe:
     def lora_config(self, r: int = 4, alpha: float = 8.0) -> LoraConfig:
         """LoRA on the zoo model's targets (and its modules_to_save when asked)."""
         zoo = self.zoo
-        return LoraConfig(r=r, lora_alpha=alpha, target_modules=zoo.target_modules,
-                          modules_to_save=list(zoo.modules_to_save) if self.modules_to_save else None)
+        return LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            target_modules=zoo.target_modules,
+            modules_to_save=list(zoo.modules_to_save) if self.modules_to_save else None,
+        )
 
 
 def ds_config(world_size: int, micro_batch: int) -> dict[str, Any]:
@@ -43,8 +47,11 @@ def ds_config(world_size: int, micro_batch: int) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": micro_batch,
         "train_batch_size": micro_batch * world_size,
         "gradient_accumulation_steps": 1,
-        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
-                              "stage3_model_persistence_threshold": 0},
+        "zero_optimization": {
+            "stage": 3,
+            "stage3_param_persistence_threshold": 0,
+            "stage3_model_persistence_threshold": 0,
+        },
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -97,8 +104,9 @@ def zero3_engine(model: nn.Module, recipe: Recipe, world_size: int, device: str)
     init_deepspeed_comm(device)
     micro = recipe.zoo.example(seed=0)[0].shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
-    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(params, lr=recipe.lr),
-                                      config=ds_config(world_size, micro))
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=torch.optim.AdamW(params, lr=recipe.lr), config=ds_config(world_size, micro)
+    )
     return engine
 
 

@@ -15,21 +15,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loraguard.harness.distributed.world import rank_environment
 from loraguard.run.distributed.worker import decision_file
 from loraguard.run.outcome import Outcome, RankReport
-from loraguard.harness.distributed.world import rank_environment
 
 _POLL_S = 0.05
 _STACK_WAIT_S = 1.0
 _LOG_TAIL = 4000
 
 
-def launch(scenarios: list[str], world_size: int, timeout: float = 60.0, device: str = "cpu",
-           options: dict[str, Any] | None = None) -> list[Outcome]:
+def launch(
+    scenarios: list[str],
+    world_size: int,
+    timeout: float = 60.0,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+) -> list[Outcome]:
     """Run `scenarios` in order on `world_size` fresh ranks; after a hang or a crash, a fresh world runs the rest.
 
     `device`: "cpu" (gloo), "cuda" (NCCL, rank r on cuda:r) or "auto" (CUDA when there is a GPU per rank).
@@ -41,7 +45,7 @@ def launch(scenarios: list[str], world_size: int, timeout: float = 60.0, device:
     while remaining:
         done = _run_world(remaining, world_size, timeout, device, options or {})
         outcomes.extend(done)
-        remaining = remaining[len(done):]
+        remaining = remaining[len(done) :]
     return outcomes
 
 
@@ -55,10 +59,16 @@ class _World:
         self.procs: list[subprocess.Popen] = []
         for rank in range(world_size):
             log = open(jobdir / f"rank{rank}.log", "wb")  # noqa: SIM115 - closed in kill()
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "loraguard.run.distributed.worker", str(jobdir)],
-                env={**env, **rank_environment(rank, world_size, device, timeout)},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "loraguard.run.distributed.worker", str(jobdir)],
+                    env={**env, **rank_environment(rank, world_size, device, timeout)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             log.close()
 
     def progress(self) -> dict[int, tuple[int, str]]:
@@ -106,14 +116,16 @@ class _World:
         return path.read_text(errors="replace")[-_LOG_TAIL:] if path.exists() else ""
 
 
-def _run_world(scenarios: list[str], world_size: int, timeout: float, device: str,
-               options: dict[str, Any]) -> list[Outcome]:
+def _run_world(
+    scenarios: list[str], world_size: int, timeout: float, device: str, options: dict[str, Any]
+) -> list[Outcome]:
     """One world: run until every rank exits or progress stops; return outcomes of the scenarios that ended."""
     with tempfile.TemporaryDirectory(prefix="loraguard-zero3-") as tmp:
         jobdir = Path(tmp)
         (jobdir / "shared").mkdir()
-        (jobdir / "job.json").write_text(json.dumps(
-            {"scenarios": scenarios, "options": options, "timeout": timeout, "device": device}))
+        (jobdir / "job.json").write_text(
+            json.dumps({"scenarios": scenarios, "options": options, "timeout": timeout, "device": device})
+        )
         start = time.perf_counter()
         world = _World(jobdir, world_size, device, timeout)
         try:
@@ -144,11 +156,15 @@ def _hang_report(marks: dict[int, tuple[int, str]], hung: list[int], world: _Wor
     reached = sorted(r for r, m in marks.items() if m == furthest)
     behind = sorted(r for r in hung if marks.get(r, (-1, ""))[0] < furthest[0])
     if behind:
-        head = (f"timed out after {timeout:g} s without progress: rank(s) {behind} did not arrive at "
-                f"'{furthest[1]}', reached by rank(s) {reached}")
+        head = (
+            f"timed out after {timeout:g} s without progress: rank(s) {behind} did not arrive at "
+            f"'{furthest[1]}', reached by rank(s) {reached}"
+        )
     else:
-        head = (f"timed out after {timeout:g} s without progress: rank(s) {reached} reached "
-                f"'{furthest[1]}' and none got further (a collective that never completed)")
+        head = (
+            f"timed out after {timeout:g} s without progress: rank(s) {reached} reached "
+            f"'{furthest[1]}' and none got further (a collective that never completed)"
+        )
     lines = [head]
     for rank in hung:
         mark = marks.get(rank, (-1, "nothing"))[1]
@@ -166,8 +182,11 @@ def _outcomes(world: _World, scenarios: list[str], hang: str, elapsed: float) ->
         reports = {r: rs[index] for r, rs in results.items() if len(rs) > index}
         if len(reports) == world.world_size:
             outcomes.append(combine(name, reports, pids))
-            if any(decision_file(world.jobdir, r, index).exists() and
-                   decision_file(world.jobdir, r, index).read_text() == "leave" for r in range(world.world_size)):
+            if any(
+                decision_file(world.jobdir, r, index).exists()
+                and decision_file(world.jobdir, r, index).read_text() == "leave"
+                for r in range(world.world_size)
+            ):
                 break
             continue
         outcomes.append(_unfinished(name, reports, world, hang, pids, elapsed - sum(o.duration for o in outcomes)))
@@ -189,8 +208,9 @@ def combine(name: str, reports: dict[int, dict[str, Any]], pids: list[int]) -> O
     return Outcome(name, "", status, message, duration, ranks=tuple(ranks), pids=tuple(pids))
 
 
-def _unfinished(name: str, reports: dict[int, dict[str, Any]], world: _World, hang: str, pids: list[int],
-                duration: float) -> Outcome:
+def _unfinished(
+    name: str, reports: dict[int, dict[str, Any]], world: _World, hang: str, pids: list[int], duration: float
+) -> Outcome:
     """A scenario some rank never reported: hung (watchdog report) or died (exit code and log tail)."""
     ranks = [RankReport(r, d["status"], d["message"], d["traceback"]) for r, d in sorted(reports.items())]
     lines = [hang] if hang else []
@@ -198,8 +218,10 @@ def _unfinished(name: str, reports: dict[int, dict[str, Any]], world: _World, ha
         if rank in reports:
             lines.append(_describe(ranks[[rr.rank for rr in ranks].index(rank)]))
         elif not hang:
-            lines.append(f"--- rank {rank}: exited with code {proc.returncode} without reporting; its output:\n"
-                         f"{world.tail(rank, 'log').strip()}")
+            lines.append(
+                f"--- rank {rank}: exited with code {proc.returncode} without reporting; its output:\n"
+                f"{world.tail(rank, 'log').strip()}"
+            )
     return Outcome(name, "", "error", "\n".join(lines), duration, ranks=tuple(ranks), pids=tuple(pids))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from loraguard.harness.distributed.context import RankContext
 
+
 def resolve(name: str) -> Callable[[RankContext], None]:
     """An invariant ID, ``module:function`` or ``file.py:function`` to the callable it names."""
     target, sep, attr = name.rpartition(":")
@@ -26,8 +27,10 @@ def resolve(name: str) -> Callable[[RankContext], None]:
 
         distributed = {i: inv for i, inv in all_invariants().items() if inv.kind in DISTRIBUTED_KINDS}
         if name not in distributed:
-            raise KeyError(f"unknown scenario {name!r}: use an invariant ID ({sorted(distributed)}), "
-                           "'module:function' or 'path/to/file.py:function'")
+            raise KeyError(
+                f"unknown scenario {name!r}: use an invariant ID ({sorted(distributed)}), "
+                "'module:function' or 'path/to/file.py:function'"
+            )
         return distributed[name].check
     if target.endswith(".py"):
         spec = importlib.util.spec_from_file_location(Path(target).stem, target)
@@ -57,5 +60,12 @@ def run_scenario(ctx: RankContext, name: str) -> dict[str, Any]:
     except BaseException as err:  # noqa: BLE001 - every exception is reported with its rank and traceback
         status, message, tb = "error", f"{type(err).__name__}: {err}", traceback.format_exc()
     ctx.step(f"{name}: end")
-    return {"scenario": name, "rank": ctx.rank, "status": status, "message": message, "traceback": tb,
-            "duration": time.perf_counter() - start, "pid": os.getpid()}
+    return {
+        "scenario": name,
+        "rank": ctx.rank,
+        "status": status,
+        "message": message,
+        "traceback": tb,
+        "duration": time.perf_counter() - start,
+        "pid": os.getpid(),
+    }

@@ -40,8 +40,9 @@ def settle(jobdir: Path, world_size: int, rank: int, index: int, failed: bool) -
     tmp.write_text("stay" if stay else "leave")
     os.replace(tmp, decision_file(jobdir, rank, index))
     while stay:
-        decisions = [p.read_text() if p.exists() else "" for p in
-                     (decision_file(jobdir, r, index) for r in range(world_size))]
+        decisions = [
+            p.read_text() if p.exists() else "" for p in (decision_file(jobdir, r, index) for r in range(world_size))
+        ]
         if "leave" in decisions:
             return False
         if all(decisions):
@@ -77,8 +78,8 @@ def main(argv: list[str]) -> int:
     mark(0, "started")
 
     from loraguard.harness.distributed.context import RankContext
-    from loraguard.run.distributed.scenario import run_scenario
     from loraguard.harness.distributed.world import init_process_group, world_from_env
+    from loraguard.run.distributed.scenario import run_scenario
 
     world = world_from_env(job["device"])
     # Collectives time out later than the launcher's watchdog, so ranks blocked on a hung peer are still

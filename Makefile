@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(BIN)/loraguard demo
 
-# The layers (docs/architecture.md), lint and formatting are checked before the tests run.
+# The layers (docs/architecture.md), lint, formatting and types (mypy) are checked before the tests run.
 lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -n 2 -m "not slow and not gpu" $(PYTEST_ARGS)

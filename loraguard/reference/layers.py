@@ -28,13 +28,22 @@ def is_conv1d_transposed(layer: nn.Module) -> bool:
 
 
 class LoraLayer(nn.Module):
-    """A base layer plus any number of named adapters; subclasses define the factor shapes and the forward."""
+    """A base layer plus any number of named adapters, held here once for every layer kind.
+
+    The base holds the factor containers (`lora_A`/`lora_B` of modules, named as peft names them), the LoRA
+    forward ``B(A(dropout(x))) * s``, lora_B's bias and its merge into the base bias. A subclass says which
+    modules the factors are (`_create`); the embedding layer also swaps the containers for peft's ParameterDicts.
+    """
 
     kind: LayerKind
+    #: Attribute names of the A and B containers; they are part of every state-dict key, as in peft.
+    factor_stores: tuple[str, str] = ("lora_A", "lora_B")
 
     def __init__(self, base_layer: nn.Module):
         super().__init__()
         self.base_layer = base_layer
+        for store in self.factor_stores:
+            self.add_module(store, self._new_store())
         self.lora_dropout = nn.ModuleDict()
         self.scaling: dict[str, float] = {}
         self.rank: dict[str, int] = {}
@@ -136,19 +145,30 @@ class LoraLayer(nn.Module):
                 result = result + self._lora_forward(name, x).to(out_dtype)
         return result
 
-    # -- per-kind hooks ------------------------------------------------------------------------------------
+    # -- factors (shared by every kind; the embedding layer overrides what differs) ----------------------------
+    @staticmethod
+    def _new_store() -> nn.Module:
+        """An empty container for one factor of every adapter."""
+        return nn.ModuleDict()
+
     def adapter_stores(self) -> tuple[nn.Module, ...]:
-        raise NotImplementedError
+        """Every container holding per-adapter tensors (deleted, moved and saved together)."""
+        return tuple(getattr(self, store) for store in self.factor_stores)
 
     def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) as raw tensors in peft's saved layout."""
-        raise NotImplementedError
+        a, b = self.adapter_stores()[:2]
+        return a[name].weight, b[name].weight
 
     def _create(self, name: str, rank: int, lora_bias: bool) -> None:
+        """Create adapter `name`'s A and B (shapes depend on the layer kind)."""
         raise NotImplementedError
 
     def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``B(A(dropout(x))) * s``, computed in the factors' dtype."""
+        a, b = self.adapter_stores()[:2]
+        x = x.to(a[name].weight.dtype)
+        return b[name](a[name](self.lora_dropout[name](x))) * self.scaling[name]
 
     def _init(self, name: str, init: bool | str) -> None:
         a, b = self.factors(name)
@@ -173,7 +193,8 @@ class LoraLayer(nn.Module):
                 store[name].to(device=device, dtype=dtype)
 
     def _lora_b_bias(self, name: str) -> torch.Tensor:
-        raise RuntimeError(f"{type(self).__name__} has no lora_bias support")
+        """lora_B's bias for an adapter created with lora_bias."""
+        return self.adapter_stores()[1][name].bias
 
 
 class LoraLinear(LoraLayer):
@@ -190,40 +211,21 @@ class LoraLinear(LoraLayer):
             self.out_features = base_layer.nf
         else:
             self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
-        self.lora_A = nn.ModuleDict()
-        self.lora_B = nn.ModuleDict()
-
-    def adapter_stores(self) -> tuple[nn.Module, ...]:
-        return (self.lora_A, self.lora_B)
 
     def _create(self, name: str, rank: int, lora_bias: bool) -> None:
         self.lora_A[name] = nn.Linear(self.in_features, rank, bias=False)
         self.lora_B[name] = nn.Linear(rank, self.out_features, bias=lora_bias)
-
-    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lora_A[name].weight, self.lora_B[name].weight
-
-    def _lora_b_bias(self, name: str) -> torch.Tensor:
-        return self.lora_B[name].bias
-
-    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A[name]
-        x = x.to(a.weight.dtype)
-        return self.lora_B[name](a(self.lora_dropout[name](x))) * self.scaling[name]
 
 
 class LoraEmbedding(LoraLayer):
     """LoRA on `nn.Embedding`: A is (r, num_embeddings), B is (embedding_dim, r), as peft stores them."""
 
     kind: LayerKind = "embedding"
+    factor_stores = ("lora_embedding_A", "lora_embedding_B")
 
-    def __init__(self, base_layer: nn.Embedding):
-        super().__init__(base_layer)
-        self.lora_embedding_A = nn.ParameterDict()
-        self.lora_embedding_B = nn.ParameterDict()
-
-    def adapter_stores(self) -> tuple[nn.Module, ...]:
-        return (self.lora_embedding_A, self.lora_embedding_B)
+    @staticmethod
+    def _new_store() -> nn.Module:
+        return nn.ParameterDict()
 
     def _create(self, name: str, rank: int, lora_bias: bool) -> None:
         if lora_bias:
@@ -259,11 +261,6 @@ class LoraConv(LoraLayer):
         if base_layer.groups != 1:
             raise ValueError(f"grouped convolutions (groups={base_layer.groups}) are not supported by the reference")
         super().__init__(base_layer)
-        self.lora_A = nn.ModuleDict()
-        self.lora_B = nn.ModuleDict()
-
-    def adapter_stores(self) -> tuple[nn.Module, ...]:
-        return (self.lora_A, self.lora_B)
 
     def _create(self, name: str, rank: int, lora_bias: bool) -> None:
         base = self.base_layer
@@ -272,17 +269,6 @@ class LoraConv(LoraLayer):
             base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation, bias=False
         )
         self.lora_B[name] = conv(rank, base.out_channels, 1, 1, 0, bias=lora_bias)
-
-    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lora_A[name].weight, self.lora_B[name].weight
-
-    def _lora_b_bias(self, name: str) -> torch.Tensor:
-        return self.lora_B[name].bias
-
-    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A[name]
-        x = x.to(a.weight.dtype)
-        return self.lora_B[name](a(self.lora_dropout[name](x))) * self.scaling[name]
 
 
 class ModulesToSave(nn.Module):

@@ -4,11 +4,9 @@ machine, and across the ranks of a distributed world. Test ids read ``test_zoo[<
 import functools
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from loraguard.invariants.registry import all_invariants
-from loraguard.run.in_pytest import check, check_drawn
+from loraguard.run.in_pytest import check, check_drawn, check_sequence
 
 
 def _each(kind: str) -> list:
@@ -17,19 +15,19 @@ def _each(kind: str) -> list:
 
 
 @pytest.mark.parametrize("invariant_id", _each("scenario"))
-def test_zoo(invariant_id, lg_backend, lg_scenario):
-    check(invariant_id, lg_backend, lg_scenario)
+def test_zoo(invariant_id, lg_backend, lg_scenario, lg_settings, request):
+    check(invariant_id, lg_backend, lg_scenario, lg_settings, request.node.name)
 
 
 @pytest.mark.parametrize("invariant_id", _each("scenario"))
-@given(data=st.data())
-def test_drawn(invariant_id, lg_backend, lg_settings, data):
-    check_drawn(invariant_id, lg_backend, lg_settings, data)
+def test_drawn(invariant_id, lg_backend, lg_settings, request):
+    """A Hypothesis property per invariant, seeded by its ID (each invariant meets its own examples)."""
+    check_drawn(invariant_id, lg_backend, lg_settings, request.node.name)
 
 
 @pytest.mark.parametrize("invariant_id", _each("sequence"))
 def test_sequence(invariant_id, lg_backend, lg_settings):
-    all_invariants()[invariant_id].check(lg_backend, tuple(lg_settings.dtypes), lg_settings.device)
+    check_sequence(invariant_id, lg_backend, lg_settings)
 
 
 @functools.cache

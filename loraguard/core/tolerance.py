@@ -2,6 +2,13 @@
 
 Bounds are relative to the magnitude of the expected values (max-norm), so they hold for any weight scale.
 Round-trips (save/load, unmerge of an exactly representable delta) are not here: they use `torch.equal`.
+
+The rule for two low-precision results that should agree (merged vs unmerged outputs): a difference within
+`bound` is fine. A larger one is judged against a float64 recomputation of the exact answer (`arbitrate`): it is
+a violation only when the library's result is further from the exact answer than the dtype allows, that is
+further than both the bound and twice the distance of the other path (computed in the same dtype, it shows how
+far this dtype's rounding goes on this very computation: wide fused layers, long sums). Ordinary rounding moves
+both paths about equally far from exact; a wrong merge moves one of them by the size of the error.
 """
 
 from __future__ import annotations
@@ -57,3 +64,18 @@ def max_diff(got: torch.Tensor, want: torch.Tensor) -> float:
     if got.numel() == 0:
         return 0.0
     return (got.detach().double() - want.detach().double()).abs().max().item()
+
+
+def arbitrate(got: torch.Tensor, want: torch.Tensor, exact: torch.Tensor, dtype: torch.dtype, depth: int = 1):
+    """(violation?, explanation) for `got` vs `want` once their difference exceeds the bound (module docstring).
+
+    `exact` is the float64 answer both should approximate; `got` is the result under test.
+    """
+    allowed = bound(exact, dtype, depth)
+    err_got, err_want = max_diff(got, exact), max_diff(want, exact)
+    limit = max(allowed, 2.0 * err_want)
+    text = (
+        f"against the float64 answer: result off by {err_got:.3g}, the other path by {err_want:.3g}, "
+        f"{'within' if err_got <= limit else 'beyond'} the allowed {limit:.3g}"
+    )
+    return err_got > limit, text

@@ -5,7 +5,6 @@ Resolved once per session from command-line options (which win) and ini values, 
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,39 +12,32 @@ from pathlib import Path
 import torch
 
 from loraguard.backends import Backend, load_backend
+from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
 from loraguard.harness.scenarios import DTYPES, Scenario, zoo_scenarios
 from loraguard.harness.zoo import ZooModel, available
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How much to run: which zoo models and dtypes by default, and how many Hypothesis examples per property."""
+    """How much to run: which zoo models and dtypes by default, how many Hypothesis examples per property, and how
+    long a failing drawn test may shrink (None: until Hypothesis is done)."""
 
     name: str
     zoo: tuple[str, ...] | None  # None: every zoo model whose dependencies import
     dtypes: tuple[str, ...]
     max_examples: int
     derandomize: bool
+    shrink_seconds: float | None = None
 
+
+#: Seconds a failing drawn test of the ci and quick profiles may spend shrinking (a red run costs about a green one).
+SHRINK_SECONDS = 10.0
 
 PROFILES = {
-    "quick": Profile("quick", ("mlp", "nested", "gpt2"), ("f32",), 3, True),
-    "ci": Profile("ci", None, ("f32", "bf16"), 8, True),
-    "thorough": Profile("thorough", None, ("f32", "bf16", "f16"), 60, False),
+    "quick": Profile("quick", ("mlp", "nested", "gpt2"), ("f32",), 3, True, SHRINK_SECONDS),
+    "ci": Profile("ci", None, ("f32", "bf16"), 8, True, SHRINK_SECONDS),
+    "thorough": Profile("thorough", None, ("f32", "bf16", "f16"), 60, False, None),
 }
-
-
-@dataclass(frozen=True)
-class KnownFailure:
-    """One line of a known-failures file: a glob over ``invariant[backend-scenario]`` and why it fails."""
-
-    pattern: str
-    reason: str
-
-    def matches(self, name: str) -> bool:
-        """`*` and `?` are wildcards; brackets are literal, since every name has them."""
-        literal = "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in self.pattern)
-        return fnmatch.fnmatchcase(name, literal)
 
 
 @dataclass
@@ -58,6 +50,8 @@ class Settings:
     model_origins: dict[str, str] = field(default_factory=dict)  # model name -> "module:factory"
     backend_specs: dict[str, str] = field(default_factory=dict)  # backend name -> what --loraguard-backend said
     known_failures: list[KnownFailure] = field(default_factory=list)
+    known_failure_files: list[Path] = field(default_factory=list)  # the files they came from, builtin ones first
+    shrink_seconds: float | None = None
     reproducer_dir: Path = Path(".loraguard/reproducers")
     baseline: Path | None = None
     update_baseline: bool = False
@@ -71,22 +65,6 @@ class Settings:
         return next((k for k in self.known_failures if k.matches(name)), None)
 
 
-def read_known_failures(path: Path) -> list[KnownFailure]:
-    """Parse a known-failures file: ``pattern  # reason`` per line; blank lines and ``#`` lines are ignored."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--loraguard-known-failures: {path} does not exist")
-    out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        pattern, _, reason = line.partition("#")
-        pattern = pattern.strip()
-        if not pattern:
-            continue
-        if " " in pattern:
-            raise ValueError(f"{path}:{number}: a pattern has no spaces; put the reason after '#': {line!r}")
-        out.append(KnownFailure(pattern, reason.strip() or f"listed in {path.name}"))
-    return out
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """The options a run is resolved from, as the user gave them; `prefix` is how the user spells them in errors
@@ -98,7 +76,9 @@ class RunOptions:
     profile: str = "ci"
     zoo: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
-    known_failures: str | None = None
+    known_failures: list[str] = field(default_factory=list)
+    builtin_known_failures: bool = True
+    shrink: str | None = None  # "full" or seconds; None: the profile's
     reproducer_dir: Path = Path(".loraguard/reproducers")
     baseline: str | None = None
     update_baseline: bool = False
@@ -143,6 +123,13 @@ def resolve(opts: RunOptions) -> Settings:
     zoo = opts.zoo
     chosen = available(zoo or (list(prof.zoo) if prof.zoo else None)) if (zoo or not user) else []
     loaded = {spec: load_backend(spec) for spec in opts.backends}
+    versions = {b.name: b.version() for b in loaded.values()}
+    files = builtin_files(list(versions)) if opts.builtin_known_failures else []
+    files += [Path(f) for f in opts.known_failures]
+    known: dict[str, KnownFailure] = {}  # one entry per pattern: the first file that lists it wins
+    for path in files:
+        for entry in read_known_failures(path, versions, opts.option("known-failures")):
+            known.setdefault(entry.pattern, entry)
     return Settings(
         backends=list(loaded.values()),
         backend_specs={b.name: spec for spec, b in loaded.items()},
@@ -151,9 +138,26 @@ def resolve(opts: RunOptions) -> Settings:
         profile=prof,
         models=chosen + list(user.values()),
         model_origins={m.name: spec for spec, m in user.items()},
-        known_failures=read_known_failures(Path(opts.known_failures)) if opts.known_failures else [],
+        known_failures=list(known.values()),
+        known_failure_files=files,
+        shrink_seconds=_shrink_seconds(opts, prof),
         reproducer_dir=opts.reproducer_dir,
         baseline=Path(opts.baseline) if opts.baseline else None,
         update_baseline=opts.update_baseline,
         zero3=opts.zero3,
     )
+
+
+def _shrink_seconds(opts: RunOptions, prof: Profile) -> float | None:
+    """The shrink budget per failing drawn test: the option's (``full`` or seconds), else the profile's."""
+    if opts.shrink is None:
+        return prof.shrink_seconds
+    if opts.shrink == "full":
+        return None
+    try:
+        seconds = float(opts.shrink)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"{opts.option('shrink')} {opts.shrink!r}: use 'full' or a number of seconds above 0")
+    return seconds

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.harness.scenarios import Scenario, needed_capabilities, without_modules_to_save
+from loraguard.invariants import checks
 from loraguard.invariants.checks import Inconclusive
 
 #: Distributed kinds, named for the sharding they check; each runs in every rank of a world.
@@ -48,6 +49,13 @@ class Skipped(Exception):
         self.per_example = per_example
 
 
+class Partial(Skipped):
+    """The first part of the check ran and held; the backend cannot do the rest (the message says what it lacks).
+
+    Reported as partial coverage, not as a skip: what ran was verified.
+    """
+
+
 @dataclass(frozen=True)
 class Invariant:
     """One promise of a LoRA library: its ID, the promise in one line, its kind, and the check that tests it."""
@@ -64,12 +72,23 @@ class Invariant:
 REGISTRY: dict[str, Invariant] = {}
 
 
+def _qualified(check: Callable[..., None]) -> str:
+    return f"{getattr(check, '__module__', '?')}.{getattr(check, '__qualname__', repr(check))}"
+
+
 def register(inv: Invariant) -> Invariant:
-    """Add `inv` to the registry; an ID or kind used wrongly is a programming error, raised at import."""
+    """Add `inv` to the registry; an ID or kind used wrongly is a programming error, raised at import.
+
+    Registering the same function again under its ID (its module re-imported, as pytester's in-process runs do)
+    replaces the entry; a different function under an existing ID is an error.
+    """
     if inv.kind not in KINDS:
         raise ValueError(f"invariant {inv.id!r}: kind {inv.kind!r} is not one of {KINDS}")
-    if inv.id in REGISTRY:
-        raise ValueError(f"invariant {inv.id!r} registered twice")
+    known = REGISTRY.get(inv.id)
+    if known is not None and _qualified(known.check) != _qualified(inv.check):
+        raise ValueError(
+            f"invariant {inv.id!r} registered twice: by {_qualified(known.check)} and by {_qualified(inv.check)}"
+        )
     REGISTRY[inv.id] = inv
     return inv
 
@@ -121,10 +140,15 @@ def run_invariant(inv: Invariant, backend: Backend, scenario: Scenario) -> float
     reason = applicable(inv, backend, scenario)
     if reason:
         raise Skipped(reason)
-    start = time.perf_counter()
+    __tracebackhide__ = True
+    start, held = time.perf_counter(), checks.held
     try:
         inv.check(backend, scenario)
-    except (Unsupported, Inconclusive) as err:
+    except Unsupported as err:
+        if checks.held > held:
+            raise Partial(f"{checks.held - held} comparisons held, then: {err}", per_example=True) from None
+        raise Skipped(str(err), per_example=True) from None
+    except Inconclusive as err:
         raise Skipped(str(err), per_example=True) from None
     return time.perf_counter() - start
 

@@ -7,7 +7,7 @@ import time
 from loraguard.backends import Backend
 from loraguard.harness.scenarios import Scenario
 from loraguard.invariants.checks import InvariantViolation
-from loraguard.invariants.registry import Invariant, Skipped, all_invariants, run_invariant
+from loraguard.invariants.registry import Invariant, Partial, Skipped, all_invariants, run_invariant
 from loraguard.run.outcome import Outcome
 
 
@@ -26,6 +26,8 @@ def run_all(
             try:
                 run_invariant(inv, backend, scenario)
                 status, message = "passed", ""
+            except Partial as part:
+                status, message = "partial", str(part)
             except Skipped as why:
                 status, message = "skipped", str(why)
             except InvariantViolation as err:

@@ -1,9 +1,12 @@
-"""Running one invariant inside a pytest test: skips become pytest skips, drawn failures leave a reproducer script."""
+"""Running one invariant inside a pytest test: skips become pytest skips (with the backend's reason), violations
+become short failure messages, every failure leaves a reproducer script, and drawn tests run under this run's
+own Hypothesis settings (never the user's profile), seeded per invariant, with shrinking time-boxed."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
+import hashlib
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,111 +14,166 @@ import pytest
 from loraguard.backends import Backend
 from loraguard.harness.scenarios import Scenario
 from loraguard.harness.settings import Settings
-from loraguard.harness.strategies import DrawnModel, scenarios
-from loraguard.harness.zoo import ZOO
-from loraguard.invariants.registry import Skipped, all_invariants, run_invariant
+from loraguard.harness.strategies import scenarios
+from loraguard.invariants.checks import InvariantViolation
+from loraguard.invariants.registry import Partial, Skipped, all_invariants, run_invariant
+from loraguard.run.reproducer import describe, write_reproducer
 
-#: The reproducer written by the last failing drawn example in this process (the plugin attaches it to the report).
-last_reproducer: Path | None = None
+#: What the test running now left for the plugin's report: "reproducer" (path), "partial" (reason),
+#: "examples_skipped" (reason -> count). The plugin clears it before each test and reads it after the call.
+CURRENT: dict[str, object] = {}
 
 
-def check(invariant_id: str, backend: Backend, scenario: Scenario) -> None:
-    """Run one invariant; a Skipped becomes a pytest skip with its reason."""
+def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test_name: str) -> None:
+    """Run one invariant on a zoo scenario; a Skipped becomes a pytest skip, a violation a short failure."""
+    __tracebackhide__ = True
     try:
         run_invariant(all_invariants()[invariant_id], backend, scenario)
+    except Partial as part:
+        CURRENT["partial"] = str(part)
     except Skipped as why:
         pytest.skip(str(why))
+    except Exception as err:
+        path = write_reproducer(invariant_id, backend, scenario, settings, test_name)
+        CURRENT["reproducer"] = str(path)
+        _fail(invariant_id, backend, scenario, err, path)
 
 
-def check_drawn(invariant_id: str, backend: Backend, settings: Settings, data) -> None:
-    """Draw a scenario for this backend and run the invariant; on failure write a standalone reproducer."""
-    from hypothesis import note
-
-    global last_reproducer
-    last_reproducer = None
-    from hypothesis import reject
-
-    scenario = data.draw(scenarios(backend.capabilities, tuple(settings.dtypes), settings.device), label="scenario")
-    try:
-        run_invariant(all_invariants()[invariant_id], backend, scenario)
-    except Skipped as why:
-        if why.per_example:
-            reject()  # this example cannot decide; Hypothesis draws another
-        pytest.skip(str(why))
-    except Exception:
-        last_reproducer = write_reproducer(invariant_id, backend, scenario, settings)
-        note(f"reproducer: {last_reproducer}")
-        raise
-
-
-def write_reproducer(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings) -> Path:
-    """A script that rebuilds the scenario and re-runs the one failing invariant (overwritten as Hypothesis shrinks)."""
-    settings.reproducer_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.reproducer_dir / f"{invariant_id}-{re.sub(r'[^A-Za-z0-9_.-]', '_', backend.name)}.py"
-    path.write_text(
-        reproducer_source(
-            invariant_id,
-            backend,
-            scenario,
-            settings.model_origins.get(scenario.model.name),
-            settings.backend_specs.get(backend.name, backend.name),
-        )
+def _fail(invariant_id: str, backend: Backend, scenario: Scenario, err: Exception, path: Path, extra: str = "") -> None:
+    """Fail the test with a message that leads with the invariant, the violation and the example."""
+    __tracebackhide__ = True
+    what = str(err) if isinstance(err, InvariantViolation) else f"{type(err).__name__} raised by the library: {err}"
+    message = (
+        f"loraguard invariant {invariant_id!r} violated by {backend.name} {backend.version()}:\n  {what}\n"
+        f"minimal example: {describe(scenario)}{extra}\nreproducer: python {path}"
     )
-    return path
+    if isinstance(err, InvariantViolation):
+        pytest.fail(message, pytrace=False)
+    raise AssertionError(message) from err  # the library's own traceback stays visible below
 
 
-def reproducer_source(
-    invariant_id: str, backend: Backend, scenario: Scenario, model_origin: str | None, backend_spec: str
-) -> str:
-    """Python source that replays one scenario against one backend."""
-    imports = [
-        "import torch",
-        "",
-        "from loraguard.backends import load_backend",
-        "from loraguard.core.config import LoraConfig",
-        "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
-        "from loraguard.harness.scenarios import Scenario",
-    ]
-    if isinstance(scenario.model, DrawnModel):
-        imports.append("from loraguard.harness.strategies import TreeSpec, tree_zoo_model")
-        model = f"tree_zoo_model(TreeSpec(leaves={scenario.model.spec.leaves!r}))"
-    elif model_origin:
-        module, _, factory = model_origin.partition(":")
-        imports.append(f"from {module} import {factory}")
-        model = f"{factory}()"
-    elif scenario.model.name in ZOO:
-        imports.append("from loraguard.harness.zoo import ZOO")
-        model = f"ZOO[{scenario.model.name!r}]"
-    else:
-        raise ValueError(f"cannot rebuild model {scenario.model.name!r} in a reproducer")
-    second = f"LoraConfig(**{_config_fields(scenario.second)!r})" if scenario.second else None
-    return "\n".join(
-        [
-            f'"""loraguard reproducer: invariant {invariant_id!r} failed on backend {backend.name!r} '
-            f"(release {backend.version()}).",
-            "",
-            "Run it with `python <this file>`: it raises the same violation until the library is fixed.",
-            '"""',
-            *imports,
-            "",
-            "scenario = Scenario(",
-            f"    model={model},",
-            f"    config=LoraConfig(**{_config_fields(scenario.config)!r}),",
-            f"    second={second},",
-            f"    dtype={scenario.dtype}, device={scenario.device!r}, seed={scenario.seed}, label={scenario.label!r},",
-            ")",
-            "try:",
-            f"    run_invariant(all_invariants()[{invariant_id!r}], load_backend({backend_spec!r}), scenario)",
-            "except Skipped as why:",
-            '    print(f"skipped: {why}")',
-            "else:",
-            '    print("passed: the failure did not reproduce")',
-            "",
-        ]
+def hypothesis_settings(settings: Settings):
+    """This run's Hypothesis settings, applied per test (a user's own Hypothesis tests keep their profile)."""
+    from hypothesis import HealthCheck, Phase
+    from hypothesis import settings as hsettings
+
+    return hsettings(
+        max_examples=settings.profile.max_examples,
+        derandomize=settings.profile.derandomize,
+        deadline=None,
+        database=None,
+        print_blob=False,
+        report_multiple_bugs=False,
+        phases=[p for p in Phase if p is not Phase.explain],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
 
 
-def _config_fields(config) -> dict:
-    fields = dataclasses.asdict(config)
-    fields.pop("extra", None)
-    return fields
+def seed_for(*parts: str) -> int:
+    """A stable seed from names, so each invariant (and backend) meets its own examples, run after run."""
+    return int.from_bytes(hashlib.sha256("/".join(parts).encode()).digest()[:8], "big")
+
+
+class _Drawn:
+    """State of one drawn test across Hypothesis's calls: skipped examples, first failure, the shrink budget."""
+
+    def __init__(self, budget: float | None) -> None:
+        self.budget = budget
+        self.skipped: Counter[str] = Counter()
+        self.ran = 0
+        self.first_failure: float | None = None
+        self.failing: Scenario | None = None
+
+    def over_budget(self) -> bool:
+        """True once shrinking has used its budget; the final replay of the failing example always runs."""
+        from hypothesis.control import current_build_context
+
+        if self.budget is None or self.first_failure is None:
+            return False
+        return time.perf_counter() - self.first_failure > self.budget and not current_build_context().is_final
+
+
+def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test_name: str) -> None:
+    """Draw scenarios within the backend's capabilities and run the invariant on each.
+
+    An example the backend cannot run is discarded and its reason counted; if none could run, the test is skipped
+    with the commonest reason (never a Hypothesis Unsatisfiable). A failure shrinks for at most the run's budget,
+    then fails with the minimal example and a reproducer.
+    """
+    __tracebackhide__ = True
+    from hypothesis import given, reject, seed
+    from hypothesis import strategies as st
+    from hypothesis.errors import Unsatisfiable
+
+    inv = all_invariants()[invariant_id]
+    state = _Drawn(settings.shrink_seconds)
+    caps = backend.capabilities
+    lacking = sorted((inv.needs | ({"multi_adapter"} if inv.needs_second else set())) - set(caps))
+    if lacking:  # no drawn example could run: say so once instead of drawing them all
+        pytest.skip(f"backend {backend.name!r} lacks {', '.join(lacking)}")
+    dtypes = tuple(d for d in settings.dtypes if _dtype_ok(d, caps)) or tuple(settings.dtypes)
+    strategy = scenarios(caps, dtypes, settings.device)
+
+    @hypothesis_settings(settings)
+    @given(data=st.data())
+    def drawn(data) -> None:
+        if state.over_budget():
+            return  # shrinking has had its time: this candidate is not tried
+        scenario = data.draw(strategy, label="scenario")
+        try:
+            run_invariant(inv, backend, scenario)
+        except Partial:
+            state.ran += 1
+        except Skipped as why:
+            state.skipped[str(why)] += 1
+            reject()
+        except Exception:
+            if state.first_failure is None:
+                state.first_failure = time.perf_counter()
+            state.failing = scenario
+            raise
+        else:
+            state.ran += 1
+
+    if settings.profile.derandomize:
+        drawn = seed(seed_for(invariant_id, backend.name))(drawn)
+    try:
+        drawn()
+    except Unsatisfiable:
+        pass  # judged below: nothing could run
+    except Exception as err:
+        scenario = state.failing
+        if scenario is None:
+            raise
+        path = write_reproducer(invariant_id, backend, scenario, settings, test_name)
+        CURRENT["reproducer"] = str(path)
+        budget = "" if state.budget is None else f" (shrunk for at most {state.budget:g} s: --loraguard-shrink full)"
+        _fail(invariant_id, backend, scenario, err, path, budget)
+    if state.skipped:
+        CURRENT["examples_skipped"] = dict(state.skipped)
+    if not state.ran:
+        reason, count = state.skipped.most_common(1)[0] if state.skipped else ("no example was drawn", 0)
+        pytest.skip(f"no drawn example could run ({count} skipped): {reason}")
+
+
+def _dtype_ok(dtype, caps: frozenset[str]) -> bool:
+    import torch
+
+    return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "") in caps | {""}
+
+
+def check_sequence(invariant_id: str, backend: Backend, settings: Settings) -> None:
+    """Run a state-machine invariant under this run's Hypothesis settings, seeded per invariant."""
+    __tracebackhide__ = True
+    from hypothesis import settings as hsettings
+
+    from loraguard.invariants.sequences import STEPS
+
+    derandomized = settings.profile.derandomize
+    all_invariants()[invariant_id].check(
+        backend,
+        tuple(settings.dtypes),
+        settings.device,
+        settings=hsettings(hypothesis_settings(settings), stateful_step_count=STEPS),
+        seed=seed_for(invariant_id, backend.name) if derandomized else None,
+    )

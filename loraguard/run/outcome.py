@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Every status an outcome can have; "error" is an exception that is not a violation (the library crashed).
-STATUSES = ("passed", "failed", "error", "skipped")
+#: Every status an outcome can have; "error" is an exception that is not a violation (the library crashed);
+#: "partial": the first part of the check ran and held, the backend could not do the rest.
+STATUSES = ("passed", "partial", "failed", "error", "skipped")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def test_suite_runs_against_reference_and_prints_the_summary(pytester: pytest.Py
     assert_green(result)
     result.stdout.fnmatch_lines(
         [
-            "*loraguard summary (reference *; profile quick)*",
+            "*loraguard summary (reference *; profile quick; *",
             "invariant*reference*",
             "merge-forward*passed*",
             "roundtrip*passed*",

@@ -35,7 +35,7 @@ def test_readme_backend_runs_the_suite(pytester: pytest.Pytester) -> None:
     assert_green(result)
     result.stdout.fnmatch_lines(
         [
-            "*loraguard summary (inhouse 1.0; profile quick)*",
+            "*loraguard summary (inhouse 1.0; profile quick; *",
             "merge-forward*3 passed*",
             "modules-to-save*skipped*",
             "roundtrip*3 passed*",

@@ -1,0 +1,116 @@
+"""Reproducer scripts, one per failing test ID: the loraguard replay of the scenario, and where the backend can
+write one (peft), a standalone script that imports only torch and the library."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from loraguard.backends import Backend
+from loraguard.harness.scenarios import Scenario
+from loraguard.harness.settings import Settings
+from loraguard.harness.strategies import DrawnModel
+from loraguard.harness.zoo import ZOO
+
+
+def describe(scenario: Scenario) -> str:
+    """A one-paragraph, readable account of a scenario: the model's leaves, the configs, dtype and seed."""
+    if isinstance(scenario.model, DrawnModel) and scenario.model.spec is not None:
+        model = "tree " + ", ".join(f"{p} ({k})" for p, k in scenario.model.spec.leaves)
+    else:
+        model = scenario.model.name
+    parts = [f"model {model}", f"config {_short(scenario.config)}"]
+    if scenario.second is not None:
+        parts.append(f"second adapter {_short(scenario.second)}")
+    parts.append(f"dtype {str(scenario.dtype).removeprefix('torch.')}, seed {scenario.seed}")
+    return "; ".join(parts)
+
+
+def _short(config) -> str:
+    """The config's fields that differ from the defaults."""
+    defaults = type(config)()
+    fields = {k: v for k, v in _config_fields(config).items() if v != getattr(defaults, k, None)}
+    return "LoraConfig(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+
+
+def safe_name(test_name: str) -> str:
+    """A file name for a test ID: ``test_drawn[naming-peft]`` -> ``test_drawn-naming-peft``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name).strip("-")
+
+
+def write_reproducer(
+    invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test_name: str
+) -> Path:
+    """Write the reproducer of one failing test (named after its ID, overwritten as Hypothesis shrinks)."""
+    settings.reproducer_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.reproducer_dir / f"{safe_name(test_name)}.py"
+    standalone = getattr(backend, "standalone_reproducer", None)
+    source = standalone(invariant_id, scenario) if standalone is not None else None
+    if source is None:
+        source = reproducer_source(
+            invariant_id,
+            backend,
+            scenario,
+            settings.model_origins.get(scenario.model.name),
+            settings.backend_specs.get(backend.name, backend.name),
+        )
+    path.write_text(source)
+    return path
+
+
+def reproducer_source(
+    invariant_id: str, backend: Backend, scenario: Scenario, model_origin: str | None, backend_spec: str
+) -> str:
+    """Python source that replays one scenario against one backend through loraguard."""
+    imports = [
+        "import torch",
+        "",
+        "from loraguard.backends import load_backend",
+        "from loraguard.core.config import LoraConfig",
+        "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
+        "from loraguard.harness.scenarios import Scenario",
+    ]
+    if isinstance(scenario.model, DrawnModel):
+        imports.append("from loraguard.harness.strategies import TreeSpec, tree_zoo_model")
+        model = f"tree_zoo_model(TreeSpec(leaves={scenario.model.spec.leaves!r}))"
+    elif model_origin:
+        module, _, factory = model_origin.partition(":")
+        imports.append(f"from {module} import {factory}")
+        model = f"{factory}()"
+    elif scenario.model.name in ZOO:
+        imports.append("from loraguard.harness.zoo import ZOO")
+        model = f"ZOO[{scenario.model.name!r}]"
+    else:
+        raise ValueError(f"cannot rebuild model {scenario.model.name!r} in a reproducer")
+    second = f"LoraConfig(**{_config_fields(scenario.second)!r})" if scenario.second else None
+    return "\n".join(
+        [
+            f'"""loraguard reproducer: invariant {invariant_id!r} failed on backend {backend.name!r} '
+            f"(release {backend.version()}).",
+            "",
+            "Run it with `python <this file>`: it raises the same violation until the library is fixed.",
+            '"""',
+            *imports,
+            "",
+            "scenario = Scenario(",
+            f"    model={model},",
+            f"    config=LoraConfig(**{_config_fields(scenario.config)!r}),",
+            f"    second={second},",
+            f"    dtype={scenario.dtype}, device={scenario.device!r}, seed={scenario.seed}, label={scenario.label!r},",
+            ")",
+            "try:",
+            f"    run_invariant(all_invariants()[{invariant_id!r}], load_backend({backend_spec!r}), scenario)",
+            "except Skipped as why:",
+            '    print(f"skipped: {why}")',
+            "else:",
+            '    print("passed: the failure did not reproduce")',
+            "",
+        ]
+    )
+
+
+def _config_fields(config) -> dict:
+    fields = dataclasses.asdict(config)
+    fields.pop("extra", None)
+    return fields

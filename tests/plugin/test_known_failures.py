@@ -1,0 +1,76 @@
+"""Known failures: shipped per library and release range, applied by the installed release; strict for zoo
+scenarios, non-strict for drawn examples; the user's own files add to them."""
+
+from pathlib import Path
+
+import pytest
+
+from loraguard.harness.known_failures import BUILTIN_DIR, read_known_failures
+from tests.plugin.test_plugin import QUICK
+
+SECTIONED = """# top comment
+every[x-*]          # before any section: every release
+[peft >=0.21,<0.22]
+naming[peft-*]      # in range
+[peft <0.20]
+roundtrip[peft-*]   # out of range
+[loralib]
+isolation[loralib-*]  # another library, any release
+"""
+
+
+def test_sections_apply_by_release(tmp_path: Path) -> None:
+    path = tmp_path / "known.txt"
+    path.write_text(SECTIONED)
+    got = {k.pattern: k.reason for k in read_known_failures(path, {"peft": "0.21.2"})}
+    assert got == {"every[x-*]": "before any section: every release", "naming[peft-*]": "in range"}
+    assert {k.pattern for k in read_known_failures(path, {"peft": "0.19.1", "loralib": "0.1.2"})} == {
+        "every[x-*]",
+        "roundtrip[peft-*]",
+        "isolation[loralib-*]",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("[peft >=0.21\n", "known.txt:1"), ("[peft banana]\n", "'banana'"), ("a b  # spaces\n", "known.txt:1")],
+)
+def test_a_malformed_line_names_file_and_line(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "known.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=named):
+        read_known_failures(path, {"peft": "0.21.2"})
+
+
+def test_every_shipped_file_parses_and_names_its_library() -> None:
+    files = sorted(BUILTIN_DIR.glob("*.txt"))
+    assert files
+    for path in files:
+        read_known_failures(path, {path.stem: "0.21.2"})
+        sections = [line for line in path.read_text().splitlines() if line.startswith("[")]
+        assert sections and all(s.startswith(f"[{path.stem}") for s in sections), path
+
+
+def test_peft_bugs_of_the_installed_release_are_xfails_out_of_the_box(pytester: pytest.Pytester) -> None:
+    run = [*QUICK, "--loraguard-backend", "peft", "--loraguard-zoo", "nested", "-k", "test_zoo and naming", "-rx"]
+    result = pytester.runpytest(*run)
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(["known bugs of the installed releases met: 1 of *", "*huggingface/peft#1917*"])
+    off = pytester.runpytest(*run, "--loraguard-builtin-known-failures", "off")
+    off.assert_outcomes(failed=1)
+
+
+def test_drawn_entries_are_not_strict_zoo_entries_are(pytester: pytest.Pytester) -> None:
+    known = pytester.makefile(".txt", known="merge-forward[reference-*]  # pretend it was broken\n")
+    base = [*QUICK, "--loraguard-backend", "reference", "--loraguard-zoo", "mlp", f"--loraguard-known-failures={known}"]
+    drawn = pytester.runpytest(*base, "-k", "test_drawn and merge-forward")
+    drawn.assert_outcomes(xpassed=1)
+    assert drawn.ret == pytest.ExitCode.OK
+    zoo = pytester.runpytest(*base, "-k", "test_zoo and merge-forward")
+    zoo.assert_outcomes(failed=1)
+
+
+def test_bad_builtin_switch_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-builtin-known-failures", "maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--loraguard-builtin-known-failures*maybe*"])

@@ -71,7 +71,7 @@ def reproducer_source(
         "from loraguard.invariants.registry import Skipped, all_invariants, run_invariant",
         "from loraguard.harness.scenarios import Scenario",
     ]
-    if isinstance(scenario.model, DrawnModel):
+    if isinstance(scenario.model, DrawnModel) and scenario.model.spec is not None:
         imports.append("from loraguard.harness.strategies import TreeSpec, tree_zoo_model")
         model = f"tree_zoo_model(TreeSpec(leaves={scenario.model.spec.leaves!r}))"
     elif model_origin:

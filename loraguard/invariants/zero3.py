@@ -18,26 +18,18 @@ from torch import nn
 from loraguard.backends.base import Unsupported
 from loraguard.core.config import WEIGHTS_NAME
 from loraguard.harness.distributed.context import RankContext
+from loraguard.harness.distributed.recipe import Recipe, build, probe_inputs, train_single
 from loraguard.harness.zero3.gather import gathered, is_partitioned
-from loraguard.harness.zero3.training import (
-    Recipe,
-    build,
-    ds_config,
-    probe_inputs,
-    train_single,
-    train_zero3,
-    zero3_engine,
-)
-from loraguard.harness.zoo import run
+from loraguard.harness.zero3.training import ds_config, train_zero3, zero3_engine
 from loraguard.invariants.checks import (
     InvariantViolation,
     assert_close,
     assert_effect,
     assert_no_empty_tensors,
-    assert_same_keys,
     assert_state_equal,
     expect,
 )
+from loraguard.invariants.ranks import check_saved_adapter, factors, outputs, rank0, workdir
 from loraguard.invariants.registry import invariant
 
 F32 = torch.float32
@@ -46,20 +38,6 @@ F32 = torch.float32
 # -- shared steps ---------------------------------------------------------------------------------------------
 def _recipe(ctx: RankContext) -> Recipe:
     return Recipe(model=ctx.options.get("model", "mlp"))
-
-
-def _dir(ctx: RankContext, name: str, own: bool = False) -> Path:
-    """A directory under the shared workdir; `own` gives this rank a private one."""
-    path = ctx.workdir / name / (f"rank{ctx.rank}" if own else "")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _rank0(ctx: RankContext, action: Callable[[], None]) -> None:
-    """Run `action` on rank 0 only, then wait until it is done everywhere."""
-    if ctx.rank == 0:
-        action()
-    dist.barrier()
 
 
 def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Callable[[nn.Module], None] = lambda m: None):
@@ -76,41 +54,25 @@ def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Callable[[nn.Mo
     return model, engine, twin
 
 
-def _outputs(model: nn.Module, inputs: tuple) -> torch.Tensor:
-    """Eval-mode forward without gradients (a collective for a ZeRO-3 engine)."""
-    model.eval()
-    with torch.no_grad():
-        return run(model, inputs).float()
-
-
 def _adapter_effect(backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
     """The twin's output, after checking its adapter changes it (else every equality here proves nothing)."""
     inputs = probe_inputs(recipe, device)
-    out = _outputs(twin, inputs)
+    out = outputs(twin, inputs)
     with backend.disabled(twin):
-        base = _outputs(twin, inputs)
+        base = outputs(twin, inputs)
     assert_effect(out, base, F32, "the trained adapter", depth=3)
     return out
-
-
-def check_saved_adapter(got_dir: Path, want_dir: Path, what: str) -> None:
-    """A saved adapter has no zero-size tensor and matches the expected one key for key, tensor for tensor."""
-    got, want = load_file(str(got_dir / WEIGHTS_NAME)), load_file(str(want_dir / WEIGHTS_NAME))
-    assert_no_empty_tensors(got, what)
-    assert_same_keys(got, want, what)
-    for key in sorted(want):
-        assert_close(got[key], want[key], want[key].dtype, f"{what}: {key}")
 
 
 def _gathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
     """The correct ZeRO-3 save: every rank gathers, rank 0 writes."""
     with gathered(model.parameters()):
-        _rank0(ctx, lambda: backend.save(model, directory))
+        rank0(ctx, lambda: backend.save(model, directory))
 
 
 def _ungathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
     """The mistake: rank 0 saves its shards as they are."""
-    _rank0(ctx, lambda: backend.save(model, directory))
+    rank0(ctx, lambda: backend.save(model, directory))
 
 
 # -- the invariants -------------------------------------------------------------------------------------------
@@ -124,7 +86,7 @@ def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_sav
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
     _adapter_effect(backend, twin, recipe, ctx.device)
-    saved, single = _dir(ctx, "save"), _dir(ctx, "save-single", own=True)
+    saved, single = workdir(ctx, "save"), workdir(ctx, "save-single", own=True)
     ctx.step("save under ZeRO-3")
     save(ctx, backend, model, saved)
     backend.save(twin, single)
@@ -140,7 +102,7 @@ def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_sav
 def ungathered_save_detected(ctx: RankContext) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
-    saved, single = _dir(ctx, "ungathered"), _dir(ctx, "ungathered-single", own=True)
+    saved, single = workdir(ctx, "ungathered"), workdir(ctx, "ungathered-single", own=True)
     ctx.step("save without gathering")
     refused = _refuse_or_save(ctx, backend, model, saved)
     if refused:
@@ -176,7 +138,7 @@ def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) 
     model, engine, twin = _trained(ctx, recipe, backend)
     inputs = probe_inputs(recipe, ctx.device)
     want_out = _adapter_effect(backend, twin, recipe, ctx.device)
-    unmerged_out = _outputs(engine, inputs)
+    unmerged_out = outputs(engine, inputs)
     ctx.step("merge under ZeRO-3")
     with gathered(model.parameters(), modify=merge_gathered):
         backend.merge(model)
@@ -185,7 +147,7 @@ def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) 
         merged = {p: backend.base_weight(model, p).detach().clone() for p in backend.lora_factors(model, "default")}
     for path, weight in merged.items():
         assert_close(weight, backend.base_weight(twin, path).detach(), F32, f"merged weight of {path}")
-    merged_out = _outputs(engine, inputs)
+    merged_out = outputs(engine, inputs)
     assert_close(merged_out, unmerged_out, F32, "merged output vs unmerged forward under ZeRO-3", depth=3)
     assert_close(merged_out, want_out, F32, "merged output under ZeRO-3 vs single process", depth=3)
 
@@ -219,12 +181,12 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, engine, twin = _trained(ctx, recipe, backend, _train_base_too(backend))
     inputs = probe_inputs(recipe, ctx.device)
-    trained_out = _outputs(engine, inputs)
+    trained_out = outputs(engine, inputs)
     with backend.disabled(model):
-        assert_effect(trained_out, _outputs(engine, inputs), F32, "the adapter after mixed training", depth=3)
+        assert_effect(trained_out, outputs(engine, inputs), F32, "the adapter after mixed training", depth=3)
     before = _snapshot(model)
     layout = {n: (p.shape, p.device, p.requires_grad) for n, p in model.named_parameters()}
-    path = _dir(ctx, "export") / "merged.safetensors"
+    path = workdir(ctx, "export") / "merged.safetensors"
     ctx.step("export under ZeRO-3")
     export(engine, path)
 
@@ -234,7 +196,7 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
         "export changed the training model's shards, devices or trainable flags",
     )
     expect(
-        torch.equal(_outputs(engine, inputs), trained_out),
+        torch.equal(outputs(engine, inputs), trained_out),
         "the training model's output changed after export: it was merged in place",
     )
 
@@ -242,7 +204,7 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
     assert_no_empty_tensors(exported, "exported merged model")
     plain = recipe.zoo.make(seed=recipe.seed + 1, device=ctx.device)
     plain.load_state_dict(exported, strict=True)
-    assert_close(_outputs(plain, inputs), trained_out, F32, "exported merged model vs trained forward", depth=3)
+    assert_close(outputs(plain, inputs), trained_out, F32, "exported merged model vs trained forward", depth=3)
 
     ctx.step("export from one process")
     single = build(backend, recipe, ctx.device)
@@ -267,7 +229,7 @@ def checkpoint_consolidation(ctx: RankContext) -> None:
 
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, engine, _ = _trained(ctx, recipe, backend)
-    saved, ckpt = _dir(ctx, "ckpt-gathered"), _dir(ctx, "ckpt")
+    saved, ckpt = workdir(ctx, "ckpt-gathered"), workdir(ctx, "ckpt")
     _gathered_save(ctx, backend, model, saved)
     ctx.step("save_checkpoint")
     engine.save_checkpoint(str(ckpt), tag="final")
@@ -279,7 +241,7 @@ def checkpoint_consolidation(ctx: RankContext) -> None:
         not unexpected and not [k for k in missing if k in dict(consolidated.named_parameters())],
         f"zero_to_fp32 state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}",
     )
-    mine = _dir(ctx, "ckpt-consolidated", own=True)
+    mine = workdir(ctx, "ckpt-consolidated", own=True)
     backend.save(consolidated, mine)
     got, want = load_file(str(mine / WEIGHTS_NAME)), load_file(str(saved / WEIGHTS_NAME))
     assert_no_empty_tensors(want, "gathered save")
@@ -300,7 +262,7 @@ def zero_init_load(ctx: RankContext) -> None:
     twin = build(backend, recipe, ctx.device)
     train_single(twin, recipe, ctx.world_size, ctx.device)
     want = _adapter_effect(backend, twin, recipe, ctx.device)
-    adapter = _dir(ctx, "init-adapter", own=True)
+    adapter = workdir(ctx, "init-adapter", own=True)
     backend.save(twin, adapter)
 
     init_deepspeed_comm(ctx.device)
@@ -313,7 +275,7 @@ def zero_init_load(ctx: RankContext) -> None:
     model = backend.load(base, adapter)
     engine, *_ = deepspeed.initialize(model=model, config=config)
     assert_close(
-        _outputs(engine, probe_inputs(recipe, ctx.device)),
+        outputs(engine, probe_inputs(recipe, ctx.device)),
         want,
         F32,
         "adapter loaded into a zero.Init model vs without ZeRO",
@@ -344,9 +306,9 @@ def two_adapters(ctx: RankContext) -> None:
     fresh = build(backend, recipe, ctx.device)
     add_other(fresh)
     with gathered(model.parameters()):
-        trained = {a: _factors(backend, model, a) for a in ("default", "other")}
-        _rank0(ctx, lambda: backend.save(model, _dir(ctx, "two")))
-    untouched = {a: _factors(backend, fresh, a) for a in ("default", "other")}
+        trained = {a: factors(backend, model, a) for a in ("default", "other")}
+        rank0(ctx, lambda: backend.save(model, workdir(ctx, "two")))
+    untouched = {a: factors(backend, fresh, a) for a in ("default", "other")}
     assert_state_equal(trained["other"], untouched["other"], "adapter 'other' after training 'default' under ZeRO-3")
     expect(
         any(not torch.equal(trained["default"][k], untouched["default"][k]) for k in trained["default"]),
@@ -354,19 +316,11 @@ def two_adapters(ctx: RankContext) -> None:
     )
 
     ctx.step("load both adapters")
-    loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device=ctx.device), _dir(ctx, "two"))
-    backend.load_adapter(loaded, _dir(ctx, "two") / "other", "other")
+    loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device=ctx.device), workdir(ctx, "two"))
+    backend.load_adapter(loaded, workdir(ctx, "two") / "other", "other")
     for adapter in ("default", "other"):
         assert_state_equal(
-            _factors(backend, loaded, adapter),
+            factors(backend, loaded, adapter),
             trained[adapter],
             f"adapter {adapter!r} saved under ZeRO-3 and loaded back",
         )
-
-
-def _factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
-    """An adapter's LoRA factors as a flat state (``<path>.lora_A`` / ``<path>.lora_B``), cloned."""
-    out = {}
-    for path, (a, b) in backend.lora_factors(model, adapter).items():
-        out[f"{path}.lora_A"], out[f"{path}.lora_B"] = a.detach().clone(), b.detach().clone()
-    return out

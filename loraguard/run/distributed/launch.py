@@ -120,7 +120,7 @@ def _run_world(
     scenarios: list[str], world_size: int, timeout: float, device: str, options: dict[str, Any]
 ) -> list[Outcome]:
     """One world: run until every rank exits or progress stops; return outcomes of the scenarios that ended."""
-    with tempfile.TemporaryDirectory(prefix="loraguard-zero3-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="loraguard-ranks-") as tmp:
         jobdir = Path(tmp)
         (jobdir / "shared").mkdir()
         (jobdir / "job.json").write_text(

@@ -48,3 +48,24 @@ def test_zero3(invariant_id, lg_backend, lg_settings):
         pytest.skip(result.message)
     if result.status != "passed":
         pytest.fail(f"[{result.status}] {result.message}", pytrace=False)
+
+
+@functools.cache
+def _fsdp_results(world_size: int, backend: str, device: str, api: str) -> dict:
+    """One launch per backend runs every FSDP invariant; the tests below read its results."""
+    from loraguard.fsdp import run_suite
+
+    device = "cuda" if device.startswith("cuda") else device  # rank r takes cuda:r
+    return {r.invariant: r for r in run_suite(world_size, backend, api=api, device=device)}
+
+
+@pytest.mark.parametrize("invariant_id", _each("fsdp"))
+def test_fsdp(invariant_id, lg_backend, lg_settings):
+    if not lg_settings.fsdp:
+        pytest.skip("pass --loraguard-fsdp N to run the FSDP invariants on N ranks")
+    spec = lg_settings.backend_specs.get(lg_backend.name, lg_backend.name)
+    result = _fsdp_results(lg_settings.fsdp, spec, lg_settings.device, lg_settings.fsdp_api)[invariant_id]
+    if result.status == "skipped":
+        pytest.skip(result.message)
+    if result.status != "passed":
+        pytest.fail(f"[{result.status}] {result.message}", pytrace=False)

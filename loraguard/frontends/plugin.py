@@ -32,6 +32,8 @@ _OPTIONS = [  # (name, ini type, default, help); each is also an ini key loragua
     ("reproducers", "string", ".loraguard/reproducers", "where each failing test's reproducer script is written"),
     ("baseline", "string", None, "compare against a snapshot taken with `loraguard snapshot` (upgrade gating)"),
     ("zero3", "string", "0", "also run the ZeRO-3 invariants on N DeepSpeed ranks"),
+    ("fsdp", "string", "0", "also run the PyTorch FSDP invariants on N ranks (gloo on CPU, NCCL on CUDA)"),
+    ("fsdp-api", "string", "fsdp2", "FSDP API for --loraguard-fsdp: fsdp2 (fully_shard) or fsdp1 (use_orig_params)"),
 ]
 
 
@@ -61,6 +63,18 @@ def _option(config: pytest.Config, name: str):
     return value if value is not None else config.getini(key)
 
 
+def _count(config: pytest.Config, name: str) -> int:
+    """A rank count option: a whole number >= 0, else a usage error naming the option."""
+    value = _option(config, name)
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise pytest.UsageError(f"loraguard: --loraguard-{name} {value!r}: give a number of ranks (0 to skip)")
+    return count
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "loraguard(invariant_id): a test of one loraguard invariant")
     if not config.getoption("loraguard"):
@@ -86,7 +100,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 reproducer_dir=config.invocation_params.dir / _option(config, "reproducers"),
                 baseline=_option(config, "baseline"),
                 update_baseline=config.getoption("loraguard_update_baseline"),
-                zero3=int(_option(config, "zero3")),
+                zero3=_count(config, "zero3"),
+                fsdp=_count(config, "fsdp"),
+                fsdp_api=_option(config, "fsdp-api"),
             )
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from loraguard.backends import Backend, load_backend
+from loraguard.harness.fsdp.sharding import APIS as FSDP_APIS
 from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
 from loraguard.harness.scenarios import DTYPES, Scenario, zoo_scenarios
 from loraguard.harness.zoo import ZooModel, available
@@ -56,6 +57,8 @@ class Settings:
     baseline: Path | None = None
     update_baseline: bool = False
     zero3: int = 0
+    fsdp: int = 0
+    fsdp_api: str = "fsdp2"
 
     @property
     def scenarios(self) -> list[Scenario]:
@@ -83,6 +86,8 @@ class RunOptions:
     baseline: str | None = None
     update_baseline: bool = False
     zero3: int = 0
+    fsdp: int = 0
+    fsdp_api: str = "fsdp2"
     prefix: str = "--loraguard-"
 
     def option(self, name: str) -> str:
@@ -115,6 +120,8 @@ def resolve(opts: RunOptions) -> Settings:
         raise ValueError(f"{opts.option('device')} {device!r}: use cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"{opts.option('device')} {device}: torch sees no CUDA device here")
+    if opts.fsdp_api not in FSDP_APIS:
+        raise ValueError(f"{opts.option('fsdp-api')} {opts.fsdp_api!r}: choose one of {list(FSDP_APIS)}")
     names = opts.dtypes or list(prof.dtypes)
     unknown = [d for d in names if d not in DTYPES]
     if unknown:
@@ -145,6 +152,8 @@ def resolve(opts: RunOptions) -> Settings:
         baseline=Path(opts.baseline) if opts.baseline else None,
         update_baseline=opts.update_baseline,
         zero3=opts.zero3,
+        fsdp=opts.fsdp,
+        fsdp_api=opts.fsdp_api,
     )
 
 

@@ -34,6 +34,7 @@ _MODULES = (
     "wrapping",
     "sequences",
     "zero3",
+    "fsdp",
 )
 
 

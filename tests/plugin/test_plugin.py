@@ -92,6 +92,8 @@ def test_a_fixed_known_failure_is_noticed(pytester: pytest.Pytester) -> None:
         ("--loraguard-backend", "no_such_library", "no_such_library"),
         ("--loraguard-model", "nomodule", "--loraguard-model"),
         ("--loraguard-known-failures", "missing.txt", "missing.txt"),
+        ("--loraguard-fsdp", "two", "--loraguard-fsdp"),
+        ("--loraguard-fsdp-api", "fsdp3", "--loraguard-fsdp-api"),
     ],
 )
 def test_bad_options_are_usage_errors_naming_the_option(pytester: pytest.Pytester, option, value, named) -> None:

@@ -10,6 +10,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from loraguard.audit import fsdp
 from loraguard.audit.adapter import audit_tensors
 from loraguard.audit.pickle_scan import PickleScanError, scan_file
 from loraguard.audit.rules import Finding
@@ -152,7 +153,8 @@ def _audit_directory(path: str, options: Options, result: AuditResult) -> None:
         ]
     if not units:
         raise Unusable(
-            Finding(
+            fsdp.dcp_directory(path, names)
+            or Finding(
                 "LG002",
                 path,
                 f"no {CONFIG_NAME}, adapter subfolder, *.safetensors, index or pickle "
@@ -250,6 +252,7 @@ def _audit_source(
     with source:
         try:
             result.findings += audit_tensors(source, config, on_read or (lambda n: None), is_adapter)
+            result.findings += fsdp.tensor_findings(source, config)
         except OSError as err:
             raise Unusable(Finding("LG001", label, f"read failed: {err.strerror or err}")) from None
 
@@ -264,6 +267,7 @@ def _audit_pickle(
         scan = scan_file(path)
     except (PickleScanError, OSError) as err:
         raise Unusable(Finding("LG403", path, f"cannot scan: {err}")) from None
+    result.findings += fsdp.pickle_findings(path, scan)
     if scan.unsafe:
         shown = ", ".join(f"{i.dotted} ({i.opcode})" for i in scan.unsafe[:5])
         result.findings.append(

@@ -161,6 +161,33 @@ _RULES = [
         "A pickle cannot be parsed, or torch.load(weights_only=True) refuses it.",
         True,
     ),
+    # un-gathered FSDP saves (loraguard/audit/fsdp.py)
+    Rule(
+        "LG601",
+        "fsdp-dtensor-pickle",
+        "error",
+        "A pickle holds DTensors or sharded tensors: an FSDP state_dict() saved without gathering.",
+    ),
+    Rule("LG602", "fsdp-flat-shard", "error", "A LoRA factor is 1-D: a view of an FSDP1 flat shard saved un-gathered."),
+    Rule(
+        "LG603",
+        "fsdp-row-shard",
+        "error",
+        "lora_A holds 1/k of the rows its rank needs: one rank's dim-0 shard saved as the whole tensor.",
+    ),
+    Rule(
+        "LG604",
+        "fsdp-wrapper-prefix",
+        "error",
+        "A key carries a wrapper's prefix (_fsdp_wrapped_module, _orig_mod...): a load matches no module.",
+    ),
+    Rule(
+        "LG605",
+        "fsdp-dcp-checkpoint",
+        "error",
+        "A sharded torch.distributed.checkpoint directory: consolidate it before auditing.",
+        True,
+    ),
     # merged models
     Rule(
         "LG501",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -107,7 +108,8 @@ def _gathered_save(ctx: RankContext, backend, model: nn.Module, recipe: Recipe, 
 
     def write() -> None:
         if backend.name == "peft":
-            inner(model).save_pretrained(str(directory), state_dict=state)
+            peft_model: Any = inner(model)
+            peft_model.save_pretrained(str(directory), state_dict=state)
         else:
             backend.save(_unsharded_copy(backend, recipe, state, prepare or (lambda m: None)), directory)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import nn
@@ -68,7 +69,7 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole state dict on every rank, on the CPU, keys as the unsharded model names them (a collective)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    state = cast(dict[str, torch.Tensor], get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)))
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 

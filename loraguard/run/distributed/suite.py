@@ -8,7 +8,7 @@ returns the same results. Imports nothing heavy at module top.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from loraguard.run.outcome import Outcome
 
@@ -77,7 +77,7 @@ def _run_in_world(
 
     shared = [tempfile.mkdtemp(prefix=f"loraguard-{kind}-") if world.rank == 0 else None]
     dist.broadcast_object_list(shared, 0)
-    ctx = RankContext(world, Path(shared[0]), options, mark)
+    ctx = RankContext(world, Path(str(shared[0])), options, mark)
     results = []
     for name in ids:
         start = time.perf_counter()
@@ -89,7 +89,8 @@ def _run_in_world(
             lagging = _lagging(store, key, world.world_size, err)
             results.append(Outcome(name, "", "error", lagging, time.perf_counter() - start))
             break
-        results.append(combine(name, dict(enumerate(everyone)), [r["pid"] for r in everyone]))
+        reports = cast(list[dict[str, Any]], everyone)
+        results.append(combine(name, dict(enumerate(reports)), [r["pid"] for r in reports]))
     return results
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from loraguard.backends.peft import PeftBackend
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.core.keys import PEFT_PREFIX
 from loraguard.core.merge_math import delta_weight
@@ -160,3 +161,27 @@ MUTANTS: list[type[_Mutant]] = [
     SilentlySkipsKeys,
     RewrapTargetsDropout,
 ]
+
+
+# -- peft with one defect each, for the areas the reference does not implement (peft's other tuners) ------------------
+class TunerMergeDropsScaling(PeftBackend):
+    """peft, except that merging a LoHa or LoKr adapter leaves out its alpha / r scaling."""
+
+    name, defect = "mutant-tuner-no-scale", "LoHa/LoKr merge drops alpha / r"
+
+    def merge(self, model: nn.Module, adapters: list[str] | None = None) -> None:
+        from peft.tuners.lycoris_utils import LycorisLayer
+
+        layers = [m for m in model.modules() if isinstance(m, LycorisLayer)]
+        kept = [dict(m.scaling) for m in layers]
+        for m in layers:
+            m.scaling.update(dict.fromkeys(m.scaling, 1.0))
+        try:
+            super().merge(model, adapters)
+        finally:
+            for m, scaling in zip(layers, kept):
+                m.scaling.update(scaling)
+
+
+#: Mutants of peft: run on the scenarios of their area only (peft's documented LoRA bugs would fail first).
+PEFT_MUTANTS: list[type[PeftBackend]] = [TunerMergeDropsScaling]

@@ -8,7 +8,7 @@ from loraguard.harness.scenarios import zoo_scenarios
 from loraguard.harness.settings import PROFILES
 from loraguard.harness.zoo import available
 from loraguard.run.in_process import run_all
-from tests.mutants import MUTANTS
+from tests.mutants import MUTANTS, PEFT_MUTANTS
 
 _CI = PROFILES["ci"]
 
@@ -25,6 +25,19 @@ def test_reference_passes_every_invariant():
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_default_profile_catches_mutant(mutant):
     outcomes = run_all(mutant(), _default_scenarios(), stop_on_failure=True)
+    last = outcomes[-1]
+    assert last.status in ("failed", "error"), f"{mutant.defect}: not caught by any invariant"
+    print(
+        f"{mutant.name}: caught by {last.invariant} on {last.scenario} after {last.elapsed:.2f}s: {last.message[:120]}"
+    )
+
+
+@pytest.mark.parametrize("mutant", PEFT_MUTANTS, ids=[m.name for m in PEFT_MUTANTS])
+def test_default_profile_catches_peft_mutant(mutant):
+    pytest.importorskip("peft")
+    area = [s for s in _default_scenarios() if s.tuner is not None]
+    assert area, "the default profile has no scenario in this mutant's area"
+    outcomes = run_all(mutant(), area, stop_on_failure=True)
     last = outcomes[-1]
     assert last.status in ("failed", "error"), f"{mutant.defect}: not caught by any invariant"
     print(

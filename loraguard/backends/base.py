@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from loraguard.core.config import LoraConfig
+from loraguard.core.tuners import KINDS as TUNER_KINDS
 
 #: Capabilities a backend may declare. Core methods below are always required.
 CAPABILITIES = {
@@ -37,6 +38,9 @@ CAPABILITIES = {
     "bfloat16": "models in bfloat16",
     "float16": "models in float16",
     "cuda": "models on a CUDA device",
+    # peft's other tuners (a TunerConfig handed to wrap/add_adapter); running one also needs `adapted_paths(model,
+    # adapter)` and `adapter_tensors(model, adapter)` (saved key -> the model's parameter), read by name
+    **{kind: f"{what} (TunerConfig kind {kind!r})" for kind, what in TUNER_KINDS.items()},
 }
 
 

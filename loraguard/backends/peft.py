@@ -16,6 +16,17 @@ from torch import nn
 
 from loraguard.backends.base import Unsupported
 from loraguard.core.config import LoraConfig
+from loraguard.core.keys import PEFT_PREFIX
+from loraguard.core.tuners import TunerConfig
+
+#: peft's config class for each tuner kind of `loraguard.core.tuners`.
+_TUNER_CLASSES = {
+    "loha": "LoHaConfig",
+    "lokr": "LoKrConfig",
+    "ia3": "IA3Config",
+    "oft": "OFTConfig",
+    "adalora": "AdaLoraConfig",
+}
 
 
 def _peft():
@@ -61,6 +72,7 @@ class PeftBackend:
             caps.add("lora_bias")
         if hasattr(_peft().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)
             caps.add("conv")
+        caps.update(kind for kind, cls in _TUNER_CLASSES.items() if hasattr(_peft(), cls))
         return frozenset(caps)
 
     def version(self) -> str:
@@ -70,8 +82,10 @@ class PeftBackend:
     def _config_fields(self) -> set[str]:
         return {f.name for f in dataclasses.fields(_peft().LoraConfig)}
 
-    def peft_config(self, config: LoraConfig):
+    def peft_config(self, config: LoraConfig | TunerConfig):
         """Translate loraguard's config; a non-default value for a field this release lacks is Unsupported."""
+        if isinstance(config, TunerConfig):
+            return self._tuner_config(config)
         known = self._config_fields()
         ours = config.to_json_dict()
         defaults = LoraConfig().to_json_dict()
@@ -86,6 +100,23 @@ class PeftBackend:
         if isinstance(kwargs.get("target_modules"), list):
             kwargs["target_modules"] = list(kwargs["target_modules"])
         return _peft().LoraConfig(**kwargs)
+
+    def _tuner_config(self, config: TunerConfig):
+        """The tuner's own peft config class, with loraguard's fields; a field this release lacks is Unsupported."""
+        cls = getattr(_peft(), _TUNER_CLASSES[config.kind], None)
+        if cls is None:
+            raise Unsupported(f"peft {self.version()} has no {_TUNER_CLASSES[config.kind]}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(set(config.options) - known)
+        if missing:
+            raise Unsupported(f"peft {self.version()} has no {cls.__name__} field(s) {missing}")
+        targets = config.target_modules
+        mts = config.modules_to_save
+        return cls(
+            target_modules=list(targets) if isinstance(targets, list) else targets,
+            modules_to_save=list(mts) if mts else None,
+            **config.options,
+        )
 
     # -- structure -------------------------------------------------------------------------------------------
     @staticmethod
@@ -116,8 +147,43 @@ class PeftBackend:
         }
 
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
-        layer = self._lora_layers(model)[path]
+        layer = self._tuner_layers(model)[path]
         return layer.get_base_layer().weight
+
+    def _tuner_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Every adapted layer of any tuner (LoRA, LoHa, IA3...), by its path in the base model."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return {
+            n: m
+            for n, m in self._base(model).named_modules()
+            if isinstance(m, BaseTunerLayer) and hasattr(m, "base_layer") and n.split(".")[-1] != "base_layer"
+        }
+
+    def adapted_paths(self, model: nn.Module, adapter: str) -> set[str]:
+        """Paths of the layers that hold `adapter` in any tuner's parameter containers."""
+        return {
+            p
+            for p, layer in self._tuner_layers(model).items()
+            if any(adapter in getattr(layer, attr, {}) for attr in layer.adapter_layer_names)
+        }
+
+    def adapter_tensors(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """`adapter`'s trainable tensors, read from the layers' own containers (each layer's `adapter_layer_names`)
+        and its modules_to_save copies, under the key peft's format saves each one as."""
+        out = {}
+        for path, layer in self._tuner_layers(model).items():
+            for attr in layer.adapter_layer_names:
+                container = getattr(layer, attr, {})
+                if adapter not in container:
+                    continue
+                value = container[adapter]
+                named = value.named_parameters() if isinstance(value, nn.Module) else [("", value)]
+                for name, tensor in named:
+                    out[PEFT_PREFIX + ".".join(p for p in (path, attr, name) if p)] = tensor
+        for path, state in self.saved_copies(model, adapter).items():
+            out.update({f"{PEFT_PREFIX}{path}.{k}": v for k, v in state.items()})
+        return out
 
     def saved_copies(self, model: nn.Module, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
         return {

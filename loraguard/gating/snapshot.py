@@ -156,7 +156,9 @@ def take_snapshot(
     """Record every scenario the backend can run into `directory`; `origins` maps user model names to module:factory.
 
     An existing snapshot is replaced only with `force` (its accepted.txt and other files of yours are kept).
+    Baselines record LoRA adapters: scenarios of peft's other tuners are left out.
     """
+    scenarios = [s for s in scenarios if s.tuner is None]
     ids = [s.id for s in scenarios]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

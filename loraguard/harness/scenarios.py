@@ -14,6 +14,7 @@ from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import LayerKind
+from loraguard.core.tuners import TunerConfig
 from loraguard.harness.zoo import ZooModel
 from loraguard.reference.layers import is_conv1d_transposed
 
@@ -35,6 +36,8 @@ class Scenario:
     device: str = "cpu"
     seed: int = 0
     label: str = ""
+    tuner: TunerConfig | None = None  # a non-LoRA adapter: `config`/`second` then only mirror its targets
+    tuner_second: TunerConfig | None = None
 
     @property
     def id(self) -> str:
@@ -109,6 +112,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
                 needs.add("fan_in_fan_out")
             elif kind != "linear":
                 needs.add(kind)
+    if scenario.tuner is not None:
+        needs.add(scenario.tuner.kind)
     if with_second and scenario.second is not None:
         needs.add("multi_adapter")
     if scenario.dtype == torch.bfloat16:
@@ -158,10 +163,60 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
         )
         for dtype in dtypes:
             out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))
+    names = {zm.name: zm for zm in models}
+    for model, tuner, second in TUNERS:
+        if model in names:
+            out += [tuner_scenario(names[model], tuner, second, dtype, device) for dtype in dtypes]
     return out
+
+
+def _tuners(model: str, kind: str, targets: list[str], second: list[str], frozen: bool = False, **options) -> tuple:
+    """A tuner setup on a zoo model: the first adapter (with the model's modules_to_save), the second on `second`
+    (`frozen`: added with inference_mode=True, for tuners that train one adapter at a time)."""
+    first = TunerConfig(kind, targets, list(ZOO_MTS.get(model, [])) or None, options)
+    later = {**options, "inference_mode": True} if frozen else options
+    return model, first, TunerConfig(kind, second, None, later)
+
+
+#: modules_to_save of the first tuner adapter, per zoo model.
+ZOO_MTS = {"mlp": ["head"]}
+#: peft's other tuners on zoo models: (model, first adapter, second adapter). Non-default inits and scales, so
+#: every adapter has an effect well above the bfloat16 bound. AdaLoRA trains one adapter: the second is frozen.
+TUNERS: list[tuple[str, TunerConfig, TunerConfig]] = [
+    _tuners("mlp", "loha", ["fc1", "fc2"], ["fc1"], r=4, alpha=64, init_weights=False),
+    _tuners("mlp", "lokr", ["fc1", "fc2"], ["fc1"], r=4, alpha=16, init_weights=False),
+    _tuners("mlp", "ia3", ["fc1", "fc2"], ["fc2"], feedforward_modules=["fc2"], init_ia3_weights=False),
+    _tuners("mlp", "oft", ["fc1", "fc2"], ["fc1"], r=0, oft_block_size=4, init_weights=False),
+    _tuners(
+        "mlp",
+        "adalora",
+        ["fc1", "fc2"],
+        ["fc1"],
+        frozen=True,
+        init_r=4,
+        target_r=2,
+        lora_alpha=16,
+        init_lora_weights=False,
+        total_step=10,
+    ),
+]
+
+
+def tuner_scenario(
+    zm: ZooModel, tuner: TunerConfig, second: TunerConfig, dtype: torch.dtype, device: str = "cpu"
+) -> Scenario:
+    """A scenario for a non-LoRA tuner with its second adapter (the same kind); `config`/`second` mirror targets."""
+    mirror = lambda t: LoraConfig(target_modules=t.target_modules, modules_to_save=t.modules_to_save)
+    return Scenario(zm, mirror(tuner), mirror(second), dtype, device, 0, tuner.kind, tuner, second)
 
 
 def without_modules_to_save(scenario: Scenario) -> Scenario:
     """The scenario with no modules_to_save, for backends that lack them when a promise does not involve them."""
     strip = lambda c: c if c is None else dataclasses.replace(c, modules_to_save=None)
-    return dataclasses.replace(scenario, config=strip(scenario.config), second=strip(scenario.second))
+    return dataclasses.replace(
+        scenario,
+        config=strip(scenario.config),
+        second=strip(scenario.second),
+        tuner=strip(scenario.tuner),
+        tuner_second=strip(scenario.tuner_second),
+    )

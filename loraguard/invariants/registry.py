@@ -35,6 +35,7 @@ _MODULES = (
     "sequences",
     "zero3",
     "fsdp",
+    "tuners",
 )
 
 
@@ -69,8 +70,15 @@ class Invariant:
     needs_second: bool = False
     needs_modules_to_save: bool = False
 
+    @property
+    def needs_oracle(self) -> bool:
+        """True unless the invariant has a form that needs no reference (see `oracle_free`)."""
+        return self.id not in ORACLE_FREE
+
 
 REGISTRY: dict[str, Invariant] = {}
+#: Oracle-free forms of scenario invariants, by ID: what runs on a tuner loraguard's reference does not implement.
+ORACLE_FREE: dict[str, Callable[..., None]] = {}
 
 
 def _qualified(check: Callable[..., None]) -> str:
@@ -111,6 +119,19 @@ def invariant(
     return wrap
 
 
+def oracle_free(id: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator registering the form of invariant `id` that needs no oracle: ``check(backend, scenario)`` for
+    scenarios whose adapter is a `TunerConfig`."""
+
+    def wrap(check: Callable[..., None]) -> Callable[..., None]:
+        if id in ORACLE_FREE:
+            raise ValueError(f"invariant {id!r} has two oracle-free forms")
+        ORACLE_FREE[id] = check
+        return check
+
+    return wrap
+
+
 def fitted(inv: Invariant, backend: Backend, scenario: Scenario) -> Scenario:
     """The scenario as this backend can run it: without modules_to_save if it lacks them and the promise allows."""
     if "modules_to_save" not in backend.capabilities and not inv.needs_modules_to_save:
@@ -138,13 +159,20 @@ def run_invariant(inv: Invariant, backend: Backend, scenario: Scenario) -> float
     if inv.kind != "scenario":
         raise ValueError(f"invariant {inv.id!r} is a {inv.kind} invariant; it does not run on one scenario")
     scenario = fitted(inv, backend, scenario)
+    check = inv.check
+    if scenario.tuner is not None:
+        if inv.needs_oracle:
+            raise Skipped(
+                f"{inv.id} needs the oracle; loraguard's reference implements LoRA, not {scenario.tuner.kind}"
+            )
+        check = ORACLE_FREE[inv.id]
     reason = applicable(inv, backend, scenario)
     if reason:
         raise Skipped(reason)
     __tracebackhide__ = True
     start, held = time.perf_counter(), checks.held
     try:
-        inv.check(backend, scenario)
+        check(backend, scenario)
     except Unsupported as err:
         if checks.held > held:
             raise Partial(f"{checks.held - held} comparisons held, then: {err}", per_example=True) from None

@@ -45,7 +45,7 @@ def test_a_mutant_fails_with_a_readable_test_id(pytester: pytest.Pytester) -> No
         "--loraguard-zoo",
         "mlp",
         "-k",
-        "test_zoo and merge-forward",
+        "test_zoo and merge-forward and r4",  # the LoRA scenario (mlp's tuner scenarios skip on the reference)
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
@@ -77,7 +77,7 @@ def test_a_fixed_known_failure_is_noticed(pytester: pytest.Pytester) -> None:
         "--loraguard-zoo",
         "mlp",
         "-k",
-        "test_zoo and merge-forward",
+        "test_zoo and merge-forward and r4",
         f"--loraguard-known-failures={known}",
     )
     result.assert_outcomes(failed=1)

@@ -17,6 +17,7 @@ from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.core.tuners import KINDS as TUNER_KINDS
+from loraguard.core.tuners import TunerConfig
 
 #: Capabilities a backend may declare. Core methods below are always required.
 CAPABILITIES = {
@@ -38,8 +39,7 @@ CAPABILITIES = {
     "bfloat16": "models in bfloat16",
     "float16": "models in float16",
     "cuda": "models on a CUDA device",
-    # peft's other tuners (a TunerConfig handed to wrap/add_adapter); running one also needs `adapted_paths(model,
-    # adapter)` and `adapter_tensors(model, adapter)` (saved key -> the model's parameter), read by name
+    # peft's other tuners: a TunerConfig handed to wrap/add_adapter, and the reads of `TunerBackend` below
     **{kind: f"{what} (TunerConfig kind {kind!r})" for kind, what in TUNER_KINDS.items()},
 }
 
@@ -103,6 +103,26 @@ class Backend(Protocol):
 
     def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
         """Load a saved adapter onto `base` (``from_pretrained``)."""
+
+
+@runtime_checkable
+class TunerBackend(Protocol):
+    """What a backend adds to run peft's other tuners (declared as capabilities named after `TunerConfig` kinds)."""
+
+    def wrap(self, base: nn.Module, config: TunerConfig, adapter: str = "default") -> nn.Module:
+        """Inject a tuner adapter (``get_peft_model`` with the tuner's own config)."""
+
+    def add_adapter(self, model: nn.Module, adapter: str, config: TunerConfig) -> None:
+        """Add another adapter of a tuner without activating it."""
+
+    def delete_adapter(self, model: nn.Module, adapter: str) -> None:
+        """Delete an adapter (called only with the ``delete_adapter`` capability)."""
+
+    def adapted_paths(self, model: nn.Module, adapter: str) -> set[str]:
+        """Paths of the base model's layers that hold `adapter`."""
+
+    def adapter_tensors(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """`adapter`'s trainable tensors (factors, vectors, modules_to_save copies) by the key they save under."""
 
 
 def check_capabilities(backend: Backend) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
-from loraguard.backends.base import Backend
+from loraguard.backends.base import Backend, TunerBackend
 from loraguard.core.config import CONFIG_NAME
 from loraguard.core.matching import spec_matches
 from loraguard.core.tuners import TunerConfig
@@ -63,9 +64,9 @@ def wrap_tuner(backend: Backend, scenario: Scenario) -> TunerWrapped:
     targets = selected(base, tuner.target_modules)
     with torch.no_grad():
         base_out = run(base, x)
-    w0 = {p: base.get_submodule(p).weight.detach().clone() for p in targets}
-    model = backend.wrap(base, tuner)
-    got = backend.adapted_paths(model, "default")
+    w0 = {p: cast(torch.Tensor, base.get_submodule(p).weight).detach().clone() for p in targets}
+    model = _tb(backend).wrap(base, tuner)
+    got = _tb(backend).adapted_paths(model, "default")
     expect(
         got == targets,
         f"{tuner.kind}: adapted modules differ from target_modules={tuner.target_modules!r}: unexpected "
@@ -76,15 +77,20 @@ def wrap_tuner(backend: Backend, scenario: Scenario) -> TunerWrapped:
 
 def snapshot(backend: Backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     """Clones of every tensor of `adapter`, by saved key."""
-    return {k: v.detach().clone() for k, v in backend.adapter_tensors(model, adapter).items()}
+    return {k: v.detach().clone() for k, v in _tb(backend).adapter_tensors(model, adapter).items()}
 
 
 def perturb_tuner(backend: Backend, model: nn.Module, adapter: str, seed: int = 1) -> None:
     """Simulated training of one adapter: change each of its tensors in place."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for t in backend.adapter_tensors(model, adapter).values():
+        for t in _tb(backend).adapter_tensors(model, adapter).values():
             t.add_((torch.randn(t.shape, generator=gen) * 0.05).to(t.device, t.dtype))
+
+
+def _tb(backend: Backend) -> TunerBackend:
+    """The backend as a tuner backend: it declared the scenario's tuner kind (the registry checked)."""
+    return cast(TunerBackend, backend)
 
 
 def _tuner(scenario: Scenario) -> TunerConfig:
@@ -97,7 +103,7 @@ def tuner_merge_forward(backend: Backend, scenario: Scenario) -> None:
     """Merged output equals the unmerged forward, and the merge changed every adapted weight."""
     wrapped = wrap_tuner(backend, scenario)
     out = wrapped.out()
-    assert_effect(out, wrapped.base_out, scenario.dtype, f"{scenario.tuner.kind} output vs base output")
+    assert_effect(out, wrapped.base_out, scenario.dtype, f"{_tuner(scenario).kind} output vs base output")
     backend.merge(wrapped.model)
     for path, w0 in wrapped.base_weights.items():
         expect(not torch.equal(backend.base_weight(wrapped.model, path), w0), f"merge left '{path}' unchanged")
@@ -110,7 +116,7 @@ def tuner_unmerge_restores(backend: Backend, scenario: Scenario) -> None:
     """Disabling gives the base output; a second merge changes nothing; unmerge restores W and the output."""
     wrapped = wrap_tuner(backend, scenario)
     out = wrapped.out()
-    assert_effect(out, wrapped.base_out, scenario.dtype, f"{scenario.tuner.kind} output vs base output")
+    assert_effect(out, wrapped.base_out, scenario.dtype, f"{_tuner(scenario).kind} output vs base output")
     if "disable" in backend.capabilities:
         with backend.disabled(wrapped.model):
             assert_equal(wrapped.out(), wrapped.base_out, "output with adapters disabled vs base output")
@@ -184,7 +190,7 @@ def tuner_isolation(backend: Backend, scenario: Scenario) -> None:
         assert_state_equal(snapshot(backend, wrapped.model, "default"), first, f"adapter 'default' after {after}")
         assert_equal(wrapped.out(), out, f"output of adapter 'default' after {after}")
 
-    backend.add_adapter(wrapped.model, OTHER, scenario.tuner_second)
+    _tb(backend).add_adapter(wrapped.model, OTHER, cast(TunerConfig, scenario.tuner_second))
     unchanged(f"adding adapter '{OTHER}'")
     backend.set_adapter(wrapped.model, [OTHER])
     perturb_tuner(backend, wrapped.model, OTHER)
@@ -196,7 +202,7 @@ def tuner_isolation(backend: Backend, scenario: Scenario) -> None:
         for name, where, want in (("default", d, first), (OTHER, d / OTHER, other)):
             assert_same_keys(read_saved(where), want, f"keys saved for adapter '{name}'")
     if "delete_adapter" in backend.capabilities:
-        backend.delete_adapter(wrapped.model, OTHER)
+        _tb(backend).delete_adapter(wrapped.model, OTHER)
         unchanged(f"deleting adapter '{OTHER}'")
 
 

@@ -106,6 +106,12 @@ class _NoTranspose:
         return delta_weight(a, b, self.scaling[name], self.kind, fan_in_fan_out=False)
 
 
+class _DoraNotRenormalisedAtUnmerge:
+    def unmerged_value(self, name, weight):
+        self._before_merge.pop(name, None)  # takes the delta out but leaves the m/||W+dW|| rescaling in
+        return (weight.float() - self.delta(name)).to(weight.dtype)
+
+
 class ScalingDroppedAtMerge(_Mutant):
     name, model_class, defect = "mutant-no-scale", _layer_model(_NoScaleAtMerge), "scaling dropped at merge"
 
@@ -116,6 +122,11 @@ class DoubleMerge(_Mutant):
 
 class NoFanInFanOutTranspose(_Mutant):
     name, model_class, defect = "mutant-no-transpose", _layer_model(_NoTranspose), "fan_in_fan_out not transposed"
+
+
+class DoraNotRenormalisedAtUnmerge(_Mutant):
+    name, model_class = "mutant-dora-unmerge", _layer_model(_DoraNotRenormalisedAtUnmerge)
+    defect = "DoRA magnitude not renormalised at unmerge"
 
 
 # -- 7. a load that silently skips keys (what made peft's merge_and_unload a no-op) -----------------------------------
@@ -158,6 +169,7 @@ MUTANTS: list[type[_Mutant]] = [
     ScalingDroppedAtMerge,
     DoubleMerge,
     NoFanInFanOutTranspose,
+    DoraNotRenormalisedAtUnmerge,
     SilentlySkipsKeys,
     RewrapTargetsDropout,
 ]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.harness.scenarios import zoo_scenarios
+from loraguard.harness.scenarios import profile_scenarios
 from loraguard.harness.settings import PROFILES
 from loraguard.harness.zoo import available
 from loraguard.run.in_process import run_all
@@ -14,7 +14,7 @@ _CI = PROFILES["ci"]
 
 
 def _default_scenarios():
-    return zoo_scenarios(available(list(_CI.zoo) if _CI.zoo else None), [torch.float32])
+    return profile_scenarios(available(list(_CI.zoo) if _CI.zoo else None), [torch.float32])
 
 
 def test_reference_passes_every_invariant():

@@ -33,6 +33,7 @@ CAPABILITIES = {
     "rslora": "use_rslora=True",
     "patterns": "rank_pattern / alpha_pattern",
     "lora_bias": "lora_bias=True (a bias on lora_B)",
+    "dora": "use_dora=True, with lora_magnitudes(model, adapter): each DoRA layer's magnitude vector by path",
     "all_linear": 'target_modules="all-linear"',
     "weighted_combination": "add_weighted_adapter(model, adapters, weights, name)",
     "unload": "unload(model): the base model back without merging",

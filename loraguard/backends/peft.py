@@ -70,6 +70,8 @@ class PeftBackend:
         }
         if "lora_bias" in self._config_fields():
             caps.add("lora_bias")
+        if "use_dora" in self._config_fields():
+            caps.add("dora")
         if hasattr(_peft().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)
             caps.add("conv")
         caps.update(kind for kind, cls in _TUNER_CLASSES.items() if hasattr(_peft(), cls))
@@ -145,6 +147,15 @@ class PeftBackend:
             for p, layer in self._lora_layers(model).items()
             if adapter in layer.lora_B and getattr(layer.lora_B[adapter], "bias", None) is not None
         }
+
+    def lora_magnitudes(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """DoRA's magnitude vectors (a module's ``weight`` from peft 0.12 on, a bare parameter before)."""
+        out = {}
+        for path, layer in self._lora_layers(model).items():
+            store = getattr(layer, "lora_magnitude_vector", None)
+            if store is not None and adapter in store:
+                out[path] = getattr(store[adapter], "weight", store[adapter])
+        return out
 
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
         layer = self._tuner_layers(model)[path]

@@ -30,6 +30,7 @@ class ReferenceBackend:
             "rslora",
             "patterns",
             "lora_bias",
+            "dora",
             "all_linear",
             "unload",
             "bfloat16",
@@ -63,6 +64,9 @@ class ReferenceBackend:
         return {
             p: layer.lora_B[adapter].bias for p, layer in model.lora_layers().items() if layer.lora_bias.get(adapter)
         }
+
+    def lora_magnitudes(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
+        return {p: layer.magnitude(adapter) for p, layer in model.lora_layers().items() if layer.use_dora.get(adapter)}
 
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
         return model.lora_layers()[path].base_weight()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 PEFT_PREFIX = "base_model.model."
 
+#: DoRA's magnitude vector: saved bare (``...lora_magnitude_vector``), held in the model at ``.<adapter>.weight``.
+MAGNITUDE = "lora_magnitude_vector"
 #: Roles whose tensors are LoRA factors (saved with an optional ``.weight``/``.bias`` after them).
 FACTOR_ROLES = frozenset({"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"})
 #: Roles that are parameter containers without a trailing ``.weight`` (peft's ParameterDicts).
@@ -52,6 +54,8 @@ class AdapterKey:
 
     def in_model(self, adapter: str) -> str:
         """The key of this tensor inside a peft-structured model's state dict (adapter name inserted)."""
+        if self.role == MAGNITUDE:
+            return f"{self.module}.{self.role}.{adapter}.weight"
         if self.role in BARE_ROLES:
             return f"{self.module}.{self.role}.{adapter}"
         if self.role in FACTOR_ROLES:

@@ -1,4 +1,5 @@
-"""The merge formula ``W_merged = W + s * B @ A`` as pure functions over tensors, for every layer kind.
+"""The merge formulas as pure functions over tensors, for every layer kind: LoRA's ``W_merged = W + s * B @ A`` and
+DoRA's ``W_merged = m / ||W0 + s * B @ A|| * (W + s * B @ A)`` (norm per output channel, of the unmerged weight W0).
 
 This is the oracle the invariants and the audit compare backends and merged checkpoints to; the reference
 layers use it too, so there is exactly one statement of the arithmetic.
@@ -57,3 +58,54 @@ def merged_weight(
             f"(kind={kind}, fan_in_fan_out={fan_in_fan_out})"
         )
     return (base.to(delta.dtype) + delta).to(base.dtype)
+
+
+def out_first(weight: torch.Tensor, kind: LayerKind, fan_in_fan_out: bool = False) -> torch.Tensor:
+    """A weight (or delta) in its stored layout, viewed with the output channel first: (out, in...).
+
+    Linear is stored (out, in), GPT-2 Conv1D (in, out), embedding (num, dim) whose output channel is dim.
+    """
+    if kind == "embedding" or (kind == "linear" and fan_in_fan_out):
+        return weight.T
+    return weight
+
+
+def output_norm(weight: torch.Tensor, kind: LayerKind, fan_in_fan_out: bool = False) -> torch.Tensor:
+    """DoRA's column norm: the L2 norm of each output channel, shaped as peft stores the magnitude vector.
+
+    linear and embedding: (out,); conv: (1, out, 1, ...) (peft's keepdim norm transposed).
+    """
+    w = out_first(weight, kind, fan_in_fan_out)
+    if kind == "conv":
+        return w.norm(p=2, dim=tuple(range(1, w.dim())), keepdim=True).transpose(1, 0)
+    return torch.linalg.norm(w, dim=1)
+
+
+def channel_view(factor: torch.Tensor, kind: LayerKind, fan_in_fan_out: bool = False) -> torch.Tensor:
+    """A per-output-channel factor shaped to broadcast over the weight's stored layout."""
+    if kind == "embedding" or (kind == "linear" and fan_in_fan_out):
+        return factor.reshape(1, -1)
+    if kind == "conv":  # the magnitude (1, out, 1, ...) has as many dims as the kernel (out, in, k...)
+        return factor.reshape(-1, *([1] * (factor.dim() - 1)))
+    return factor.reshape(-1, 1)
+
+
+def dora_factor(
+    unmerged: torch.Tensor, delta: torch.Tensor, magnitude: torch.Tensor, kind: LayerKind, fan_in_fan_out: bool = False
+) -> torch.Tensor:
+    """``m / ||W0 + delta||`` per output channel, broadcastable over the weight's layout (DoRA's rescaling)."""
+    norm = output_norm(unmerged + delta, kind, fan_in_fan_out)
+    return channel_view(magnitude.to(norm.dtype) / norm, kind, fan_in_fan_out)
+
+
+def dora_merged_weight(
+    current: torch.Tensor,
+    unmerged: torch.Tensor,
+    delta: torch.Tensor,
+    magnitude: torch.Tensor,
+    kind: LayerKind,
+    fan_in_fan_out: bool = False,
+) -> torch.Tensor:
+    """DoRA's merge of one adapter into `current` (which may already hold earlier merges), as peft does it:
+    ``m / ||W0 + delta|| * (current + delta)``, the norm taken over the unmerged weight W0 (as its forward sees it)."""
+    return dora_factor(unmerged, delta, magnitude, kind, fan_in_fan_out) * (current + delta)

@@ -48,6 +48,7 @@ class Variant:
     bias: str = "none"
     lora_bias: bool = False
     lora_dropout: float = 0.0
+    use_dora: bool = False
 
     def config(self, zoo_model: ZooModel, base: nn.Module) -> LoraConfig:
         """The config for `zoo_model`; `patterned` gives its first target rank 2 and its last target alpha 24."""
@@ -60,6 +61,7 @@ class Variant:
             bias=self.bias,
             lora_bias=self.lora_bias,
             lora_dropout=self.lora_dropout,
+            use_dora=self.use_dora,
             target_modules=copy.copy(targets),
             modules_to_save=list(zoo_model.modules_to_save) or None,
             rank_pattern={targets[0]: 2} if patterned else {},
@@ -76,6 +78,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("rslora+patterns", r=4, lora_alpha=16, use_rslora=True, patterned=True),
     ]
 }
+#: DoRA, compared by tests/agreement (not part of the demo's table).
+DORA = Variant("dora", r=4, lora_alpha=32, use_dora=True)
 
 
 @dataclass
@@ -170,6 +174,7 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
 
     base_out = run(base, inputs, dtype)
     ref = LoraModel(copy.deepcopy(base), config).eval()
+    _train_magnitudes(ref, seed=3)
     lora_only = run(ref, inputs, dtype)
     perturbed = _perturb_saved_copies(ref, seed=2)
     peft = PeftBackend()  # peft is driven through its backend: one translation of the config, one API
@@ -338,6 +343,16 @@ def _perturb_saved_copies(ref: Any, seed: int) -> bool:
     for p in params:
         p.add_(1.5 * p.abs().mean() * torch.randn(p.shape, generator=gen).to(p.dtype))
     return bool(params)
+
+
+def _train_magnitudes(ref: Any, seed: int) -> None:
+    """Move each DoRA magnitude off its initial value (the norm, where DoRA's rescaling is 1 and shows nothing)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    for layer in ref.lora_layers().values():
+        for store in layer.lora_magnitude_vector.values():
+            store.weight.mul_((0.6 + 0.8 * torch.rand(store.weight.shape, generator=gen)).to(store.weight.dtype))
 
 
 def _has_transposed_linear(model: nn.Module) -> bool:

@@ -103,6 +103,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("patterns")
         if cfg.lora_bias:
             needs.add("lora_bias")
+        if cfg.use_dora:
+            needs.add("dora")
         if cfg.modules_to_save:
             needs.add("modules_to_save")
         if cfg.target_modules == "all-linear":
@@ -140,6 +142,10 @@ _SECOND: dict[str, tuple[list[str], list[str] | None]] = {
     "llama": (["v_proj", "down_proj"], ["model.norm"]),
     "gpt2": (["c_fc"], None),
 }
+
+
+#: Zoo models that also run with DoRA, one per layer kind DoRA rescales: Linear, Conv1d/2d, GPT-2 Conv1D.
+DORA_MODELS = ("mlp", "convnet", "gpt2")
 
 
 def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
@@ -208,6 +214,26 @@ def tuner_scenario(
     """A scenario for a non-LoRA tuner with its second adapter (the same kind); `config`/`second` mirror targets."""
     mirror = lambda t: LoraConfig(target_modules=t.target_modules, modules_to_save=t.modules_to_save)
     return Scenario(zm, mirror(tuner), mirror(second), dtype, device, 0, tuner.kind, tuner, second)
+
+
+def profile_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
+    """What a profile runs: each model's zoo scenarios, followed by its DoRA ones where it has them."""
+    return [s for zm in models for s in zoo_scenarios([zm], dtypes, device) + dora_scenarios([zm], dtypes, device)]
+
+
+def dora_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
+    """The zoo scenarios of the DORA_MODELS among `models` with both adapters DoRA ("dora" in the test id)."""
+    picked = [zm for zm in models if zm.name in DORA_MODELS]
+    return [
+        dataclasses.replace(
+            s,
+            config=dataclasses.replace(s.config, use_dora=True),
+            second=dataclasses.replace(s.second, use_dora=True),
+            label="dora",
+        )
+        for s in zoo_scenarios(picked, dtypes, device)
+        if s.label == "r4" and s.second is not None
+    ]
 
 
 def without_modules_to_save(scenario: Scenario) -> Scenario:

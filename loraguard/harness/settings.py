@@ -14,7 +14,7 @@ import torch
 from loraguard.backends import Backend, load_backend
 from loraguard.harness.fsdp.sharding import APIS as FSDP_APIS
 from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
-from loraguard.harness.scenarios import DTYPES, Scenario, zoo_scenarios
+from loraguard.harness.scenarios import DTYPES, Scenario, profile_scenarios
 from loraguard.harness.zoo import ZooModel, available
 
 
@@ -62,7 +62,7 @@ class Settings:
 
     @property
     def scenarios(self) -> list[Scenario]:
-        return zoo_scenarios(self.models, self.dtypes, self.device)
+        return profile_scenarios(self.models, self.dtypes, self.device)
 
     def known_failure(self, name: str) -> KnownFailure | None:
         return next((k for k in self.known_failures if k.matches(name)), None)

@@ -6,7 +6,7 @@ from loraguard.backends.base import Backend
 from loraguard.core.merge_math import delta_weight
 from loraguard.harness.scenarios import OTHER, Scenario
 from loraguard.invariants.checks import assert_close
-from loraguard.invariants.registry import invariant
+from loraguard.invariants.registry import Skipped, invariant
 from loraguard.invariants.steps import wrap
 
 WEIGHTS = (0.7, 0.4)
@@ -19,6 +19,8 @@ WEIGHTS = (0.7, 0.4)
     needs_second=True,
 )
 def weighted_combination(backend: Backend, scenario: Scenario) -> None:
+    if scenario.config.use_dora or scenario.second.use_dora:
+        raise Skipped("a weighted combination of DoRA adapters has no formula: their magnitudes do not combine")
     wrapped = wrap(backend, scenario)
     backend.add_adapter(wrapped.model, OTHER, scenario.second)
     adapters = [("default", scenario.config), (OTHER, scenario.second)]

@@ -8,12 +8,12 @@ from collections.abc import Callable
 import torch
 
 from loraguard.backends.base import Backend
-from loraguard.core.merge_math import delta_weight
+from loraguard.core.merge_math import delta_weight, dora_merged_weight
 from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_close, assert_close_to_exact, assert_effect, assert_equal
 from loraguard.invariants.registry import Skipped, invariant
-from loraguard.invariants.steps import Wrapped, wrap
+from loraguard.invariants.steps import Wrapped, magnitudes, train_magnitudes, wrap
 
 
 def exact_unmerged(wrapped: Wrapped, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
@@ -38,23 +38,36 @@ def exact_unmerged(wrapped: Wrapped, dtype: torch.dtype) -> Callable[[], torch.T
 def check_merged_weights(
     backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]], when: str
 ) -> None:
-    """Each merged base weight equals W + sum of s * B @ A over `adapters`, from the backend's raw factors."""
+    """Each merged base weight follows the formula from the backend's raw factors, `adapters` merged in order:
+    ``W + s*B@A`` for LoRA, ``m / ||W0 + s*B@A|| * (W + s*B@A)`` for DoRA (W0 the unmerged weight), in float64."""
     for path, (kind, fifo) in wrapped.targets.items():
-        want = wrapped.base_weights[path].double()
+        unmerged = wrapped.base_weights[path].double()
+        want = unmerged
         for name, config in adapters:
             factors = backend.lora_factors(wrapped.model, name)
-            if path in factors:
-                a, b = (t.detach() for t in factors[path])
-                want = want + delta_weight(a, b, config.scaling_for(path), kind, fifo).double().to(want.device)
+            if path not in factors:
+                continue
+            a, b = (t.detach() for t in factors[path])
+            delta = delta_weight(a, b, config.scaling_for(path), kind, fifo).double().to(want.device)
+            if config.use_dora:
+                magnitude = magnitudes(backend, wrapped.model, name)[path].detach().double().to(want.device)
+                want = dora_merged_weight(want, unmerged, delta, magnitude, kind, fifo)
+            else:
+                want = want + delta
+        formula = "m/||W+s*B@A|| * (W+s*B@A)" if any(c.use_dora for _, c in adapters) else "W + s*B@A"
         assert_close(
             backend.base_weight(wrapped.model, path),
             want.to(wrapped.base_weights[path].dtype),
             scenario.dtype,
-            f"{when}: merged weight of '{path}' vs W + s*B@A",
+            f"{when}: merged weight of '{path}' vs {formula}",
         )
 
 
-@invariant("merge-forward", "Merged output equals the unmerged forward, and each merged weight is W + s*B@A.")
+@invariant(
+    "merge-forward",
+    "Merged output equals the unmerged forward, and each merged weight is W + s*B@A "
+    "(DoRA: m/||W+s*B@A|| * (W+s*B@A), per output channel).",
+)
 def merge_equals_forward(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     out = wrapped.out()
@@ -108,6 +121,8 @@ def multi_active_additive(backend: Backend, scenario: Scenario) -> None:
         raise Skipped(f"both adapters keep a copy of {shared}; such adapters cannot be active together")
     wrapped = wrap(backend, scenario)
     backend.add_adapter(wrapped.model, OTHER, second)
+    if second.use_dora:
+        train_magnitudes(backend, wrapped.model, OTHER, scenario.seed + 1)
     backend.set_adapter(wrapped.model, ["default", OTHER])
     out = wrapped.out()
     exact = exact_unmerged(wrapped, scenario.dtype)

@@ -14,7 +14,7 @@ from torch import nn
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import WEIGHTS_NAME, LoraConfig
-from loraguard.core.keys import MODULES_TO_SAVE, AdapterKey
+from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, AdapterKey
 from loraguard.core.merge_math import LayerKind
 from loraguard.harness.scenarios import Scenario, expected_targets, layer_kind
 from loraguard.harness.zoo import run
@@ -47,6 +47,8 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None)
         base_out = run(base, x)
     w0 = {p: base.get_submodule(p).weight.detach().clone() for p in targets}
     model = backend.wrap(base, config)
+    if config.use_dora:
+        train_magnitudes(backend, model, "default", scenario.seed)
     got = set(backend.lora_factors(model, "default"))
     expect(
         got == set(targets),
@@ -56,10 +58,25 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None)
     return Wrapped(model, base, x, base_out, w0, targets)
 
 
+def magnitudes(backend: Backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+    """DoRA magnitude vectors of `adapter` by module path ({} for a backend without DoRA)."""
+    return backend.lora_magnitudes(model, adapter) if "dora" in backend.capabilities else {}
+
+
+def train_magnitudes(backend: Backend, model: nn.Module, adapter: str, seed: int = 0) -> None:
+    """Give each DoRA magnitude its own value (x 0.6..1.4): a fresh one equals the norm, where m/||W+dW|| is 1
+    and a merge or unmerge that forgets the rescaling would go unseen."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for m in magnitudes(backend, model, adapter).values():
+            m.mul_((0.6 + 0.8 * torch.rand(m.shape, generator=gen)).to(m.device, m.dtype))
+
+
 def perturb(backend: Backend, model: nn.Module, adapter: str, seed: int = 1) -> None:
-    """Simulated training of one adapter: change its factors and modules_to_save copies in place."""
+    """Simulated training of one adapter: change its factors, magnitudes and modules_to_save copies in place."""
     gen = torch.Generator().manual_seed(seed)
     tensors = [t for ab in backend.lora_factors(model, adapter).values() for t in ab]
+    tensors += list(magnitudes(backend, model, adapter).values())
     tensors += [t for state in backend.saved_copies(model, adapter).values() for t in state.values()]
     with torch.no_grad():
         for t in tensors:
@@ -84,6 +101,8 @@ def adapter_tensors(backend: Backend, model: nn.Module, adapter: str, scenario: 
         out[AdapterKey(path, roles[1], param).saved()] = b
     for path, bias in backend.lora_biases(model, adapter).items():
         out[AdapterKey(path, "lora_B", "bias").saved()] = bias
+    for path, magnitude in magnitudes(backend, model, adapter).items():
+        out[AdapterKey(path, MAGNITUDE).saved()] = magnitude
     for path, state in backend.saved_copies(model, adapter).items():
         for k, v in state.items():
             out[AdapterKey(path, MODULES_TO_SAVE, k).saved()] = v

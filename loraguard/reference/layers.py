@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loraguard.core.merge_math import LayerKind, delta_weight
+from loraguard.core.merge_math import LayerKind, delta_weight, dora_merged_weight
+from loraguard.reference.dora import Magnitude, dora_embedding_forward, dora_forward, initial_magnitude
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -44,24 +46,45 @@ class LoraLayer(nn.Module):
         self.base_layer = base_layer
         for store in self.factor_stores:
             self.add_module(store, self._new_store())
+        self.lora_magnitude_vector = nn.ModuleDict()  # DoRA adapters only
         self.lora_dropout = nn.ModuleDict()
         self.scaling: dict[str, float] = {}
         self.rank: dict[str, int] = {}
         self.lora_bias: dict[str, bool] = {}
+        self.use_dora: dict[str, bool] = {}
         self.merged_adapters: list[str] = []
+        self._unmerged: torch.Tensor | None = None  # the weight before the first merge (DoRA's norm is of it)
+        self._before_merge: dict[str, torch.Tensor] = {}  # the weight before each DoRA merge: unmerge restores it
         self.active_adapters: list[str] = []
         self.disabled = False
         self.fan_in_fan_out = False
 
     # -- adapters ------------------------------------------------------------------------------------------
-    def add(self, name: str, rank: int, scale: float, dropout: float, lora_bias: bool, init: bool | str) -> None:
-        """Create adapter `name`'s factors: B zero by default (`init=True`), both random with `init=False`."""
+    def add(
+        self,
+        name: str,
+        rank: int,
+        scale: float,
+        dropout: float,
+        lora_bias: bool,
+        init: bool | str,
+        use_dora: bool = False,
+    ) -> None:
+        """Create adapter `name`'s factors: B zero by default (`init=True`), both random with `init=False`.
+
+        With `use_dora` it also gets a magnitude vector, ``||W + s*B@A||`` per output channel, as in peft.
+        """
         if self.merged_adapters:
             raise RuntimeError(f"cannot add adapter {name!r} while {self.merged_adapters} are merged; unmerge first")
+        if use_dora and lora_bias:
+            raise ValueError("lora_bias=True is not supported with use_dora=True (peft refuses it too)")
         self.rank[name], self.scaling[name], self.lora_bias[name] = rank, scale, lora_bias
+        self.use_dora[name] = use_dora
         self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self._create(name, rank, lora_bias)
         self._init(name, init)
+        if use_dora:
+            self.lora_magnitude_vector[name] = Magnitude(initial_magnitude(self, name))
         weight = self.base_weight()
         self._factor_modules_to(name, weight.device, weight.dtype)
 
@@ -72,7 +95,7 @@ class LoraLayer(nn.Module):
         for store in self.adapter_stores():
             if name in store:
                 del store[name]
-        for d in (self.scaling, self.rank, self.lora_bias):
+        for d in (self.scaling, self.rank, self.lora_bias, self.use_dora):
             d.pop(name, None)
         if name in self.lora_dropout:
             del self.lora_dropout[name]
@@ -85,22 +108,43 @@ class LoraLayer(nn.Module):
     def base_weight(self) -> torch.Tensor:
         return self.base_layer.weight
 
+    def unmerged_weight(self) -> torch.Tensor:
+        """The base weight without any merged adapter in it (DoRA's norm is taken over this one, as in peft)."""
+        return self._unmerged if self.merged_adapters and self._unmerged is not None else self.base_weight()
+
+    def magnitude(self, name: str) -> torch.Tensor:
+        """DoRA adapter `name`'s magnitude vector, shaped as peft saves it."""
+        return cast(Magnitude, self.lora_magnitude_vector[name]).weight
+
     # -- merging -------------------------------------------------------------------------------------------
     def delta(self, name: str) -> torch.Tensor:
         """``s * B @ A`` in the base weight's layout (float32 or wider)."""
         a, b = self.factors(name)
         return delta_weight(a, b, self.scaling[name], self.kind, self.fan_in_fan_out)
 
+    def merged_value(self, name: str, current: torch.Tensor) -> torch.Tensor:
+        """`current` (float32 or wider) with adapter `name` merged in: ``+ s*B@A``, or DoRA's rescaled sum."""
+        if not self.use_dora.get(name):
+            return current + self.delta(name)
+        unmerged = _wide(self.unmerged_weight()).to(current.dtype)
+        return dora_merged_weight(
+            current, unmerged, self.delta(name), self.magnitude(name), self.kind, self.fan_in_fan_out
+        )
+
     @torch.no_grad()
     def merge(self, names: list[str], safe: bool = False) -> None:
-        """Add the deltas of `names` into the base weight; already merged adapters are skipped, never re-applied."""
+        """Fold `names` into the base weight; already merged adapters are skipped, never re-applied."""
         weight = self.base_weight()
         for name in names:
             if name not in self.scaling or name in self.merged_adapters:
                 continue
-            new = (_wide(weight) + self.delta(name)).to(weight.dtype)
+            new = self.merged_value(name, _wide(weight)).to(weight.dtype)
             if safe and not torch.isfinite(new).all():
                 raise ValueError(f"merging adapter {name!r} gives non-finite weights; the adapter is broken")
+            if not self.merged_adapters:
+                self._unmerged = weight.detach().clone()
+            if self.use_dora[name]:
+                self._before_merge[name] = weight.detach().clone()
             weight.copy_(new)
             if self.lora_bias[name]:
                 self._base_bias_for(name).add_(self._lora_b_bias(name) * self.scaling[name])
@@ -113,18 +157,26 @@ class LoraLayer(nn.Module):
         new = _wide(weight)
         for name in names:
             if name in self.scaling and name not in self.merged_adapters:
-                new = new + self.delta(name)
+                new = self.merged_value(name, new)
         return bool(torch.isfinite(new.to(weight.dtype)).all())
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract every merged delta, last merged first."""
+        """Take every merged adapter out, last merged first: subtract a LoRA delta, restore the weight a DoRA
+        merge rescaled exactly as it was before that merge."""
         weight = self.base_weight()
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            weight.copy_((_wide(weight) - self.delta(name)).to(weight.dtype))
+            weight.copy_(self.unmerged_value(name, weight))
             if self.lora_bias[name]:
                 self._base_bias_for(name).sub_(self._lora_b_bias(name) * self.scaling[name])
+        self._unmerged = None
+
+    def unmerged_value(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        """The base weight with merged adapter `name` (the last merged) taken out, in the weight's dtype."""
+        if name in self._before_merge:
+            return self._before_merge.pop(name)
+        return (_wide(weight) - self.delta(name)).to(weight.dtype)
 
     def _base_bias_for(self, name: str) -> torch.Tensor:
         bias = getattr(self.base_layer, "bias", None)
@@ -139,11 +191,16 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x, *args, **kwargs)
         if self.disabled:
             return result
-        out_dtype = result.dtype
         for name in self.active_adapters:
             if name in self.scaling and name not in self.merged_adapters:
-                result = result + self._lora_forward(name, x).to(out_dtype)
+                result = self._apply(name, x, result)
         return result
+
+    def _apply(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """The running output with adapter `name` applied: ``+ B(A(x)) * s``, or DoRA's rescaling of it."""
+        if self.use_dora[name]:
+            return dora_forward(self, name, x, result)
+        return result + self._lora_forward(name, x).to(result.dtype)
 
     # -- factors (shared by every kind; the embedding layer overrides what differs) ----------------------------
     @staticmethod
@@ -152,13 +209,18 @@ class LoraLayer(nn.Module):
         return nn.ModuleDict()
 
     def adapter_stores(self) -> tuple[nn.Module, ...]:
-        """Every container holding per-adapter tensors (deleted, moved and saved together)."""
-        return tuple(getattr(self, store) for store in self.factor_stores)
+        """Every container holding per-adapter tensors (deleted and moved together): A, B, then magnitudes."""
+        return (*(getattr(self, store) for store in self.factor_stores), self.lora_magnitude_vector)
+
+    def factor_modules(self, name: str) -> tuple[nn.Module, nn.Module]:
+        """Adapter `name`'s A and B modules (Linear and Conv; the embedding holds bare tensors instead)."""
+        a, b = (cast(nn.ModuleDict, getattr(self, store)) for store in self.factor_stores)
+        return a[name], b[name]
 
     def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) as raw tensors in peft's saved layout."""
-        a, b = self.adapter_stores()[:2]
-        return a[name].weight, b[name].weight
+        a, b = self.factor_modules(name)
+        return cast(torch.Tensor, a.weight), cast(torch.Tensor, b.weight)
 
     def _create(self, name: str, rank: int, lora_bias: bool) -> None:
         """Create adapter `name`'s A and B (shapes depend on the layer kind)."""
@@ -166,9 +228,9 @@ class LoraLayer(nn.Module):
 
     def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """``B(A(dropout(x))) * s``, computed in the factors' dtype."""
-        a, b = self.adapter_stores()[:2]
-        x = x.to(a[name].weight.dtype)
-        return b[name](a[name](self.lora_dropout[name](x))) * self.scaling[name]
+        a, b = self.factor_modules(name)
+        x = x.to(self.factors(name)[0].dtype)
+        return b(a(self.lora_dropout[name](x))) * self.scaling[name]
 
     def _init(self, name: str, init: bool | str) -> None:
         a, b = self.factors(name)
@@ -194,7 +256,7 @@ class LoraLayer(nn.Module):
 
     def _lora_b_bias(self, name: str) -> torch.Tensor:
         """lora_B's bias for an adapter created with lora_bias."""
-        return self.adapter_stores()[1][name].bias
+        return cast(torch.Tensor, self.factor_modules(name)[1].bias)
 
 
 class LoraLinear(LoraLayer):
@@ -237,19 +299,30 @@ class LoraEmbedding(LoraLayer):
     def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.lora_embedding_A[name], self.lora_embedding_B[name]
 
+    def embed(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Look `x` up in `weight` with the base embedding's options."""
+        base = self.base_layer
+        return F.embedding(
+            x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse
+        )
+
+    def embed_scale(self) -> torch.Tensor | None:
+        """The constant a scaled embedding (Gemma's) multiplies its output by; the LoRA part gets it too."""
+        scale = getattr(self.base_layer, "embed_scale", None)
+        if isinstance(scale, (int, float)):
+            return torch.tensor(scale, device=self.base_weight().device, dtype=self.base_weight().dtype)
+        return scale if isinstance(scale, torch.Tensor) and scale.numel() == 1 else None
+
     def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
         # Dropout is not applied to token ids, as in peft.
-        base = self.base_layer
-        after_a = F.embedding(
-            x,
-            self.lora_embedding_A[name].T,
-            base.padding_idx,
-            base.max_norm,
-            base.norm_type,
-            base.scale_grad_by_freq,
-            base.sparse,
-        )
-        return (after_a @ self.lora_embedding_B[name].T) * self.scaling[name]
+        out = (self.embed(x, self.lora_embedding_A[name].T) @ self.lora_embedding_B[name].T) * self.scaling[name]
+        scale = self.embed_scale()
+        return out if scale is None else out * scale.to(out.dtype)
+
+    def _apply(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        if self.use_dora[name]:
+            return dora_embedding_forward(self, name, x, result)
+        return super()._apply(name, x, result)
 
 
 class LoraConv(LoraLayer):

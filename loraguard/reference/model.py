@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from loraguard.core.config import LoraConfig
-from loraguard.core.keys import BASE_BIAS, MODULES_TO_SAVE, AdapterKey, check_adapter_name
+from loraguard.core.keys import BASE_BIAS, MAGNITUDE, MODULES_TO_SAVE, AdapterKey, check_adapter_name
 from loraguard.core.matching import (
     ALL_LINEAR,
     is_lora_internal,
@@ -108,8 +108,6 @@ class LoraModel(nn.Module):
         check_adapter_name(adapter_name)
         if adapter_name in self.peft_config:
             raise ValueError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
-        if config.use_dora:
-            raise ValueError("use_dora=True: the reference implements plain LoRA only; DoRA is checked against peft")
         if config.bias == "all":
             raise ValueError("bias='all' is not implemented by the reference; use 'none' or 'lora_only'")
         names = [n for n, _ in self.model.named_modules() if n]
@@ -160,6 +158,7 @@ class LoraModel(nn.Module):
                 config.lora_dropout,
                 config.lora_bias,
                 config.init_lora_weights,
+                config.use_dora,
             )
             layer.active_adapters = list(self.active_adapters)
         for path in saved:
@@ -245,6 +244,8 @@ class LoraModel(nn.Module):
             keys += [AdapterKey(path, role, "" if layer.kind == "embedding" else "weight") for role in roles]
             if layer.lora_bias[adapter_name]:
                 keys.append(AdapterKey(path, "lora_B", "bias"))
+            if layer.use_dora[adapter_name]:
+                keys.append(AdapterKey(path, MAGNITUDE))
             if config.bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
                 keys.append(AdapterKey(path, BASE_BIAS, "bias"))
         for path, wrapper in self.saved_modules().items():

@@ -12,7 +12,15 @@ import pytest
 
 pytest.importorskip("peft")
 
-from loraguard.frontends.agreement import DTYPES, PEFT_SUFFIX_BUG, VARIANTS, Variant, compare, suffix_traps  # noqa: E402
+from loraguard.frontends.agreement import (  # noqa: E402
+    DORA,
+    DTYPES,
+    PEFT_SUFFIX_BUG,
+    VARIANTS,
+    Variant,
+    compare,
+    suffix_traps,
+)
 from loraguard.harness.zoo import ZOO, ZooModel, available  # noqa: E402
 
 MODELS = [m.name for m in available()]
@@ -54,6 +62,17 @@ def test_reference_and_peft_agree(request: pytest.FixtureRequest, zoo_name: str,
 )
 def test_bias_options_and_dropout_agree(zoo_name: str, variant: Variant) -> None:
     _assert_agrees(compare(ZOO[zoo_name], "float32", variant))
+
+
+@pytest.mark.parametrize(
+    ("zoo_name", "dtype"),
+    [("mlp", "float32"), ("convnet", "float32"), ("gpt2", "float32"), ("embedding", "float32"), ("gpt2", "bfloat16")],
+)
+def test_dora_agrees(zoo_name: str, dtype: str) -> None:
+    # Linear, Conv1d/2d, GPT-2 Conv1D (fan_in_fan_out) and Embedding, with magnitudes moved off the norm.
+    row = compare(ZOO[zoo_name], dtype, DORA)
+    _assert_agrees(row)
+    assert row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
 
 
 def test_float32_saves_are_byte_identical() -> None:

@@ -15,7 +15,7 @@ from loraguard.audit.safetensors_header import TensorRef
 from loraguard.audit.tensors import TensorSource, torch_dtype, value_flags
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import PEFT_PREFIX, embedded_adapter_name, parse_factor_key, split, strip_prefix
-from loraguard.core.matching import ALL_LINEAR, ambiguous_entries, false_suffix_matches, spec_matches
+from loraguard.core.matching import ALL_LINEAR, PatternError, ambiguous_entries, false_suffix_matches, spec_matches
 
 _A_ROLES = {"lora_A": "lora_B", "lora_embedding_A": "lora_embedding_B"}
 _B_ROLES = {b: a for a, b in _A_ROLES.items()}
@@ -66,9 +66,12 @@ def audit_tensors(
         if is_adapter:
             _classify(ref, layout, findings)
     if is_adapter:
-        findings += _pair_and_rank(layout, config)
-        if config is not None:
-            findings += _against_config(layout, config, source)
+        try:
+            findings += _pair_and_rank(layout, config)
+            if config is not None:
+                findings += _against_config(layout, config, source)
+        except PatternError as err:  # a config regex that backtracks without end: stop the config checks here
+            findings.append(Finding("LG209", ref_file(source), f"{err}; the config-dependent checks stopped here"))
     findings += _values(source, layout, on_read)
     return findings
 

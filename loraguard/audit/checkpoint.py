@@ -6,40 +6,33 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loraguard.audit import fsdp
+from loraguard.audit import discover, fsdp
 from loraguard.audit.adapter import audit_tensors
-from loraguard.audit.pickle_scan import PickleScanError, scan_file
+from loraguard.audit.discover import INDEX_SUFFIX, Entry
+from loraguard.audit.pickle_files import scan_file
 from loraguard.audit.rules import Finding
+from loraguard.audit.safe_io import MAX_JSON_BYTES, Unusable, read_capped, regular_size
 from loraguard.audit.safetensors_header import Header, HeaderError, read_header
 from loraguard.audit.tensors import TensorSource
 from loraguard.core.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
 from loraguard.core.keys import parse_factor_key
 
-INDEX_SUFFIX = ".safetensors.index.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+__all__ = ["INDEX_SUFFIX", "AuditResult", "Options", "Unusable", "audit_paths", "header_of", "index_headers"]
 
 #: Given a label and a byte count, a callback to report bytes read (or None for no progress display).
 ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 
-class Unusable(Exception):
-    """A file that cannot be audited at all; carries the finding that says why."""
-
-    def __init__(self, finding: Finding):
-        super().__init__(finding.message)
-        self.finding = finding
-
-
 @dataclass
 class AuditResult:
-    """Files looked at and what was found in them."""
+    """Files looked at, files skipped (with the reason) and what was found."""
 
     files: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def unusable(self) -> bool:
@@ -63,20 +56,9 @@ def audit_paths(paths: list[str], options: Options = Options()) -> AuditResult:
     return result
 
 
-def regular_file(path: str) -> int:
-    """The size of `path` if it is a readable regular file; Unusable (LG001) otherwise, before anything opens it."""
-    try:
-        st = os.stat(path)
-    except OSError as err:
-        raise Unusable(Finding("LG001", path, f"cannot read: {err.strerror or err}")) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise Unusable(Finding("LG001", path, "not a regular file (a device, pipe or socket is never opened)"))
-    return st.st_size
-
-
 def header_of(path: str, result: AuditResult) -> Header:
     """The validated safetensors header of `path`, or Unusable with the rule it breaks."""
-    regular_file(path)
+    regular_size(path)
     result.files.append(path)
     try:
         return read_header(path)
@@ -87,20 +69,19 @@ def header_of(path: str, result: AuditResult) -> Header:
 
 
 def read_json_object(path: str, result: AuditResult) -> dict:
-    """A JSON object from `path`, or Unusable (LG001/LG003) naming what is wrong with it."""
-    size = regular_file(path)
+    """A JSON object from `path`, or Unusable (LG001/LG003/LG005/LG405) naming what is wrong with it."""
+    regular_size(path)
     result.files.append(path)
-    if size > 64 << 20:
-        raise Unusable(Finding("LG003", path, f"{size} bytes is too large for a JSON config or index"))
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"))
+        data = json.loads(read_capped(path, MAX_JSON_BYTES, "LG405").decode("utf-8"))
     except OSError as err:
         raise Unusable(Finding("LG001", path, f"cannot read: {err.strerror or err}")) from None
     except UnicodeDecodeError as err:
         raise Unusable(Finding("LG003", path, f"not UTF-8 (byte {err.start})")) from None
     except (json.JSONDecodeError, RecursionError) as err:
         raise Unusable(Finding("LG003", path, f"not valid JSON ({str(err)[:120]})")) from None
+    except ValueError as err:  # an integer past Python's int-to-str digit limit (thousands of digits)
+        raise Unusable(Finding("LG003", path, f"a number in it cannot be read ({str(err)[:100]})")) from None
     if not isinstance(data, dict):
         raise Unusable(Finding("LG003", path, f"JSON {type(data).__name__}, expected an object"))
     return data
@@ -108,84 +89,112 @@ def read_json_object(path: str, result: AuditResult) -> dict:
 
 def _audit_path(path: str, options: Options, result: AuditResult) -> None:
     try:
-        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        os.lstat(path)
+        is_dir = os.path.isdir(path)
     except OSError as err:
         raise Unusable(Finding("LG001", path, f"cannot read: {err.strerror or err}")) from None
     if is_dir:
-        _audit_directory(path, options, result)
-    elif path.endswith(INDEX_SUFFIX):
-        _audit_index(path, options, result)
-    elif os.path.basename(path) in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME) and os.path.exists(
-        os.path.join(os.path.dirname(path) or ".", CONFIG_NAME)
-    ):
-        _audit_adapter(os.path.dirname(path) or ".", options, result)
-    elif path.endswith((".safetensors", *PICKLE_SUFFIXES)):
-        _audit_file(path, options, result)
-    else:
+        _audit_tree(path, options, result)
+        return
+    folder, name = os.path.dirname(path) or ".", os.path.basename(path)
+    if name in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME, CONFIG_NAME) and os.path.lexists(os.path.join(folder, CONFIG_NAME)):
+        _audit_adapter(folder, name if name != CONFIG_NAME else _adapter_weights(folder), options, result)
+        return
+    entry = discover.classify(path)
+    if entry.kind == discover.SKIP:
         raise Unusable(
             Finding(
                 "LG002",
                 path,
-                "not a file type the audit reads: expected an adapter directory, "
-                f"*.safetensors, *{INDEX_SUFFIX} or a pickle ({', '.join(PICKLE_SUFFIXES)})",
+                f"{entry.reason}; expected an adapter directory, *.safetensors, *{INDEX_SUFFIX}, a pickle or a torch "
+                "archive",
             )
         )
+    _audit_entry(entry, options, result)
 
 
-def _audit_directory(path: str, options: Options, result: AuditResult) -> None:
-    """An adapter (and peft's named adapters in subfolders), or else a model's index, safetensors and pickle files."""
+def _audit_tree(root: str, options: Options, result: AuditResult) -> None:
+    """Every file at any depth: adapters, indexes and their shards, then each remaining file by its kind."""
+    before = len(result.files) + len(result.findings)
     try:
-        names = sorted(os.listdir(path))
-    except OSError as err:
-        raise Unusable(Finding("LG001", path, f"cannot list: {err.strerror or err}")) from None
-    adapters = ([path] if CONFIG_NAME in names else []) + [
-        os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n, CONFIG_NAME))
-    ]
-    units: list[tuple[Callable, str]] = [(_audit_adapter, d) for d in adapters]
-    if not adapters:
-        indexes = [os.path.join(path, n) for n in names if n.endswith(INDEX_SUFFIX)]
-        sharded = {shard for i in indexes for shard in _shard_names(i)}
-        units += [(_audit_index, i) for i in indexes]
-        units += [
-            (_audit_file, os.path.join(path, n))
-            for n in names
-            if (n.endswith(".safetensors") and n not in sharded) or n.endswith(PICKLE_SUFFIXES)
-        ]
-    if not units:
+        for directory, names in discover.walk(root):
+            _audit_directory(directory, names, options, result)
+    except Unusable as err:
+        result.findings.append(err.finding)
+    if len(result.files) + len(result.findings) == before:
+        skipped = f" ({len(result.skipped)} other file(s) skipped)" if result.skipped else ""
         raise Unusable(
-            fsdp.dcp_directory(path, names)
-            or Finding(
+            Finding(
                 "LG002",
-                path,
-                f"no {CONFIG_NAME}, adapter subfolder, *.safetensors, index or pickle "
-                "file here; point the audit at an adapter or model directory",
+                root,
+                f"no {CONFIG_NAME}, safetensors, index, pickle or torch archive anywhere below{skipped}; "
+                "point the audit at an adapter or model directory",
             )
         )
-    for audit, unit in units:
+
+
+def _adapter_weights(directory: str) -> str:
+    """The weights file peft loads for an adapter directory: safetensors first, else the legacy pickle."""
+    for name in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME):
+        if os.path.lexists(os.path.join(directory, name)):
+            return name
+    return ""
+
+
+def _audit_directory(directory: str, names: list[str], options: Options, result: AuditResult) -> None:
+    """One directory's files: each is audited once, as part of an adapter or index or on its own, or skipped."""
+    done: set[str] = set()
+    dcp = fsdp.dcp_directory(directory, names)
+    if dcp is not None:  # its .distcp shards hold raw tensor bytes: the finding says how to consolidate them
+        result.findings.append(dcp)
+        done |= {n for n in names if n.endswith(".distcp")}
+
+    def attempt(audit: Callable[[], None]) -> None:
         try:
-            audit(unit, options, result)
+            audit()
         except Unusable as err:
             result.findings.append(err.finding)
 
+    if CONFIG_NAME in names:
+        weights = _adapter_weights(directory)
+        done |= {CONFIG_NAME, weights}
+        attempt(lambda: _audit_adapter(directory, weights, options, result))
+    for name in names:
+        if name not in done and discover.kind_by_name(name) == discover.INDEX:
+            done.add(name)
+            index = os.path.join(directory, name)
+            try:
+                done |= _audit_index(index, options, result)
+            except Unusable as err:
+                result.findings.append(err.finding)
+    for name in names:
+        if name in done:
+            continue
+        try:
+            entry = discover.classify(os.path.join(directory, name))
+        except Unusable as err:
+            result.findings.append(err.finding)
+            continue
+        if entry.kind == discover.SKIP:
+            result.skipped.append((entry.path, entry.reason))
+        else:
+            attempt(lambda e=entry: _audit_entry(e, options, result))
 
-def _audit_file(path: str, options: Options, result: AuditResult) -> None:
-    if path.endswith(".safetensors"):
-        _audit_source(TensorSource.from_headers([header_of(path, result)]), None, options, result, path)
+
+def _audit_entry(entry: Entry, options: Options, result: AuditResult) -> None:
+    if entry.kind == discover.SAFETENSORS:
+        _audit_source(TensorSource.from_headers([header_of(entry.path, result)]), None, options, result, entry.path)
+    elif entry.kind == discover.INDEX:
+        _audit_index(entry.path, options, result)
+    elif entry.kind == discover.CONFIG:
+        folder = os.path.dirname(entry.path) or "."
+        _audit_adapter(folder, _adapter_weights(folder), options, result)
     else:
-        _audit_pickle(path, None, options, result)
+        _audit_pickle(entry.path, None, options, result)
 
 
-def _shard_names(index_path: str) -> set[str]:
-    """Best-effort list of the files an index names (for directory discovery; _audit_index validates properly)."""
-    try:
-        with open(index_path, "rb") as f:
-            weight_map = json.loads(f.read().decode("utf-8")).get("weight_map", {})
-        return {v for v in weight_map.values() if isinstance(v, str)}
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return set()
-
-
-def _audit_adapter(directory: str, options: Options, result: AuditResult) -> None:
+def _audit_adapter(directory: str, weights: str, options: Options, result: AuditResult) -> None:
+    """adapter_config.json with the weights file `weights` (a name in `directory`) that goes with it."""
     config_path = os.path.join(directory, CONFIG_NAME)
     config = None
     try:
@@ -196,19 +205,22 @@ def _audit_adapter(directory: str, options: Options, result: AuditResult) -> Non
         )
     except Unusable as err:
         result.findings.append(err.finding)
-    weights, legacy = os.path.join(directory, WEIGHTS_NAME), os.path.join(directory, LEGACY_WEIGHTS_NAME)
-    if os.path.lexists(weights):
-        _audit_source(TensorSource.from_headers([header_of(weights, result)]), config, options, result, weights, True)
-    elif os.path.lexists(legacy):
-        _audit_pickle(legacy, config, options, result, True)
-    else:
+    if not weights:
         raise Unusable(
             Finding("LG002", directory, f"adapter directory without {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}")
         )
+    path = os.path.join(directory, weights)
+    if weights.lower().endswith(".safetensors"):
+        _audit_source(TensorSource.from_headers([header_of(path, result)]), config, options, result, path, True)
+    else:
+        _audit_pickle(path, config, options, result, True)
 
 
-def _audit_index(index_path: str, options: Options, result: AuditResult) -> None:
-    _audit_source(TensorSource.from_headers(index_headers(index_path, result)), None, options, result, index_path)
+def _audit_index(index_path: str, options: Options, result: AuditResult) -> set[str]:
+    """Audit a sharded model as one checkpoint; the shard names it covers."""
+    headers = index_headers(index_path, result)
+    _audit_source(TensorSource.from_headers(headers), None, options, result, index_path)
+    return {os.path.basename(h.file) for h in headers}
 
 
 def index_headers(index_path: str, result: AuditResult) -> list[Header]:
@@ -221,17 +233,17 @@ def index_headers(index_path: str, result: AuditResult) -> list[Header]:
     folder = os.path.dirname(index_path) or "."
     headers: list[Header] = []
     for shard in sorted(set(weight_map.values())):
-        if os.path.basename(shard) != shard:
-            raise Unusable(Finding("LG004", index_path, f"shard '{shard}' is not a file name in the index's folder"))
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            raise Unusable(Finding("LG004", index_path, f"shard {shard!r} is not a file name in the index's folder"))
         if not os.path.lexists(os.path.join(folder, shard)):
-            raise Unusable(Finding("LG004", index_path, f"shard '{shard}' is missing"))
+            raise Unusable(Finding("LG004", index_path, f"shard {shard!r} is missing"))
         header = header_of(os.path.join(folder, shard), result)
         named = {k for k, v in weight_map.items() if v == shard}
         if named != set(header.tensors):
             odd = sorted(named ^ set(header.tensors))
             raise Unusable(
                 Finding(
-                    "LG004", header.file, f"the index and this shard disagree on {len(odd)} key(s), e.g. '{odd[0]}'"
+                    "LG004", header.file, f"the index and this shard disagree on {len(odd)} key(s), e.g. {odd[0]!r}"
                 )
             )
         headers.append(header)
@@ -260,24 +272,31 @@ def _audit_source(
 def _audit_pickle(
     path: str, config: LoraConfig | None, options: Options, result: AuditResult, is_adapter: bool = False
 ) -> None:
-    """Scan the pickle's imports; load it (weights_only) only when the user vouches for it and the scan is clean."""
-    regular_file(path)
+    """Scan every pickle torch would run; load (weights_only) only when the user vouches and the scan is clean."""
+    regular_size(path)
     result.files.append(path)
     try:
         scan = scan_file(path)
-    except (PickleScanError, OSError) as err:
-        raise Unusable(Finding("LG403", path, f"cannot scan: {err}")) from None
+    except OSError as err:
+        raise Unusable(Finding("LG001", path, f"read failed: {err.strerror or err}")) from None
     result.findings += fsdp.pickle_findings(path, scan)
     if scan.unsafe:
-        shown = ", ".join(f"{i.dotted} ({i.opcode})" for i in scan.unsafe[:5])
+        shown = ", ".join(f"{i.dotted} ({i.opcode}{f' in {i.member}' if i.member else ''})" for i in scan.unsafe[:5])
+        more = f" and {len(scan.unsafe) - 5} more" if len(scan.unsafe) > 5 else ""
         result.findings.append(
             Finding(
                 "LG401",
                 path,
-                f"imports {shown}: unpickling calls them ({scan.calls} call opcodes), "
+                f"imports {shown}{more}: unpickling calls them ({scan.calls} call opcodes), "
                 "so loading this file can run code; do not load it. Tensors were not audited.",
             )
         )
+    result.findings += [Finding(rule, path, message) for rule, message in scan.problems]
+    if scan.unsafe or scan.problems:
+        return
+    if not scan.pickles:
+        result.files.remove(path)
+        result.skipped.append((path, "a tar archive without torch's members: torch.load runs nothing from it"))
         return
     if not options.allow_pickle:
         result.findings.append(

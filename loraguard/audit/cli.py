@@ -27,10 +27,30 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _rule_id(text: str) -> str:
+    from loraguard.audit.rules import RULES
+
+    rule = text.strip().upper()
+    if rule not in RULES:
+        raise argparse.ArgumentTypeError(f"no rule {text!r}; rules are {', '.join(RULES)}")
+    return rule
+
+
+def explain(rule_id: str) -> str:
+    """A rule's documentation as shipped in the package: ID, name, severity, summary, detail, where to read more."""
+    from loraguard.audit.rules import RULES
+
+    rule = RULES[rule_id]
+    unusable = "; the input cannot be audited further (exit 2)" if rule.unusable else ""
+    parts = [f"{rule.id} {rule.name} ({rule.severity}{unusable})", rule.summary, rule.detail, f"More: {rule.help_uri}"]
+    return "\n\n".join(parts) + "\n"
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(_parser=parser)
     parser.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
         help="adapter directory (named adapters in subfolders too), *.safetensors, "
         "*.safetensors.index.json, model directory, or pickle (*.bin)",
@@ -42,6 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="load pickle files whose scan finds only tensor imports, with torch.load(weights_only=True), "
         "and audit their tensors; only for files you trust",
     )
+    parser.add_argument("--explain", metavar="RULE", type=_rule_id, help="print a rule's documentation (e.g. LG201)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from loraguard.audit.progress import terminal_progress
     from loraguard.audit.report import exit_code, render
 
+    if args.explain:
+        sys.stdout.write(explain(args.explain))
+        return 0
+    if not args.paths:
+        args._parser.error("give at least one PATH to audit (or --explain RULE)")
     progress = terminal_progress() if args.format == "table" else None
     result = audit_paths(args.paths, Options(allow_pickle=args.allow_pickle, progress=progress))
     sys.stdout.write(render(result, args.format, args.fail_on))

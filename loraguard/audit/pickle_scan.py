@@ -1,16 +1,19 @@
-"""Scan pickles for the callables they import, without unpickling: `pickletools.genops` only reads opcodes.
+"""Scan what `torch.load` would unpickle for the callables it imports, without unpickling anything.
 
-A pickle runs code by importing a callable (GLOBAL, STACK_GLOBAL, INST) and calling it (REDUCE, OBJ, NEWOBJ,
-INST). A torch save needs only a handful of tensor-rebuilding callables; anything else can run code on load.
-torch's zip format keeps the pickle in ``<archive>/data.pkl``; its legacy format is up to five pickles in a row.
+A pickle runs code by importing a callable (GLOBAL, STACK_GLOBAL, INST, EXT*) and calling it (REDUCE, OBJ,
+NEWOBJ, INST). A torch save needs only a handful of tensor-rebuilding callables; anything else can run code.
+The opcodes are walked by `pickle_ops` here, byte for byte as CPython's unpickler reads them, with every
+argument bounded: a huge byte string is skipped, never held in memory. Which pickles are read follows
+`torch.load` (torch/serialization.py): see `pickle_files.py`.
 """
 
 from __future__ import annotations
 
+import io
 import pickletools
 import re
-import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 #: What a plain torch.save of a state dict imports; `torch.load(weights_only=True)` accepts these too.
@@ -31,17 +34,23 @@ _SAFE_TORCH_NAME = re.compile(
     r"complex(?:64|128)|float8_e4m3fn|float8_e5m2|half|double|long)$"
 )
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+_INT_OPS = {"INT", "LONG", "LONG1", "LONG4", "BININT", "BININT1", "BININT2"}
 _PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
 _CALL_OPS = {"REDUCE", "OBJ", "NEWOBJ", "NEWOBJ_EX", "INST"}
+_EXT_OPS = {"EXT1", "EXT2", "EXT4"}
 _NO_PUSH_OPS = _PUT_OPS | {"MEMOIZE", "PROTO", "FRAME", "STOP"}
-#: torch's legacy (non-zip) format: magic number, protocol, sys info, the object, storage keys.
-_LEGACY_PICKLES = 5
-_PROTO = 0x80
+
+#: Longest text line (GLOBAL, INT...) and string argument kept; longer strings are skipped, never held.
+_MAX_LINE = 1 << 16
+_MAX_KEPT = 1 << 16
+_SKIP_CHUNK = 1 << 20
+_COUNT_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4}
+_COUNT_BYTES.update({pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8})
 
 
-class PickleScanError(ValueError):
-    """The file is not a pickle or a torch zip archive that can be read opcode by opcode."""
+class PickleParseError(ValueError):
+    """The bytes stop being a pickle here (CPython's unpickler would raise at this opcode too)."""
 
 
 @dataclass(frozen=True)
@@ -64,83 +73,135 @@ class PickleImport:
         return self.module == "torch" and _SAFE_TORCH_NAME.match(self.name) is not None
 
 
-@dataclass(frozen=True)
+@dataclass
 class PickleScan:
-    """All imports of a file, and how many opcodes call something."""
+    """Imports and call opcodes of the pickles scanned, and problems (rule, message) that stopped a scan."""
 
-    imports: tuple[PickleImport, ...]
-    calls: int
+    imports: list[PickleImport] = field(default_factory=list)
+    calls: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    pickles: int = 0
 
     @property
     def unsafe(self) -> list[PickleImport]:
         return [i for i in self.imports if not i.safe]
 
 
-def scan_file(path: str) -> PickleScan:
-    """Scan a torch zip archive (every ``*.pkl`` member) or a raw pickle file; raise PickleScanError or OSError."""
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                members = [m for m in archive.namelist() if m.endswith(".pkl")]
-                if not members:
-                    raise PickleScanError(f"{path}: a zip archive without a .pkl member is not a torch checkpoint")
-                scans = []
-                for member in members:
-                    with archive.open(member) as stream:
-                        scans.append(_scan_stream(stream, member, 1))
-        except (zipfile.BadZipFile, EOFError) as err:
-            raise PickleScanError(f"{path}: damaged zip archive ({err})") from None
-    else:
-        with open(path, "rb") as f:
-            scans = [_scan_stream(f, "", _LEGACY_PICKLES)]
-    return PickleScan(tuple(i for s in scans for i in s.imports), sum(s.calls for s in scans))
+@dataclass
+class OnePickle:
+    """What one pickle did: its imports, calls, and its value when it is a lone integer (torch's magic number)."""
+
+    imports: list[PickleImport]
+    calls: int
+    literal: int | None
+    error: str | None = None
 
 
-def _scan_stream(stream: BinaryIO, member: str, max_pickles: int) -> PickleScan:
+def pickle_ops(stream: BinaryIO) -> Iterator[tuple[str, object]]:
+    """(opcode name, argument) of one pickle up to and including STOP; arguments too long to keep are None.
+
+    Raises PickleParseError where the unpickler would fail, EOFError on an empty stream.
+    """
+    first = True
+    while True:
+        code = stream.read(1)
+        if not code:
+            if first:
+                raise EOFError("no pickle here (end of data)")
+            raise PickleParseError("the data ends before the pickle's STOP opcode")
+        first = False
+        op = pickletools.code2op.get(code.decode("latin-1"))
+        if op is None:
+            raise PickleParseError(f"byte 0x{code[0]:02x} is not a pickle opcode")
+        yield op.name, _argument(op.arg, stream)
+        if op.name == "STOP":
+            return
+
+
+def _argument(desc: pickletools.ArgumentDescriptor | None, stream: BinaryIO) -> object:
+    if desc is None:
+        return None
+    try:
+        if desc.n >= 0:
+            return desc.reader(stream)
+        if desc.n == pickletools.UP_TO_NEWLINE:
+            lines = 2 if desc.name == "stringnl_noescape_pair" else 1
+            raw = b"".join(_line(stream) for _ in range(lines))
+            return desc.reader(io.BytesIO(raw))
+        width = _COUNT_BYTES[desc.n]
+        prefix = stream.read(width)
+        if len(prefix) != width:
+            raise PickleParseError(f"the data ends inside {desc.name}'s length")
+        length = int.from_bytes(prefix, "little", signed=desc.n == pickletools.TAKEN_FROM_ARGUMENT4)
+        if length < 0:
+            raise PickleParseError(f"{desc.name} has a negative length")
+        if length <= _MAX_KEPT:
+            body = stream.read(length)
+            if len(body) != length:
+                raise PickleParseError(f"the data ends inside a {length}-byte {desc.name}")
+            return desc.reader(io.BytesIO(prefix + body))
+        _skip(stream, length, desc.name)
+        return None
+    except PickleParseError:
+        raise
+    except (ValueError, UnicodeDecodeError, OverflowError) as err:
+        raise PickleParseError(f"bad {desc.name} argument ({str(err)[:80]})") from None
+
+
+def _line(stream: BinaryIO) -> bytes:
+    line = stream.readline(_MAX_LINE + 1)
+    if not line.endswith(b"\n"):
+        raise PickleParseError("a text argument has no newline within 64 KiB")
+    return line
+
+
+def _skip(stream: BinaryIO, length: int, what: str) -> None:
+    while length:
+        got = len(stream.read(min(length, _SKIP_CHUNK)))
+        if not got:
+            raise PickleParseError(f"the data ends inside a long {what}")
+        length -= got
+
+
+def scan_pickle(stream: BinaryIO, member: str = "") -> OnePickle:
+    """Walk one pickle, resolving STACK_GLOBAL's operands from the strings pushed or memoized before it.
+
+    Imports seen before a parse error are kept: the unpickler would have run them before failing.
+    """
     imports: list[PickleImport] = []
-    calls = 0
-    for index in range(max_pickles):
-        if index and stream.read(1) != bytes([_PROTO]):
-            break  # no further pickle: the rest is raw storage data
-        if index:
-            stream.seek(-1, 1)
-        try:
-            found, n = _scan_one(stream, member)
-        except (ValueError, EOFError, UnicodeDecodeError, OverflowError) as err:
-            where = f" member {member}" if member else ""
-            raise PickleScanError(f"pickle{where} #{index + 1} cannot be parsed ({str(err)[:120]})") from None
-        imports += found
-        calls += n
-    return PickleScan(tuple(imports), calls)
-
-
-def _scan_one(stream: BinaryIO, member: str) -> tuple[list[PickleImport], int]:
-    """Walk one pickle's opcodes, resolving STACK_GLOBAL's operands from the strings pushed and memoized before it."""
-    imports: list[PickleImport] = []
-    calls = 0
+    calls, ops, literal = 0, 0, None
     pushed: list[object] = []
     memo: dict[int, object] = {}
-    for op, arg, _ in pickletools.genops(stream):
-        name = op.name
-        if name in ("GLOBAL", "INST"):
-            module, _, attr = str(arg).partition(" ")
-            imports.append(PickleImport(module, attr, name, member))
-        elif name == "STACK_GLOBAL":
-            module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-            if not (isinstance(module, str) and isinstance(attr, str)):
-                module, attr = "<unresolved>", "<computed at load time>"
-            imports.append(PickleImport(module, attr, name, member))
-        if name in _CALL_OPS:
-            calls += 1
-        if name in _PUT_OPS:
-            memo[arg] = pushed[-1] if pushed else None
-        elif name == "MEMOIZE":
-            memo[len(memo)] = pushed[-1] if pushed else None
-        elif name in _GET_OPS:
-            pushed.append(memo.get(arg))
-        elif name in _STRING_OPS:
-            pushed.append(arg)
-        elif name not in _NO_PUSH_OPS:
-            pushed.append(None)
-        del pushed[:-2]
-    return imports, calls
+    try:
+        for name, arg in pickle_ops(stream):
+            ops += 1
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                imports.append(PickleImport(module, attr, name, member))
+            elif name == "STACK_GLOBAL":
+                module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+                if not (isinstance(module, str) and isinstance(attr, str)):
+                    module, attr = "<unresolved>", "<computed at load time>"
+                imports.append(PickleImport(module, attr, name, member))
+            elif name in _EXT_OPS:
+                imports.append(PickleImport("<copyreg extension>", str(arg), name, member))
+            if name in _CALL_OPS:
+                calls += 1
+            if name in _INT_OPS and ops <= 3:
+                literal = arg if isinstance(arg, int) else None
+            elif name not in ("PROTO", "FRAME", "STOP"):
+                literal = None
+            if name in _PUT_OPS:
+                memo[arg] = pushed[-1] if pushed else None  # type: ignore[index]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif name in _GET_OPS:
+                pushed.append(memo.get(arg))  # type: ignore[arg-type]
+            elif name in _STRING_OPS:
+                pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
+            elif name not in _NO_PUSH_OPS:
+                pushed.append(None)
+            del pushed[:-2]
+    except PickleParseError as err:
+        return OnePickle(imports, calls, None, f"opcode {ops + 1}: {err}")
+    return OnePickle(imports, calls, literal)

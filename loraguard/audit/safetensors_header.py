@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from loraguard.audit.safe_io import open_regular
 
 #: safetensors' own cap on the header (MAX_HEADER_SIZE in the Rust crate).
 MAX_HEADER_BYTES = 100_000_000
@@ -77,9 +78,9 @@ class Header:
 
 
 def read_header(path: str) -> Header:
-    """Parse and validate `path`'s header; raise HeaderError (with a rule ID) or OSError, nothing else."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    """Parse and validate `path`'s header; raise HeaderError (with a rule ID), Unusable or OSError, nothing else."""
+    f, size = open_regular(path)
+    with f:
         return parse_header(f, size, path)
 
 
@@ -90,10 +91,15 @@ def parse_header(f: BinaryIO, size: int, path: str) -> Header:
             "LG101", f"{path}: {size} bytes, too short for the 8-byte header length; the file is truncated"
         )
     (length,) = struct.unpack("<Q", f.read(8))
-    if length > min(MAX_HEADER_BYTES, size - 8):
-        limit = "the 100 MB header cap" if length > MAX_HEADER_BYTES else f"the file ({size} bytes)"
+    if length > MAX_HEADER_BYTES:  # the number is not quoted: these 8 bytes may be any file's content
         raise HeaderError(
-            "LG101", f"{path}: header length {length} runs past {limit}; the file is truncated or not safetensors"
+            "LG101", f"{path}: the header length exceeds the 100 MB header cap; the file is not safetensors"
+        )
+    if length > size - 8:
+        raise HeaderError(
+            "LG101",
+            f"{path}: header length {length} runs past the file ({size} bytes); the file is truncated or not "
+            "safetensors",
         )
     raw = f.read(length)
     entries, metadata = _decode(raw, path)
@@ -115,6 +121,8 @@ def _decode(raw: bytes, path: str) -> tuple[dict, dict[str, str]]:
         raise HeaderError("LG102", f"{path}: header is not valid JSON ({str(err)[:120]})") from None
     except _DuplicateKey as err:
         raise HeaderError("LG102", f"{path}: header names tensor {err.args[0]!r} twice") from None
+    except ValueError as err:  # an integer past Python's int-to-str digit limit (thousands of digits)
+        raise HeaderError("LG102", f"{path}: header holds a number that cannot be read ({str(err)[:100]})") from None
     if not isinstance(obj, dict):
         raise HeaderError("LG102", f"{path}: header is JSON {type(obj).__name__}, not an object")
     metadata = obj.pop("__metadata__", {})

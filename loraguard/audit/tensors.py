@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
+from loraguard.audit.safe_io import open_regular
 from loraguard.audit.safetensors_header import DTYPES, Header, TensorRef
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class TensorSource:
 
     def _file(self, path: str) -> BinaryIO:
         if path not in self._handles:
-            self._handles[path] = open(path, "rb")  # read-only; the audit never writes or locks
+            self._handles[path] = open_regular(path)[0]  # read-only and non-blocking; never writes or locks
         return self._handles[path]
 
     def read_bytes(self, ref: TensorRef, offset: int, length: int) -> bytearray:

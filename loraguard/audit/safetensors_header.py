@@ -12,7 +12,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from loraguard.audit.safe_io import open_regular
 
@@ -84,7 +84,7 @@ def read_header(path: str) -> Header:
         return parse_header(f, size, path)
 
 
-def parse_header(f: BinaryIO, size: int, path: str) -> Header:
+def parse_header(f: IO[bytes], size: int, path: str) -> Header:
     """Validate the header of an open file of `size` bytes."""
     if size < 8:
         raise HeaderError(

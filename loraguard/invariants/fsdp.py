@@ -47,8 +47,14 @@ Prepare = Callable[[nn.Module], None]
 
 
 # -- shared steps ---------------------------------------------------------------------------------------------
-def _recipe(ctx: RankContext) -> Recipe:
-    return Recipe(model=ctx.options.get("model", "mlp"))
+def _setup(ctx: RankContext, *needs: str):
+    """The backend under test and the recipe, or Unsupported naming the capabilities the invariant needs."""
+    backend = ctx.backend()
+    missing = sorted(set(needs) - set(backend.capabilities))
+    if missing:
+        raise Unsupported(f"backend {backend.name!r} lacks {', '.join(missing)}")
+    caps = set(backend.capabilities)
+    return backend, Recipe(model=ctx.options.get("model", "mlp"), modules_to_save="modules_to_save" in caps)
 
 
 def _api(ctx: RankContext) -> str:
@@ -138,7 +144,7 @@ def _frozen(model: nn.Module) -> set[str]:
     "model's state dict key for key: frozen tensors bit for bit, trained ones within the float32 bound.",
 )
 def full_state_dict(ctx: RankContext) -> None:
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx, "disable")
     model, _, twin = _trained(ctx, recipe, backend)
     _adapter_effect(backend, twin, recipe, ctx.device)
     ctx.step("gather the full state dict")
@@ -152,7 +158,7 @@ def full_state_dict(ctx: RankContext) -> None:
     "tensor for tensor and loads back exactly.",
 )
 def save_matches_single_process(ctx: RankContext, save: Callable | None = None) -> None:
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx, "disable", "save_load")
     model, _, twin = _trained(ctx, recipe, backend)
     _adapter_effect(backend, twin, recipe, ctx.device)
     saved, single = workdir(ctx, "save"), workdir(ctx, "save-single", own=True)
@@ -178,7 +184,7 @@ def save_matches_single_process(ctx: RankContext, save: Callable | None = None) 
     "shape and zero-size checks, never accepted.",
 )
 def ungathered_save_detected(ctx: RankContext) -> None:
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx, "save_load")
     model, _, twin = _trained(ctx, recipe, backend)
     saved, single = workdir(ctx, "ungathered"), workdir(ctx, "ungathered-single", own=True)
     ctx.step("save without gathering")
@@ -210,7 +216,7 @@ def _merge_correctly(ctx: RankContext, backend, model: nn.Module) -> None:
     "unmerged forward.",
 )
 def merge_matches_single_process(ctx: RankContext, merge: Callable = _merge_correctly) -> None:
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx, "disable")
     model, _, twin = _trained(ctx, recipe, backend)
     inputs = probe_inputs(recipe, ctx.device)
     want_out = _adapter_effect(backend, twin, recipe, ctx.device)
@@ -229,9 +235,6 @@ def merge_matches_single_process(ctx: RankContext, merge: Callable = _merge_corr
 
 def _other_adapter(backend, recipe: Recipe) -> Prepare:
     """A second adapter with its own modules_to_save copy; 'default' stays the active (trained) one."""
-    missing = {"multi_adapter", "modules_to_save", "save_load", "load_adapter"} - set(backend.capabilities)
-    if missing:
-        raise Unsupported(f"backend {backend.name!r} lacks {sorted(missing)}")
     if not recipe.zoo.modules_to_save:
         raise Unsupported(f"zoo model {recipe.model!r} has no modules_to_save")
     config = LoraConfig(
@@ -266,7 +269,7 @@ def _wrapped_twice(model: nn.Module) -> list[str]:
     "original and the other adapter's copy stay bit-identical, nothing is wrapped twice, and both round-trip.",
 )
 def modules_to_save_per_adapter(ctx: RankContext) -> None:
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx, "multi_adapter", "modules_to_save", "save_load", "load_adapter")
     prepare = _other_adapter(backend, recipe)
     model, _, twin = _trained(ctx, recipe, backend, prepare)
     expect(
@@ -311,7 +314,7 @@ def modules_to_save_per_adapter(ctx: RankContext) -> None:
     "a fresh sharded model, resumes to the same weights bit for bit as uninterrupted training.",
 )
 def checkpoint_resume(ctx: RankContext) -> None:
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx)
     split = max(1, recipe.steps - 1)
     model = _sharded(ctx, recipe, backend)
     opt = optimizer_for(model, recipe)
@@ -361,7 +364,7 @@ def _layout(model: nn.Module) -> dict[str, tuple]:
 def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], object] | None = None) -> None:
     from loraguard.harness.fsdp.export import export_merged, merged_state_dict
 
-    backend, recipe = ctx.backend(), _recipe(ctx)
+    backend, recipe = _setup(ctx, "disable")
     prepare = _train_base_too(backend)
     model, _, _ = _trained(ctx, recipe, backend, prepare)
     inputs = probe_inputs(recipe, ctx.device)

@@ -162,6 +162,37 @@ class RewrapTargetsDropout(_Mutant):
     name, model_class, defect = "mutant-rewrap", _RewrapModel, "re-wrap targets lora_dropout"
 
 
+# -- 9. a weighted combination that drops a weight's sign (subtracting an adapter adds it instead) -------------------
+class _UnsignedCombinationModel(LoraModel):
+    def add_weighted_adapter(self, adapters, weights, adapter_name, **options):
+        super().add_weighted_adapter(adapters, [abs(w) for w in weights], adapter_name, **options)
+
+
+class CombinationDropsSign(_Mutant):
+    name, model_class, defect = "mutant-unsigned-combination", _UnsignedCombinationModel, "combination drops signs"
+
+
+# -- 10. a second adapter's regex searched inside LoRA wrappers (the founding bug: "Target module Dropout is not
+# supported" from add_adapter with target_modules=".*(?:q_proj|v_proj).*" on peft releases of its time) -------------
+class _RegexIntoInternalsModel(LoraModel):
+    @staticmethod
+    def _candidates(names):
+        return list(names)
+
+    @staticmethod
+    def _wrap_layer(module):
+        if isinstance(module, LoraLayer):
+            return module
+        try:
+            return wrap_layer(module)
+        except ValueError:
+            raise ValueError(f"Target module {module} is not supported.") from None
+
+
+class RegexIntoInternals(_Mutant):
+    name, model_class, defect = "mutant-regex-internals", _RegexIntoInternalsModel, "second adapter regex hits Dropout"
+
+
 MUTANTS: list[type[_Mutant]] = [
     BareSuffix,
     SharedModulesToSave,
@@ -172,6 +203,8 @@ MUTANTS: list[type[_Mutant]] = [
     DoraNotRenormalisedAtUnmerge,
     SilentlySkipsKeys,
     RewrapTargetsDropout,
+    CombinationDropsSign,
+    RegexIntoInternals,
 ]
 
 

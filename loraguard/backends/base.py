@@ -35,7 +35,7 @@ CAPABILITIES = {
     "lora_bias": "lora_bias=True (a bias on lora_B)",
     "dora": "use_dora=True, with lora_magnitudes(model, adapter): each DoRA layer's magnitude vector by path",
     "all_linear": 'target_modules="all-linear"',
-    "weighted_combination": "add_weighted_adapter(model, adapters, weights, name)",
+    "weighted_combination": "add_weighted_adapter(model, adapters, weights, name, combination_type=..., **options)",
     "unload": "unload(model): the base model back without merging",
     "bfloat16": "models in bfloat16",
     "float16": "models in float16",

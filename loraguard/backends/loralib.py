@@ -20,7 +20,7 @@ from torch import nn
 from loraguard.backends.base import BackendError, Unsupported
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import AdapterKey
-from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches
+from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
 from loraguard.reference.layers import is_conv1d_transposed
 
 _ONE_ADAPTER = "loralib holds one unnamed adapter per layer"
@@ -89,6 +89,9 @@ class LoralibBackend:
         targets = [n for n in names if spec_matches(n, config.target_modules)]
         if not targets:
             raise ValueError(no_match_message("target_modules", config.target_modules, names))
+        typos = unmatched_entries(names, config.target_modules) if isinstance(config.target_modules, list) else []
+        if typos:  # loralib has no name matching: this backend's own, so it reports what it cannot find
+            raise ValueError(no_match_message("target_modules", typos, names))
         layers = {path: _replacement(path, base.get_submodule(path), config) for path in targets}  # all, or none
         for path, layer in layers.items():
             parent, _, leaf = path.rpartition(".")

@@ -240,12 +240,29 @@ class PeftBackend:
     def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
         return model.disable_adapter()
 
-    def add_weighted_adapter(self, model: nn.Module, adapters: list[str], weights: list[float], name: str) -> None:
+    def add_weighted_adapter(
+        self,
+        model: nn.Module,
+        adapters: list[str],
+        weights: list[float],
+        name: str,
+        combination_type: str = "cat",
+        **options,
+    ) -> None:
+        """peft's add_weighted_adapter; options this release lacks, or a type it does not know, are Unsupported."""
+        accepted = inspect.signature(model.add_weighted_adapter).parameters
+        kwargs = {k: v for k, v in options.items() if v is not None and k in accepted}
+        dropped = sorted(k for k, v in options.items() if k not in accepted and v not in (None, 1.0, "total"))
+        if dropped:
+            raise Unsupported(f"peft {self.version()}: add_weighted_adapter has no option {dropped}")
         try:
-            model.add_weighted_adapter(adapters, weights, name, combination_type="cat")
+            model.add_weighted_adapter(adapters, weights, name, combination_type=combination_type, **kwargs)
         except ValueError as err:  # a documented refusal, raised before anything changes, is a limitation
-            if "same target modules type" in str(err):
+            text = str(err)
+            if "same target modules type" in text or "same module with modules_to_save" in text:
                 raise Unsupported(f"peft {self.version()} cannot combine these adapters: {err}") from None
+            if "nvalid combination" in text and combination_type != "linear":
+                raise Unsupported(f"peft {self.version()} has no combination_type {combination_type!r}") from None
             raise
 
     def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ class ReferenceBackend:
             "dora",
             "all_linear",
             "unload",
+            "weighted_combination",
             "bfloat16",
             "float16",
             "cuda",
@@ -77,6 +78,11 @@ class ReferenceBackend:
             for p, w in model.saved_modules().items()
             if adapter in w.modules_to_save
         }
+
+    def add_weighted_adapter(
+        self, model: LoraModel, adapters: list[str], weights: list[float], name: str, **options
+    ) -> None:
+        model.add_weighted_adapter(adapters, weights, name, **options)
 
     def merge(self, model: LoraModel, adapters: list[str] | None = None) -> None:
         model.merge(adapters)

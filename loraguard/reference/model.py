@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from loraguard.core import combine_math
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import BASE_BIAS, MAGNITUDE, MODULES_TO_SAVE, AdapterKey, check_adapter_name
 from loraguard.core.matching import (
@@ -118,6 +119,10 @@ class LoraModel(nn.Module):
             targets = [n for n in candidates if self._selects(n, config.target_modules)]
         if not targets:
             raise ValueError(no_match_message("target_modules", config.target_modules, names))
+        if isinstance(config.target_modules, list):  # one typo in a list would silently train fewer modules
+            typos = unmatched_entries(candidates, config.target_modules)
+            if typos:
+                raise ValueError(no_match_message("target_modules", typos, names))
         saved = [n for n in candidates if self._selects(n, config.modules_to_save)]
         # An entry may match a module and one of its descendants: the outer copy already holds the inner one.
         saved = [n for n in saved if not any(is_within(n, outer) for outer in saved)]
@@ -255,6 +260,53 @@ class LoraModel(nn.Module):
                 ]
         return keys
 
+    def add_weighted_adapter(
+        self,
+        adapters: list[str],
+        weights: list[float],
+        adapter_name: str,
+        combination_type: str = "svd",
+        svd_rank: int | None = None,
+        density: float = 1.0,
+        majority_sign_method: combine_math.SignMethod = "total",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Add `adapter_name`, the weighted combination of `adapters` (formulas: loraguard/core/combine_math.py).
+
+        It covers every module any of them adapts, has scaling 1 (r = lora_alpha = the new rank) and no
+        modules_to_save; it is not activated. Nothing changes if the arguments are refused.
+        """
+        check_adapter_name(adapter_name)
+        if adapter_name in self.peft_config:
+            raise ValueError(f"adapter {adapter_name!r} already exists; pick another name for the combination")
+        unknown = [a for a in adapters if a not in self.peft_config]
+        if unknown or not adapters or len(weights) != len(adapters):
+            raise ValueError(
+                f"add_weighted_adapter needs one weight per existing adapter; got adapters {adapters} "
+                f"(unknown: {unknown}), weights {weights}; this model has {list(self.peft_config)}"
+            )
+        kind = "linear" if len(adapters) == 1 else combination_type  # one adapter: every type is a scaled copy
+        ranks = [max([self.peft_config[a].r, *self.peft_config[a].rank_pattern.values()]) for a in adapters]
+        rank = combine_math.new_rank(kind, ranks, svd_rank)
+        layers = {p: layer for p, layer in self.lora_layers().items() if any(a in layer.scaling for a in adapters)}
+        combined = {
+            p: _combine_layer(layer, kind, adapters, weights, rank, density, majority_sign_method, generator)
+            for p, layer in layers.items()
+        }
+        for path, (a, b) in combined.items():
+            layers[path].add(adapter_name, rank, 1.0, 0.0, False, True)
+            new_a, new_b = layers[path].factors(adapter_name)
+            with torch.no_grad():
+                new_a.zero_()
+                new_b.zero_()
+                new_a[: a.shape[0]] = a.to(new_a.dtype)
+                new_b[:, : b.shape[1]] = b.to(new_b.dtype)
+            layers[path].active_adapters = list(self.active_adapters)
+        self.peft_config[adapter_name] = LoraConfig(
+            r=rank, lora_alpha=rank, target_modules=sorted(layers), init_lora_weights=False
+        )
+        self._update_trainable()
+
     # -- merging -------------------------------------------------------------------------------------------
     def merge(self, adapter_names: list[str] | None = None, safe: bool = False) -> None:
         """Fold the adapters' deltas into the base weights (the active ones by default); idempotent per adapter."""
@@ -328,3 +380,30 @@ class LoraModel(nn.Module):
         lora = cls(model, read_config(Path(directory)), adapter_name)
         load_adapter(lora, Path(directory), adapter_name, is_trainable, created=True)
         return lora
+
+
+def _combine_layer(
+    layer: LoraLayer,
+    kind: str,
+    adapters: list[str],
+    weights: list[float],
+    rank: int,
+    density: float,
+    method: combine_math.SignMethod,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The combined (A, B) at one layer, in float64, for the adapters present there (each with its weight)."""
+    present = [(a, w) for a, w in zip(adapters, weights) if a in layer.scaling]
+    if not combine_math.is_svd(kind):
+        factors = [(*(t.detach().double() for t in layer.factors(a)), layer.scaling[a]) for a, _ in present]
+        return combine_math.combined_factors(kind, factors, [w for _, w in present], density, method, generator)
+    deltas = [_as_ba(layer, layer.delta(a).double()) for a, _ in present]
+    target = combine_math.combined_delta_target(kind, deltas, [w for _, w in present], density, method, generator)
+    a, b = combine_math.truncated_svd(target, rank)
+    a_shape, b_shape = layer.factors(present[0][0])[0].shape[1:], layer.factors(present[0][0])[1].shape
+    return a.reshape(a.shape[0], *a_shape), b.reshape(b_shape[0], b.shape[1], *b_shape[2:])
+
+
+def _as_ba(layer: LoraLayer, delta: torch.Tensor) -> torch.Tensor:
+    """A delta in the layout of ``B @ A`` (undoing the transpose of embeddings and fan_in_fan_out layers)."""
+    return delta.T if layer.kind == "embedding" or layer.fan_in_fan_out else delta

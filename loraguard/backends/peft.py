@@ -1,4 +1,4 @@
-"""Hugging Face peft as a backend, for the installed release (0.10 and later).
+"""Hugging Face peft as a backend, for the installed release (0.8 and later).
 
 Differences between releases are absorbed here, by feature detection, so invariants never see them. A
 config field the installed release does not know raises `Unsupported` (the check is skipped, with the reason).
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import torch
@@ -208,10 +209,24 @@ class PeftBackend:
 
     # -- actions ---------------------------------------------------------------------------------------------
     def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:
-        return _peft().get_peft_model(base, self.peft_config(config), adapter_name=adapter)
+        peft_config = self.peft_config(config)
+        with self._all_linear_limit():
+            return _peft().get_peft_model(base, peft_config, adapter_name=adapter)
 
     def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
-        model.add_adapter(adapter, self.peft_config(config))
+        peft_config = self.peft_config(config)
+        with self._all_linear_limit():
+            model.add_adapter(adapter, peft_config)
+
+    @contextmanager
+    def _all_linear_limit(self) -> Iterator[None]:
+        """Through 0.14 peft resolved all-linear for transformers models (PreTrainedModel) only: a limit, not a bug."""
+        try:
+            yield
+        except ValueError as err:
+            if "support `target_modules='all-linear'`" in str(err):
+                raise Unsupported(f"peft {self.version()}: {err}") from None
+            raise
 
     def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
         if len(adapters) == 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 #: peft release (major, minor) from which a transformers pin applies, the pin, and why. The last entry whose
 #: release is <= the one installed wins; old peft imports transformers internals that later releases removed.
 COMPANIONS: list[tuple[tuple[int, int], str, str]] = [
-    ((0, 10), "transformers==4.46.3", "4.46 is the oldest with Conv1D.nx (read by the reference); old peft imports it"),
+    ((0, 8), "transformers==4.46.3", "4.46 is the oldest with Conv1D.nx (read by the reference); old peft imports it"),
     ((0, 14), "transformers==4.47.1", "contemporary with peft 0.14"),
     ((0, 15), "transformers==4.51.3", "contemporary with peft 0.15"),
     ((0, 16), "transformers==4.53.3", "contemporary with peft 0.16"),

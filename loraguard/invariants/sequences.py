@@ -12,10 +12,11 @@ import copy
 from typing import NoReturn
 
 import torch
-from hypothesis import Phase, note, reject
+from hypothesis import Phase, given, note, reject
 from hypothesis import seed as fixed_seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -36,6 +37,7 @@ from loraguard.harness.strategies import TreeSpec, configs, tree_zoo_model, tree
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import (
     Inconclusive,
+    InvariantViolation,
     assert_close,
     assert_effect,
     assert_equal,
@@ -43,6 +45,7 @@ from loraguard.invariants.checks import (
     expect,
 )
 from loraguard.invariants.registry import Invariant, register
+from loraguard.invariants.sequence_examples import EXAMPLES, SequenceExample
 from loraguard.invariants.steps import perturb, read_saved, scratch_dir
 from loraguard.reference import LoraModel
 
@@ -190,9 +193,10 @@ def sequence_machine(
                 can("save_load") and not self._merged() and (len(self.oracle.peft_config) == 1 or can("load_adapter"))
             )
         )
-        @rule()
-        def save_and_load(self) -> None:
-            """Save every adapter, load them all onto a fresh base model, and continue with the loaded model."""
+        @rule(trainable=st.booleans())
+        def save_and_load(self, trainable: bool) -> None:
+            """Save every adapter, load them all onto a fresh base model (to train on, or for inference: then
+            nothing may be trainable), and continue with the loaded model."""
             names = list(self.oracle.peft_config)
             with scratch_dir() as d:
                 backend.save(self.model, d)
@@ -203,9 +207,12 @@ def sequence_machine(
                         self.oracle.adapter_state_dict(name),
                         f"keys saved for adapter '{name}'",
                     )
-                loaded = backend.load(self.scenario.base(), where[names[0]], names[0], trainable=True)
+                loaded = backend.load(self.scenario.base(), where[names[0]], names[0], trainable=trainable)
                 for name in names[1:]:
-                    backend.load_adapter(loaded, where[name], name, trainable=True)
+                    backend.load_adapter(loaded, where[name], name, trainable=trainable)
+            if not trainable:
+                still = sorted(backend.trainable(loaded))
+                expect(not still, f"parameters trainable after loading {names} for inference: {still[:5]}")
             backend.set_adapter(loaded, list(self.oracle.active_adapters))
             self.model = loaded
 
@@ -324,6 +331,14 @@ def run_sequences(
 ) -> None:
     """Run the machine; by default under the current Hypothesis profile (its max_examples) with STEPS steps."""
     machine = sequence_machine(backend, dtypes, device)
+    failed = []
+    for example in EXAMPLES:
+        try:
+            replay(machine, example, backend)
+        except InvariantViolation as err:
+            failed.append(str(err))
+    # every explicit sequence runs, so each bug they encode is reported, not only the first
+    expect(not failed, f"{len(failed)} of {len(EXAMPLES)} explicit sequences fail:\n" + "\n".join(failed))
     if seed is not None:
         machine = fixed_seed(seed)(machine)
     # The explain phase re-runs a shrunk sequence hundreds of times for little news: the printed steps say it all.
@@ -335,6 +350,38 @@ def run_sequences(
         run_state_machine_as_test(machine, settings=settings)
     finally:
         torch.set_num_threads(threads)
+
+
+def replay(machine: type[RuleBasedStateMachine], example: SequenceExample, backend: Backend) -> None:
+    """Run one explicit sequence through the machine, checking agreement after every step; a violation names it.
+
+    Examples that need a capability the backend lacks, or a dtype the run does not include, are left out.
+    """
+    if not example.needs <= backend.capabilities:
+        return
+
+    @hypothesis_settings(max_examples=1, database=None, deadline=None, phases=[Phase.generate])
+    @given(st.none())
+    def run_example(_: None) -> None:  # inside a Hypothesis test, so the machine's notes and rejections work
+        m = machine()
+        try:
+            m.start(
+                tree=TreeSpec(example.leaves), config=example.config, dtype=example.dtype, seed=0, second=example.second
+            )
+            m.agrees_with_oracle()
+            for step, (rule_name, arguments) in enumerate(example.steps, 1):
+                note(f"step {step}: {rule_name}({arguments})")
+                getattr(m, rule_name)(**arguments)
+                m.agrees_with_oracle()
+        finally:
+            m.teardown()
+
+    try:
+        run_example()
+    except Unsatisfiable:  # the release lacks a feature the example uses (the machine rejected it)
+        return
+    except Exception as err:  # noqa: BLE001 - a violation or the library's own error: name the sequence
+        raise InvariantViolation(f"explicit sequence ({example.why}): {type(err).__name__}: {err}") from err
 
 
 register(

@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loraguard.core.vocabulary import canonical_format, format_option
+
 HELP = "Audit LoRA adapters and checkpoints offline (safetensors headers, keys vs config, ranks, values, pickles)."
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     """--format and --fail-on, shared by `audit` and `audit-merge`."""
-    parser.add_argument(
-        "--format",
-        choices=("table", "json", "junit", "sarif"),
-        default="table",
-        help="report format (default: table); junit and sarif are for CI and code scanning",
-    )
+    format_option(parser, ("text", "json", "junit", "sarif"), default="table")
     parser.add_argument(
         "--fail-on",
         choices=("error", "warning", "info"),
@@ -44,6 +41,11 @@ def explain(rule_id: str) -> str:
     unusable = "; the input cannot be audited further (exit 2)" if rule.unusable else ""
     parts = [f"{rule.id} {rule.name} ({rule.severity}{unusable})", rule.summary, rule.detail, f"More: {rule.help_uri}"]
     return "\n\n".join(parts) + "\n"
+
+
+def report_format(name: str) -> str:
+    """The audit report's name for a --format value (the plain-text report is called "table" there)."""
+    return "table" if canonical_format(name) == "text" else name
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.paths:
         args._parser.error("give at least one PATH to audit (or --explain RULE)")
-    progress = terminal_progress() if args.format == "table" else None
+    fmt = report_format(args.format)
+    progress = terminal_progress() if fmt == "table" else None
     result = audit_paths(args.paths, Options(allow_pickle=args.allow_pickle, progress=progress))
-    sys.stdout.write(render(result, args.format, args.fail_on))
+    sys.stdout.write(render(result, fmt, args.fail_on))
     return exit_code(result, args.fail_on)

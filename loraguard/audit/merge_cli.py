@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loraguard.audit.cli import add_report_options
+from loraguard.audit.cli import add_report_options, report_format
 
 HELP = "Check that a merged model equals base + s * B @ A tensor by tensor, and that the merge was not a no-op."
 
@@ -29,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     from loraguard.audit.report import exit_code, render
 
     result = audit_merge(args.base, args.adapter, args.merged)
-    sys.stdout.write(render(result, args.format, args.fail_on))
+    sys.stdout.write(render(result, report_format(args.format), args.fail_on))
     return exit_code(result, args.fail_on)

@@ -1,4 +1,4 @@
-"""A one-line progress counter on stderr, for large files only and only when stderr is a terminal."""
+"""Progress for the audit: a rich bar on stderr per large file, only when stderr is a terminal (core.progress)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,18 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-#: Files smaller than this finish too fast for a progress line to help.
+from loraguard.core.progress import bytes_progress, on_terminal
+
+#: Files smaller than this finish too fast for a progress bar to help.
 LARGE_FILE_BYTES = 256 << 20
 
 
 def terminal_progress(stream: TextIO = sys.stderr) -> Callable[[str, int], Callable[[int], None] | None] | None:
     """A progress factory for `audit_paths`, or None when `stream` is not a terminal (CI logs stay clean)."""
-    if not stream.isatty():
+    if not on_terminal(stream):
         return None
 
     def start(label: str, total: int) -> Callable[[int], None] | None:
-        if total < LARGE_FILE_BYTES:
-            return None
-        done = [0]
-
-        def advance(n: int) -> None:
-            done[0] += n
-            end = "\n" if done[0] >= total else ""
-            stream.write(f"\r{label}: {100 * done[0] // total:3d}% of {total >> 20} MiB{end}")
-            stream.flush()
-
-        return advance
+        return bytes_progress(label, total, stream) if total >= LARGE_FILE_BYTES else None
 
     return start

@@ -6,6 +6,7 @@ import importlib
 from importlib.metadata import entry_points
 
 from loraguard.backends.base import CAPABILITIES, Backend, BackendError, Unsupported, check_capabilities
+from loraguard.core.imports import import_user_module
 
 BUILTIN = {
     "reference": "loraguard.backends.reference:ReferenceBackend",
@@ -34,7 +35,7 @@ def load_backend(spec: str) -> Backend:
         target = spec
     module_name, _, attr = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = import_user_module(module_name) if target is spec else importlib.import_module(module_name)
     except ImportError as err:
         raise BackendError(
             f"backend {spec!r}: cannot import {module_name!r} ({err}); is the library installed?"

@@ -149,13 +149,24 @@ def compare(zoo_model: ZooModel, dtype_name: str, variant: Variant, workdir: str
 
 
 def agreement_rows(
-    models: Iterable[str] | None = None, dtypes: Iterable[str] = DTYPES, variants: Iterable[str] | None = None
+    models: Iterable[str] | None = None,
+    dtypes: Iterable[str] = DTYPES,
+    variants: Iterable[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[AgreementRow]:
-    """One row per available zoo model x dtype x variant (unknown names are an error)."""
+    """One row per available zoo model x dtype x variant (unknown names are an error); `progress(label)` is
+    called as each row starts."""
     from loraguard.harness.zoo import available
 
     picked = [VARIANTS[v] for v in (variants or VARIANTS)]
-    return [compare(m, d, v) for m in available(list(models) if models else None) for d in dtypes for v in picked]
+    rows = []
+    for m in available(list(models) if models else None):
+        for d in dtypes:
+            for v in picked:
+                if progress:
+                    progress(f"{m.name} {d} {v.name}")
+                rows.append(compare(m, d, v))
+    return rows
 
 
 def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, variant: Variant, tmp: Path) -> None:

@@ -22,7 +22,10 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from loraguard import __version__
+
     parser = argparse.ArgumentParser(prog="loraguard", description="Verify LoRA libraries and audit LoRA checkpoints.")
+    parser.add_argument("--version", action="version", version=f"loraguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from loraguard.core.vocabulary import dtype_option, long_dtype
+
 HELP = "Run loraguard on its built-in tiny models against the installed peft and print a readable report."
 
 
@@ -30,23 +32,24 @@ class Section:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", metavar="NAME", help="zoo models to use (default: all available)")
     parser.add_argument(
-        "--dtypes",
-        nargs="+",
-        choices=["float32", "bfloat16"],
-        default=["float32", "bfloat16"],
-        help="dtypes to compare in (default: both)",
+        "--zoo", action="append", default=[], metavar="NAME", help="built-in model to use (repeatable; default: all)"
     )
+    dtype_option(parser, "f32 and bf16")
 
 
 def agreement_section(args: argparse.Namespace) -> SectionResult:
     """The reference-vs-peft agreement table, with every problem spelled out below it."""
     import peft
 
-    from loraguard.frontends.agreement import agreement_rows
+    from loraguard.core.progress import steps
+    from loraguard.frontends.agreement import VARIANTS, agreement_rows
+    from loraguard.harness.zoo import available
 
-    rows = agreement_rows(args.models, args.dtypes)
+    dtypes = [long_dtype(d) for d in args.dtype or ("f32", "bf16")]
+    models = [m.name for m in available(args.zoo or None)]
+    with steps("agreement", len(models) * len(dtypes) * len(VARIANTS)) as step:
+        rows = agreement_rows(models, dtypes, progress=step)
     lines = [
         f"peft {peft.__version__}; differences are max |peft - reference| over the outputs; a difference passes "
         "when <= bound",
@@ -139,6 +142,8 @@ def suite_section(args: argparse.Namespace) -> SectionResult:
     import tempfile
     from pathlib import Path
 
+    from loraguard.core.progress import steps
+
     known = Path(__file__).parents[1] / "known_failures" / "peft.txt"
     cmd = [
         sys.executable,
@@ -153,7 +158,8 @@ def suite_section(args: argparse.Namespace) -> SectionResult:
         "-W",
         "ignore",
     ]
-    with tempfile.TemporaryDirectory(prefix="loraguard-demo-") as cwd:
+    with tempfile.TemporaryDirectory(prefix="loraguard-demo-") as cwd, steps("pytest --loraguard", 1) as step:
+        step("in a subprocess, two workers")
         done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     out = done.stdout.splitlines()
     start = next((i for i, line in enumerate(out) if "loraguard summary" in line), None)

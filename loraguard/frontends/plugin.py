@@ -103,6 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 zero3=_count(config, "zero3"),
                 fsdp=_count(config, "fsdp"),
                 fsdp_api=_option(config, "fsdp-api"),
+                import_roots=(config.rootpath,),
             )
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import CONFIG_NAME
+from loraguard.core.progress import steps
 from loraguard.core.tolerance import bound, max_diff
 from loraguard.gating.accepted import Acceptance, read_accepted
 from loraguard.gating.layout import (
@@ -76,7 +77,11 @@ def compare_snapshot(backend: Backend, directory: Path) -> Comparison:
     ValueError if accepted.txt is malformed."""
     manifest = read_manifest(directory)
     accepted = read_accepted(directory / ACCEPTED)
-    reports = [compare_scenario(backend, directory, r, accepted) for r in manifest.scenarios]
+    reports = []
+    with steps(f"compare {backend.name}", len(manifest.scenarios)) as step:
+        for record in manifest.scenarios:
+            step(record.id)
+            reports.append(compare_scenario(backend, directory, record, accepted))
     used = {d.accepted for r in reports for d in r.drifts if d.accepted is not None}
     unused = [a for a in accepted if a not in used]
     return Comparison(directory, manifest, backend.name, backend.version(), reports, unused)

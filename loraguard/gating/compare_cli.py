@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from loraguard.core.vocabulary import format_option
 from loraguard.gating.formats import FORMATS
 
 HELP = "Compare the installed library release with a baseline from `loraguard snapshot`; exit 1 on drift."
@@ -16,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)"
     )
-    parser.add_argument("--format", choices=FORMATS, default="text", help="report format")
+    format_option(parser, FORMATS)
     parser.add_argument(
         "--notes", action="store_true", help="text format: also print every output difference and new field"
     )

@@ -6,6 +6,7 @@ another torch (a multi-GB CUDA build); uv hard-links it from its cache, so each 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,7 +61,52 @@ def uv_command() -> list[str]:
     found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
     if found:
         return [found]
-    raise EnvSetupError("the release matrix makes its environments with uv; install it (`pip install uv`)")
+    raise EnvSetupError(
+        "the release matrix makes its environments with uv, which is not installed here; "
+        "install loraguard with its matrix extra (`pip install 'loraguard[matrix]'`) or put uv on PATH"
+    )
+
+
+def source_checkout() -> Path | None:
+    """The loraguard source tree this code runs from (an editable install or a clone), or None (a wheel)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "properties").is_dir() else None
+
+
+def loraguard_requirement() -> list[str]:
+    """How to install, in a release's environment, the loraguard that is running: its source tree editable, or the
+    wheel, git URL or path pip recorded (PEP 610 direct_url.json), or the same version from the package index."""
+    checkout = source_checkout()
+    if checkout is not None:
+        return ["-e", str(checkout)]
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("loraguard")
+    except PackageNotFoundError:
+        raise EnvSetupError("loraguard is not installed (no distribution metadata); install it with pip") from None
+    text = dist.read_text("direct_url.json")
+    return requirement_from(json.loads(text) if text else None, dist.version)
+
+
+def requirement_from(direct_url: dict | None, version: str) -> list[str]:
+    """The requirement that reinstalls what a PEP 610 record describes; None: installed from an index."""
+    if direct_url is None:
+        return [f"loraguard=={version}"]
+    url = direct_url["url"]
+    if "vcs_info" in direct_url:
+        vcs = direct_url["vcs_info"]
+        return [
+            f"loraguard @ {vcs['vcs']}+{url}@{vcs.get('commit_id') or vcs.get('requested_revision', '')}".rstrip("@")
+        ]
+    if url.startswith("file://") and not Path(url.removeprefix("file://")).exists():
+        raise EnvSetupError(
+            f"loraguard was installed from {url}, which no longer exists; the matrix installs the same loraguard "
+            "in each release's environment: reinstall it from a wheel, git URL or path that stays"
+        )
+    if direct_url.get("dir_info", {}).get("editable"):
+        return ["-e", url.removeprefix("file://")]
+    return [f"loraguard @ {url}"]
 
 
 def torch_pin() -> str:
@@ -74,7 +120,7 @@ def find_links() -> list[str]:
     return os.environ.get("PIP_FIND_LINKS", "").split()
 
 
-def make_env(root: Path, rel: Release, project: Path, links: list[str]) -> Path:
+def make_env(root: Path, rel: Release, loraguard: list[str], links: list[str]) -> Path:
     """Create (or bring up to date) the environment for `rel` under `root`; returns its python."""
     env = root / f"peft-{rel.version}"
     python = env / "bin" / "python"
@@ -86,7 +132,7 @@ def make_env(root: Path, rel: Release, project: Path, links: list[str]) -> Path:
     cmd = [*uv, "pip", "install", "--quiet", "--python", str(python), "-c", str(constraints)]
     for link in links:
         cmd += ["--find-links", link]
-    _run(cmd + [*rel.requirements, "-e", str(project)], rel)
+    _run(cmd + [*rel.requirements, *loraguard], rel)
     return python
 
 

@@ -8,6 +8,7 @@ import json
 import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,25 +53,35 @@ def read_junit(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[st
 
 
 def run_release(
-    rel: Release, envs: Path, out: Path, project: Path, profile: str, workers: int, baseline: Path | None
+    rel: Release,
+    envs: Path,
+    out: Path,
+    loraguard: list[str],
+    profile: str,
+    workers: int,
+    baseline: Path | None,
+    step: Callable[[str], None] = lambda label: None,
 ) -> ReleaseResult:
-    """Install `rel` in its environment, run the suite and the comparison there, and read back their reports."""
+    """Install `rel` (and `loraguard`, a requirement) in its environment, run the suite and the comparison there,
+    and read back their reports; `step(label)` is told as each stage starts."""
     result = ReleaseResult(rel.version)
     folder = out / f"peft-{rel.version}"
     folder.mkdir(parents=True, exist_ok=True)
+    step(f"peft {rel.version}: environment")
     try:
-        python = make_env(envs, rel, project, find_links())
+        python = make_env(envs, rel, loraguard, find_links())
     except EnvSetupError as err:
         result.error = str(err)
         return result
     try:
-        result.environment = json.loads(_capture([str(python), "-c", _VERSIONS], project, folder / "versions.log"))
+        result.environment = json.loads(_capture([str(python), "-c", _VERSIONS], folder, folder / "versions.log"))
     except json.JSONDecodeError:
         result.error = f"the environment does not import peft, transformers and torch; see {folder / 'versions.log'}"
         return result
     junit = folder / "junit.xml"
     junit.unlink(missing_ok=True)
     # the baseline is compared below, with drift kinds; its pytest form would only repeat it as skips here
+    step(f"peft {rel.version}: pytest --loraguard")
     _capture(
         [
             str(python),
@@ -90,7 +101,7 @@ def run_release(
             "-q",
             f"--junitxml={junit}",
         ],
-        project,
+        folder,
         folder / "pytest.log",
     )
     if not junit.exists():
@@ -98,9 +109,10 @@ def run_release(
         return result
     result.outcomes, result.failures = read_junit(junit)
     if baseline is not None:
+        step(f"peft {rel.version}: compare with the baseline")
         text = _capture(
-            [str(python), "-m", "loraguard.frontends.cli", "compare", str(baseline), "--format", "json"],
-            project,
+            [str(python), "-m", "loraguard", "compare", str(baseline), "--format", "json"],
+            folder,
             folder / "compare.log",
         )
         try:

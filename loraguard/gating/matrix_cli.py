@@ -7,9 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from loraguard.core.progress import on_terminal
+from loraguard.core.vocabulary import format_option
+from loraguard.gating.environments import EnvSetupError
 from loraguard.gating.formats import FORMATS
 
-HELP = "Run the invariant suite across peft releases, each in its own environment (slow; needs uv)."
+HELP = "Run the invariant suite across peft releases, each in its own environment (slow; needs loraguard[matrix])."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=Path(".loraguard/matrix"),
         help="where reports, logs and results.json are written (default: .loraguard/matrix)",
     )
-    parser.add_argument("--format", choices=FORMATS, default="text", help="table format")
+    format_option(parser, FORMATS)
+    parser.add_argument(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        help="where to write the page with the release x invariant plot (default: OUT/matrix.html; "
+        "with --from-results, only when given)",
+    )
     parser.add_argument(
         "--from-results",
         type=Path,
@@ -63,32 +73,54 @@ def _overrides(specs: list[str]) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from loraguard.gating import matrix_table
-    from loraguard.gating.environments import EnvSetupError, parse_version, release
     from loraguard.gating.formats import render
-    from loraguard.gating.matrix import load_results, run_release, save_results
+    from loraguard.gating.matrix import load_results, save_results
 
     try:
-        if args.from_results:
-            results = load_results(args.from_results)
-        else:
-            if not args.release:
-                raise ValueError("name the releases to test with --release (at least two to see changes)")
-            project = Path(__file__).resolve().parents[2]
-            if not (project / "pyproject.toml").exists():
-                raise ValueError(f"{project} is not a loraguard source checkout; run the matrix from one")
-            overrides = _overrides(args.companion)
-            releases = [release(v, overrides) for v in sorted(set(args.release), key=parse_version)]
-            baseline = args.baseline.resolve() if args.baseline else None
-            results = []
-            for rel in releases:
-                print(f"peft {rel.version} ({', '.join(rel.requirements)}) ...", file=sys.stderr, flush=True)
-                results.append(
-                    run_release(rel, args.envs, args.out.resolve(), project, args.profile, args.workers, baseline)
-                )
-            args.out.mkdir(parents=True, exist_ok=True)
-            save_results(results, args.out / "results.json")
+        results = load_results(args.from_results) if args.from_results else _run_releases(args)
     except (ValueError, EnvSetupError) as err:
         print(f"loraguard matrix: {err}", file=sys.stderr)
         return 2
+    if not args.from_results:
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_results(results, args.out / "results.json")
+    page = args.html or (None if args.from_results else args.out / "matrix.html")
     print(render(args.format, matrix_table, results))
+    if page is not None:
+        write_page(results, page)
+        print(f"loraguard matrix: the plot and the table are in {page}", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _run_releases(args: argparse.Namespace) -> list:
+    """Make each release's environment and run the suite (and the comparison) in it, with progress."""
+    from loraguard.core.progress import steps
+    from loraguard.gating.environments import loraguard_requirement, parse_version, release, uv_command
+    from loraguard.gating.matrix import run_release
+
+    if not args.release:
+        raise ValueError("name the releases to test with --release (at least two to see changes)")
+    uv_command()  # fail before anything else if uv is missing
+    loraguard = loraguard_requirement()
+    overrides = _overrides(args.companion)
+    releases = [release(v, overrides) for v in sorted(set(args.release), key=parse_version)]
+    baseline = args.baseline.resolve() if args.baseline else None
+    stages = 3 if baseline else 2
+    results = []
+    with steps("matrix", len(releases) * stages) as step:
+        for rel in releases:
+            if not on_terminal():
+                print(f"peft {rel.version} ({', '.join(rel.requirements)}) ...", file=sys.stderr, flush=True)
+            results.append(
+                run_release(rel, args.envs, args.out.resolve(), loraguard, args.profile, args.workers, baseline, step)
+            )
+    return results
+
+
+def write_page(results: list, path: Path) -> Path:
+    """The HTML page with the release x invariant plot (matrix_page)."""
+    from loraguard.gating.matrix_page import render_html
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(results))
+    return path

@@ -19,6 +19,7 @@ from torch import nn
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.core.config import CONFIG_NAME, LoraConfig
+from loraguard.core.progress import steps
 from loraguard.gating.layout import (
     ADAPTER_DIR,
     BASE_FILE,
@@ -57,7 +58,7 @@ def environment(backend: Backend) -> dict[str, str]:
 def rebuild(record: ScenarioRecord) -> Scenario:
     """The scenario a record describes: its model (zoo or user factory), config, dtype and seed."""
     if record.model_origin:
-        model = load_model(record.model_origin)
+        model = load_model(record.model_origin, f"scenario {record.id!r}: the model recorded with --model")
     elif record.model in ZOO:
         model = ZOO[record.model]
     else:
@@ -166,16 +167,19 @@ def take_snapshot(
     clear(directory, force)
     directory.mkdir(parents=True, exist_ok=True)
     records, skipped = [], {}
-    for scenario in scenarios:
-        missing = sorted(needed_capabilities(scenario) - set(backend.capabilities))
-        if missing:
-            skipped[scenario.id] = f"backend {backend.name!r} {backend.version()} lacks {', '.join(missing)}"
-            continue
-        try:
-            records.append(record_scenario(backend, scenario, directory, (origins or {}).get(scenario.model.name)))
-        except Unsupported as why:
-            shutil.rmtree(directory / scenario.id, ignore_errors=True)
-            skipped[scenario.id] = str(why)
+    with steps(f"snapshot {backend.name}", len(scenarios)) as step:
+        for scenario in scenarios:
+            step(scenario.id)
+            missing = sorted(needed_capabilities(scenario) - set(backend.capabilities))
+            if missing:
+                skipped[scenario.id] = f"backend {backend.name!r} {backend.version()} lacks {', '.join(missing)}"
+                continue
+            try:
+                origin = (origins or {}).get(scenario.model.name)
+                records.append(record_scenario(backend, scenario, directory, origin))
+            except Unsupported as why:
+                shutil.rmtree(directory / scenario.id, ignore_errors=True)
+                skipped[scenario.id] = str(why)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = Manifest(backend.name, backend.version(), environment(backend), created, records, skipped)
     write_manifest(directory, manifest)

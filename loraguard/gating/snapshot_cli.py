@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from loraguard.core.vocabulary import dtype_option
+
 HELP = "Record a baseline of the installed library release, for upgrade gating (docs/gating.md)."
 
 
@@ -31,9 +33,7 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="your own model as module:factory returning a loraguard.harness.zoo.ZooModel (repeatable)",
     )
-    parser.add_argument(
-        "--dtype", action="append", default=[], help="f32, bf16, f16, f64 (repeatable; default: f32 and bf16)"
-    )
+    dtype_option(parser, "f32 and bf16")
 
 
 def settings_from(args: argparse.Namespace):

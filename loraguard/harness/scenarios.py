@@ -15,14 +15,15 @@ from torch import nn
 from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import LayerKind
 from loraguard.core.tuners import TunerConfig
+from loraguard.core.vocabulary import DTYPE_NAMES
 from loraguard.harness.zoo import ZooModel
 from loraguard.reference.layers import is_conv1d_transposed
 
 #: The name a scenario's second adapter is added under (the first is "default").
 OTHER = "other"
 
-_DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16", torch.float64: "f64"}
-DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}
+DTYPES = {short: getattr(torch, long) for short, long in DTYPE_NAMES.items()}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 @dataclass(frozen=True)

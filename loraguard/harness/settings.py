@@ -5,13 +5,13 @@ Resolved once per session from command-line options (which win) and ini values, 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from loraguard.backends import Backend, load_backend
+from loraguard.core.imports import import_user_module
 from loraguard.harness.fsdp.sharding import APIS as FSDP_APIS
 from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
 from loraguard.harness.scenarios import DTYPES, Scenario, profile_scenarios
@@ -89,19 +89,21 @@ class RunOptions:
     fsdp: int = 0
     fsdp_api: str = "fsdp2"
     prefix: str = "--loraguard-"
+    import_roots: tuple[Path, ...] = ()  # searched for module:attr after the working directory (pytest's rootdir)
 
     def option(self, name: str) -> str:
         """How the user spells option `name` (``model`` -> ``--loraguard-model`` or ``--model``)."""
         return f"{self.prefix}{name}"
 
 
-def load_model(spec: str, option: str = "--loraguard-model") -> ZooModel:
-    """A user model from ``module:factory``; the factory returns a loraguard.harness.zoo.ZooModel."""
+def load_model(spec: str, option: str, roots: tuple[Path, ...] = ()) -> ZooModel:
+    """A user model from ``module:factory`` (found as pytest would: also from the working directory and `roots`);
+    the factory returns a loraguard.harness.zoo.ZooModel. Errors start with `option`, as the user wrote it."""
     module_name, _, attr = spec.partition(":")
     if not attr:
         raise ValueError(f"{option} {spec!r}: use 'module:factory' (a function returning a ZooModel)")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = getattr(import_user_module(module_name, roots), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"{option} {spec!r}: {err}") from err
     model = factory()
@@ -126,9 +128,12 @@ def resolve(opts: RunOptions) -> Settings:
     unknown = [d for d in names if d not in DTYPES]
     if unknown:
         raise ValueError(f"{opts.option('dtype')} {unknown}: choose from {sorted(DTYPES)}")
-    user = {spec: load_model(spec, opts.option("model")) for spec in opts.models}
+    user = {spec: load_model(spec, opts.option("model"), opts.import_roots) for spec in opts.models}
     zoo = opts.zoo
-    chosen = available(zoo or (list(prof.zoo) if prof.zoo else None)) if (zoo or not user) else []
+    try:
+        chosen = available(zoo or (list(prof.zoo) if prof.zoo else None)) if (zoo or not user) else []
+    except ValueError as err:
+        raise ValueError(f"{opts.option('zoo')}: {err}") from None
     loaded = {spec: load_backend(spec) for spec in opts.backends}
     versions = {b.name: b.version() for b in loaded.values()}
     files = builtin_files(list(versions)) if opts.builtin_known_failures else []

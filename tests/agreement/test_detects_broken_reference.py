@@ -61,7 +61,7 @@ def test_a_broken_reference_disagrees(
 
 def test_demo_passes_when_the_only_differences_are_documented_peft_bugs(capsys: pytest.CaptureFixture[str]) -> None:
     """The one end-to-end run of the demo (its pytest section starts a nested `pytest --loraguard -n 2`)."""
-    code = demo.run(argparse.Namespace(models=["mlp", "nested"], dtypes=["float32"]))
+    code = demo.run(argparse.Namespace(zoo=["mlp", "nested"], dtype=["f32"]))
     out = capsys.readouterr().out
     assert code == 0, out
     assert "peft bug huggingface/peft#1917" in out and "DISAGREE" not in out
@@ -69,7 +69,7 @@ def test_demo_passes_when_the_only_differences_are_documented_peft_bugs(capsys: 
 
 def test_the_agreement_section_fails_on_a_real_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
     _ignore_rslora(monkeypatch)
-    result = demo.agreement_section(argparse.Namespace(models=["mlp"], dtypes=["float32"]))
+    result = demo.agreement_section(argparse.Namespace(zoo=["mlp"], dtype=["f32"]))
     assert not result.ok
     assert "DISAGREE" in result.text and "unmerged outputs differ" in result.text
 
@@ -85,7 +85,7 @@ def test_the_demo_exits_1_when_any_section_fails(
             demo.Section("fails", lambda args: demo.SectionResult("broken", ok=False)),
         ],
     )
-    assert demo.run(argparse.Namespace(models=["mlp"], dtypes=["float32"])) == 1
+    assert demo.run(argparse.Namespace(zoo=["mlp"], dtype=["f32"])) == 1
     assert "demo: FAILED in: fails" in capsys.readouterr().out
 
 

@@ -92,3 +92,42 @@ def test_a_results_file_from_elsewhere_is_refused(tmp_path: Path, capsys: pytest
     (tmp_path / "results.json").write_text('{"not": "a list"}')
     assert main(["matrix", "--from-results", str(tmp_path / "results.json")]) == 2
     assert "not a results file written by `loraguard matrix`" in capsys.readouterr().err
+
+
+def test_the_page_plots_every_release_and_invariant_and_marks_each_first_change(tmp_path: Path) -> None:
+    """The HTML page of the recorded matrix: one cell per (invariant, release), the first change framed, no
+    asset fetched from anywhere (it must open offline, e.g. as a CI artifact)."""
+    from html.parser import HTMLParser
+
+    from loraguard.gating.matrix_page import COLOURS
+
+    page = tmp_path / "matrix.html"
+    assert main(["matrix", "--from-results", str(DATA / "matrix-results.json"), "--html", str(page)]) == 0
+    html = page.read_text()
+    results = load_results(DATA / "matrix-results.json")
+    releases = [r.release for r in results]
+    table = matrix_table.rows(results)
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rects: list[dict[str, str | None]] = []
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag == "rect":
+                self.rects.append(found)
+            self.links += [v or "" for k, v in attrs if k in ("src", "href")]
+
+    cells = Cells()
+    cells.feed(html)
+    filled = [r for r in cells.rects if r.get("class") != "first-change"]
+    framed = [r for r in cells.rects if r.get("class") == "first-change"]
+    assert len(filled) == len(table) * len(releases)
+    assert len(framed) == sum(1 for row in table if row.changes(releases))
+    assert {r["fill"] for r in filled} <= {colour for colour, _ in COLOURS.values()}
+    changed = next(row for row in table if row.name == "baseline")
+    where, _, now = changed.changes(releases)[0]
+    assert f"baseline on {where}: {now} (first change)" in html
+    assert cells.links == [] and "<script" not in html and "url(" not in html

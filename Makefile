@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed,loralib,dev]'
+	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed,loralib,matrix,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,8 +31,13 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+# Every benchmarks/*_bench.py, one after the other; each prints its figures against its target. `make -k bench`
+# goes on past a failing one.
+BENCHES := $(sort $(wildcard benchmarks/*_bench.py))
+.PHONY: $(BENCHES:%=run-%)
+bench: $(BENCHES:%=run-%)
+$(BENCHES:%=run-%): run-%: $(STAMP)
+	$(BIN)/python $*
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

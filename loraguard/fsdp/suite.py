@@ -34,5 +34,7 @@ def run_suite(
     """
     if api not in APIS:
         raise ValueError(f"run_suite(api={api!r}): choose one of {list(APIS)}")
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"run_suite(device={device!r}): use cpu, cuda (rank r on cuda:r) or auto")
     options = {"backend": backend_name, "model": model, "api": api}
     return suite.run_suite("fsdp", world_size, options, timeout, device, ids)

@@ -97,3 +97,17 @@ def ungathered_saves(ctx) -> None:
     dcp.save(get_model_state_dict(fsdp2), checkpoint_id=str(out / "dcp"))
     fsdp1 = shard(build(backend, recipe), "fsdp1", ctx.device)
     rank0(ctx, lambda: inner(fsdp1).save_pretrained(str(out / "flat-shards")))
+
+
+def suite_in_existing_world(ctx) -> None:
+    """loraguard.fsdp.run_suite called inside ranks already launched uses their world and agrees on every rank."""
+    import torch.distributed as dist
+
+    from loraguard.fsdp import run_suite
+    from loraguard.invariants.checks import expect
+
+    results = run_suite(ctx.world_size, ids=["fsdp-merge"], api="fsdp1")
+    expect([(r.id, r.status) for r in results] == [("fsdp-merge", "passed")], f"in-world results: {results}")
+    everyone = [None] * ctx.world_size
+    dist.all_gather_object(everyone, [(r.id, r.status, r.message) for r in results])
+    expect(all(e == everyone[0] for e in everyone), f"ranks returned different results: {everyone}")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +49,31 @@ def test_no_color_and_dumb_terminals_are_respected(monkeypatch: pytest.MonkeyPat
     assert "big.safetensors" in term.getvalue() and "\x1b[3" not in term.getvalue()  # no colour escapes
     monkeypatch.setenv("TERM", "dumb")
     assert not on_terminal(_Terminal())
+
+
+def _snapshot(out: Path, stderr: int, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-m", "loraguard", "snapshot", "--out", str(out), "--backend", "reference"]
+    return subprocess.run([*cmd, "--zoo", "mlp", "--dtype", "f32"], stderr=stderr, stdout=subprocess.PIPE, env=env)
+
+
+def test_a_real_command_draws_on_a_terminal_and_stays_quiet_in_a_log(tmp_path: Path) -> None:
+    """`loraguard snapshot` with stderr on a pseudo-terminal (NO_COLOR set) and then on a pipe, as in CI."""
+    env = {**os.environ, "TERM": "xterm", "NO_COLOR": "1", "COLUMNS": "120"}
+    leader, follower = pty.openpty()
+    try:
+        done = _snapshot(tmp_path / "a", follower, env)
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: everything has been read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0 and b"snapshot reference" in drawn and b"\x1b[3" not in drawn
+    logged = _snapshot(tmp_path / "b", subprocess.PIPE, env)
+    assert logged.returncode == 0 and logged.stderr == b""

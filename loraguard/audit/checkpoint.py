@@ -297,7 +297,7 @@ def _audit_pickle(
         return
     if not scan.pickles:
         result.files.remove(path)
-        result.skipped.append((path, "a tar archive without torch's members: torch.load runs nothing from it"))
+        result.skipped.append((path, scan.nothing_runs or "no pickle in it: no loader runs code from it"))
         return
     if not options.allow_pickle:
         result.findings.append(

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from loraguard.audit.pickle_files import ZIP_MAGIC
+from loraguard.audit.pickle_files import NPY_MAGIC, SEVEN_ZIP_MAGIC, ZIP_MAGIC
 from loraguard.audit.pickle_scan import scan_pickle
 from loraguard.audit.rules import Finding
 from loraguard.audit.safe_io import Unusable, open_regular
@@ -20,7 +20,20 @@ from loraguard.core.config import CONFIG_NAME
 
 INDEX_SUFFIX = ".safetensors.index.json"
 #: Names torch.load, pickle.load, joblib and friends are pointed at (compared lower-case).
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".pck", ".pyt", ".tar")
+PICKLE_SUFFIXES = (
+    ".bin",
+    ".pt",
+    ".pth",
+    ".pkl",
+    ".pickle",
+    ".ckpt",
+    ".joblib",
+    ".dill",
+    ".pck",
+    ".pyt",
+    ".npy",
+    ".npz",
+)
 MAX_DEPTH = 32
 MAX_ENTRIES = 100_000
 #: Bytes read from a file whose name says nothing, to see if a loader would take it for a pickle or archive.
@@ -85,8 +98,8 @@ def classify(path: str) -> Entry:
 
 
 def _looks_loadable(head: bytes) -> bool:
-    """A zip or tar archive, a pickle protocol header, or a complete pickle that imports something."""
-    if head.startswith(ZIP_MAGIC) or head[257:262] == b"ustar":
+    """A zip, tar or 7z archive, a numpy array, a pickle protocol header, or a complete pickle that imports."""
+    if head.startswith((ZIP_MAGIC, NPY_MAGIC, SEVEN_ZIP_MAGIC)) or head[257:262] == b"ustar":
         return True
     if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
         return True

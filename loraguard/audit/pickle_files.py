@@ -6,10 +6,13 @@ a TorchScript archive for `torch.jit.load`). Any other file is first tried as a 
 ``storages``, ``tensors``, ``pickle``), then read as torch's legacy format, a chain of pickles from offset 0:
 magic number, protocol version, sys info, the object, storage keys. A zip appended to a pickle is scanned too,
 since zip readers find archives from the end. Every read is capped; a member is never inflated without bound.
+numpy's ``.npy`` (and the ``.npy`` members of an ``.npz``) hold a pickle after the header when the array holds
+Python objects, which ``np.load(allow_pickle=True)`` runs; that pickle is scanned too.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import struct
@@ -25,6 +28,9 @@ MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 #: magic, protocol version, sys info, the object, storage keys.
 LEGACY_PICKLES = 5
 ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
+SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+_MAX_NPY_HEADER = 1 << 20
 #: A compressed member may inflate to this or 16x its compressed size, whichever is more, and no further.
 INFLATE_CAP = 64 << 20
 #: Compression methods Python can read: stored, deflate, bzip2, lzma (torch itself reads only the first two).
@@ -53,17 +59,23 @@ def scan_file(path: str) -> PickleScan:
     f, _ = open_regular(path)
     scan = PickleScan()
     with f:
-        head = f.read(4)
+        head = f.read(8)
         f.seek(0)
-        if head == ZIP_MAGIC:
+        if head.startswith(ZIP_MAGIC):
             _scan_zip(f, scan, required=True)
             return scan
         if not head:
             scan.problems.append(("LG403", "empty file: not a pickle or torch archive"))
             return scan
-        if not _scan_tar(f, scan):
-            f.seek(0)
-            _scan_chain(f, scan)
+        if head.startswith(NPY_MAGIC):
+            _scan_npy(f, scan)
+            return scan
+        if head.startswith(SEVEN_ZIP_MAGIC):
+            scan.problems.append(("LG406", "a 7z archive: torch cannot load it and its members are not scanned"))
+            return scan
+        is_tar = _scan_tar(f, scan)
+        f.seek(0)
+        _scan_chain(f, scan, strict=not is_tar)  # a tar that is also a pickle: pickle.load would run that
         f.seek(0)
         if zipfile.is_zipfile(f):
             f.seek(0)
@@ -76,22 +88,26 @@ def _add(scan: PickleScan, stream: IO[bytes], member: str, keep_error: bool = Tr
     one = scan_pickle(stream, member)
     scan.imports += one.imports
     scan.calls += one.calls
-    scan.pickles += 1
+    scan.pickles += one.error is None or keep_error
     if one.error and keep_error:
         where = f"member {member!r}" if member else "the file"
         scan.problems.append(("LG403", f"pickle #{scan.pickles} of {where} cannot be parsed ({one.error})"))
     return one
 
 
-def _scan_chain(stream: IO[bytes], scan: PickleScan, member: str = "") -> None:
-    """torch's legacy format: the first pickle always runs; the next four only after the magic number."""
+def _scan_chain(stream: IO[bytes], scan: PickleScan, member: str = "", strict: bool = True) -> None:
+    """torch's legacy format: the first pickle always runs; the next four only after the magic number.
+
+    Not `strict`: bytes that are not a pickle are no problem (a tar archive's header), only their imports count.
+    """
     try:
-        first = _add(scan, stream, member)
+        first = _add(scan, stream, member, keep_error=strict)
     except EOFError:
-        scan.problems.append(("LG403", "no pickle at the start of the file"))
+        if strict:
+            scan.problems.append(("LG403", "no pickle at the start of the file"))
         return
     legacy = first.error is None and first.literal == MAGIC_NUMBER
-    if first.error:
+    if first.error or not strict and not first.imports:
         return
     for _ in range(LEGACY_PICKLES - 1):
         # After a first pickle that is not the magic number torch stops, so what follows is trailing bytes;
@@ -115,9 +131,10 @@ def _scan_zip(f: IO[bytes], scan: PickleScan, required: bool, note: str = "") ->
             scan.problems.append(("LG403", f"damaged zip archive ({str(err)[:120]})"))
         return
     with archive:
-        members = [i for i in archive.infolist() if i.filename.lower().endswith(".pkl")]
+        members = [i for i in archive.infolist() if i.filename.lower().endswith((".pkl", ".npy"))]
         if not members and required:
             scan.problems.append(("LG403", "a zip archive without a data.pkl member is not a torch checkpoint"))
+            members = [i for i in archive.infolist() if _member_is_pickle(archive, i)]  # a pickle by another name
         if any(os.path.basename(i.filename.lower()) == "constants.pkl" for i in members):
             scan.problems.append(
                 (
@@ -143,11 +160,52 @@ def _scan_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scan: PickleSc
     try:
         with archive.open(info) as raw:
             stream = io.BufferedReader(CappedReader(raw, cap), 1 << 16)
-            _scan_chain(stream, scan, name)
+            if name.lower().endswith(".npy"):
+                _scan_npy(stream, scan, name)
+            else:
+                _scan_chain(stream, scan, name)
     except CapExceeded:
         scan.problems.append(("LG405", f"{note}member {name!r} inflates past {cap >> 20} MiB: not scanned further"))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as err:
         scan.problems.append(("LG404", f"{note}member {name!r} cannot be read ({str(err)[:120]})"))
+
+
+def _member_is_pickle(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """A member that starts with a pickle protocol header (only asked of zips that are not torch archives)."""
+    if info.flag_bits & 0x1 or info.compress_type not in _READABLE_COMPRESSION:
+        return False
+    try:
+        with archive.open(info) as raw:
+            head = raw.read(2)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return False
+    return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+
+
+def _scan_npy(stream: IO[bytes], scan: PickleScan, member: str = "") -> None:
+    """A numpy array file: a pickle follows the header when its dtype holds Python objects ('O')."""
+    where = f"member {member!r}" if member else "the file"
+    head = stream.read(10)
+    if len(head) < 10 or not head.startswith(NPY_MAGIC) or head[6] not in (1, 2, 3):
+        scan.problems.append(("LG403", f"{where} is not a readable .npy array"))
+        return
+    if head[6] == 1:
+        (length,) = struct.unpack("<H", head[8:10])
+    else:
+        (length,) = struct.unpack("<I", head[8:10] + stream.read(2))
+    if length > _MAX_NPY_HEADER:
+        scan.problems.append(("LG405", f"{where}: a {length}-byte .npy header is past the 1 MiB the audit reads"))
+        return
+    try:
+        header = ast.literal_eval(stream.read(length).decode("latin-1"))
+        descr = header["descr"]
+    except (ValueError, SyntaxError, TypeError, KeyError, RecursionError, MemoryError):
+        scan.problems.append(("LG403", f"{where}: its .npy header is not the dict numpy writes"))
+        return
+    if "O" in repr(descr):
+        _scan_chain(stream, scan, member)
+    elif not scan.pickles:
+        scan.nothing_runs = "a numpy array without Python objects: np.load runs no code from it"
 
 
 def _scan_tar(f: IO[bytes], scan: PickleScan) -> bool:
@@ -167,6 +225,8 @@ def _scan_tar(f: IO[bytes], scan: PickleScan) -> bool:
         except (tarfile.TarError, OSError, ValueError, EOFError) as err:
             scan.problems.append(("LG403", f"damaged tar archive ({str(err)[:120]})"))
             return True
+        if not {"storages", "tensors", "pickle"} & members.keys():
+            scan.nothing_runs = "a tar archive without torch's members: torch.load runs nothing from it"
         for name in ("storages", "tensors", "pickle"):
             member = members.get(name)
             if member is None:

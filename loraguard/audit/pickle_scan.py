@@ -81,6 +81,8 @@ class PickleScan:
     calls: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
     pickles: int = 0
+    #: Why no pickle would run at all (a numeric .npy, a tar without torch's members); "" otherwise.
+    nothing_runs: str = ""
 
     @property
     def unsafe(self) -> list[PickleImport]:

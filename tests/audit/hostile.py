@@ -93,6 +93,44 @@ class _Reduce:
         return exec, (code(self.sentinel),)
 
 
+def memo_decoy(sentinel: Path) -> bytes:
+    """STACK_GLOBAL whose operands come from the memo, with harmless-looking strings pushed last as decoys."""
+    out = b""
+    for index, text in enumerate(("builtins", "exec", "torch", "LongStorage")):
+        out += b"V" + text.encode() + b"\np" + str(index).encode() + b"\n0"  # UNICODE, PUT, POP
+    return out + b"g0\ng1\n\x93(V" + code(sentinel).encode("raw_unicode_escape") + b"\ntR."
+
+
+def nested_loads(sentinel: Path) -> bytes:
+    """pickle.loads of an inner payload carried as bytes: scanners that do not look at the import miss it."""
+    inner = p0(sentinel)
+    return b"\x80\x04cpickle\nloads\nC" + bytes([len(inner)]) + inner + b"\x85R." if len(inner) < 256 else b""
+
+
+def npy_objects(sentinel: Path) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([_Reduce(sentinel), 1], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+def npz_objects(sentinel: Path) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, clean=np.ones(3), evil=np.array([_Reduce(sentinel)], dtype=object))
+    return buf.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
 def reduce_in(obj_: object, sentinel: Path) -> dict:
     """A state dict with a payload object beside real tensors."""
     return {"weight": torch.ones(2, 2), "bias": torch.zeros(2), "extra": _Reduce(sentinel), "more": obj_}
@@ -408,6 +446,40 @@ def build(root: Path) -> list[Case]:
             ),
         ),
         load="torch",
+    )
+
+    # -- what other scanners' corpora taught: decoys, nesting, numpy object arrays, pickles under other names -----
+    add(
+        "memo_decoy_stack_global",
+        "pickle opcode variants",
+        {"LG401"},
+        1,
+        payload_file("model.pkl", memo_decoy),
+        load="pickle",
+    )
+    add(
+        "nested_pickle_loads",
+        "pickle opcode variants",
+        {"LG401"},
+        1,
+        payload_file("model.pkl", nested_loads),
+        load="pickle",
+    )
+    add("numpy_object_array", "numpy object arrays", {"LG401"}, 1, payload_file("arr.npy", npy_objects), load="numpy")
+    add("npz_object_array", "numpy object arrays", {"LG401"}, 1, payload_file("arrs.npz", npz_objects), load="numpy")
+    add(
+        "zip_pickle_named_txt",
+        "zip appended to a pickle",
+        {"LG401"},
+        2,
+        payload_file("model.bin", lambda s: zip_of({"data.txt": pickle.dumps(_Reduce(s), protocol=4)})),
+    )
+    add(
+        "seven_zip_archive",
+        "encrypted or unknown-compression member",
+        {"LG406"},
+        2,
+        file("model.7z", b"7z\xbc\xaf\x27\x1c" + bytes(64)),
     )
 
     # -- archives that cannot be scanned: a finding, never "no findings" -----------------------------------------

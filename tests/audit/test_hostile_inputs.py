@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import numpy
 import pytest
 import torch
 
@@ -61,14 +62,17 @@ def test_auditing_runs_no_payload_but_loading_runs_every_one(corpus):
     root, cases, _ = corpus
     assert not list((root / "sentinels").iterdir()), "a payload ran during the audit"
     live = [c for c in cases if c.load]
-    # The victim: torch.load(weights_only=False), as torch < 2.6 did by default, or pickle.load. Each payload only
-    # creates its sentinel, so running them here is harmless.
+    # The victim: torch.load(weights_only=False), as torch < 2.6 did by default, pickle.load or numpy.load.
+    # Each payload only creates its sentinel, so running them here is harmless.
     for case in live:
         target = case.path / case.target if case.target else case.path
         with contextlib.suppress(Exception), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if case.load == "torch":
                 torch.load(target, weights_only=False)
+            elif case.load == "numpy":
+                loaded = numpy.load(target, allow_pickle=True)
+                _ = [loaded[k] for k in loaded.files] if hasattr(loaded, "files") else loaded
             else:
                 with open(target, "rb") as f:
                     pickle.load(f)

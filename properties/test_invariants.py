@@ -16,13 +16,13 @@ def _each(kind: str) -> list:
 
 @pytest.mark.parametrize("invariant_id", _each("scenario"))
 def test_zoo(invariant_id, lg_backend, lg_scenario, lg_settings, request):
-    check(invariant_id, lg_backend, lg_scenario, lg_settings, request.node.name)
+    check(invariant_id, lg_backend, lg_scenario, lg_settings, request.node)
 
 
 @pytest.mark.parametrize("invariant_id", _each("scenario"))
 def test_drawn(invariant_id, lg_backend, lg_settings, request):
     """A Hypothesis property per invariant, seeded by its ID (each invariant meets its own examples)."""
-    check_drawn(invariant_id, lg_backend, lg_settings, request.node.name)
+    check_drawn(invariant_id, lg_backend, lg_settings, request.node)
 
 
 @pytest.mark.parametrize("invariant_id", _each("sequence"))

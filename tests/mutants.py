@@ -193,6 +193,15 @@ class RegexIntoInternals(_Mutant):
     name, model_class, defect = "mutant-regex-internals", _RegexIntoInternalsModel, "second adapter regex hits Dropout"
 
 
+# -- a release broken in many ways at once: for benchmarks of a red run (benchmarks/red_run_bench.py) --------------
+class _ManyDefectsModel(_BareSuffixModel, _NamedKeysModel, _SkippingLoadModel, _layer_model(_NoScaleAtMerge)):  # type: ignore[misc]
+    pass
+
+
+class ManyDefects(_Mutant):
+    name, model_class, defect = "mutant-many", _ManyDefectsModel, "bare suffix, named keys, lora_B not loaded, no scale"
+
+
 MUTANTS: list[type[_Mutant]] = [
     BareSuffix,
     SharedModulesToSave,

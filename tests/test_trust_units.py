@@ -25,7 +25,7 @@ def test_registering_the_same_function_again_is_harmless_a_different_one_is_an_e
     assert REGISTRY["weighted-combination"] is existing
 
 
-def test_each_invariant_meets_its_own_drawn_examples_deterministically(monkeypatch) -> None:
+def test_each_invariant_meets_its_own_drawn_examples_deterministically(monkeypatch, request) -> None:
     from loraguard.harness.settings import RunOptions, resolve
     from loraguard.run import in_pytest
 
@@ -37,7 +37,7 @@ def test_each_invariant_meets_its_own_drawn_examples_deterministically(monkeypat
     monkeypatch.setattr(in_pytest, "run_invariant", record)
     settings = resolve(RunOptions(backends=["reference"], profile="quick", builtin_known_failures=False))
     for name in ("merge-forward", "roundtrip", "merge-forward"):
-        in_pytest.check_drawn(name, settings.backends[0], settings, f"test_drawn[{name}]")
+        in_pytest.check_drawn(name, settings.backends[0], settings, request.node)
     first = drawn["merge-forward"][: len(drawn["merge-forward"]) // 2]
     assert first == drawn["merge-forward"][len(first) :]  # same invariant: same examples, run after run
     # another invariant: other examples (Hypothesis tries the simplest example first under any seed)

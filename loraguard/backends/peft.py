@@ -89,6 +89,10 @@ class PeftBackend:
         """Translate loraguard's config; a non-default value for a field this release lacks is Unsupported."""
         if isinstance(config, TunerConfig):
             return self._tuner_config(config)
+        return _peft().LoraConfig(**self.peft_kwargs(config))
+
+    def peft_kwargs(self, config: LoraConfig) -> dict:
+        """The keyword arguments of peft's LoraConfig for loraguard's config (see `peft_config`)."""
         known = self._config_fields()
         ours = config.to_json_dict()
         defaults = LoraConfig().to_json_dict()
@@ -102,7 +106,19 @@ class PeftBackend:
                 raise Unsupported(f"peft {self.version()} has no LoraConfig field {key!r} (needed: {key}={value!r})")
         if isinstance(kwargs.get("target_modules"), list):
             kwargs["target_modules"] = list(kwargs["target_modules"])
-        return _peft().LoraConfig(**kwargs)
+        return kwargs
+
+    def standalone_reproducer(self, invariant: str, promise: str, scenario) -> str | None:
+        """A script importing only torch and peft that replays a failing drawn example (None: no such form)."""
+        from loraguard.backends.peft_script import standalone_script
+
+        try:
+            kwargs = self.peft_kwargs(scenario.config)
+        except Unsupported:
+            return None
+        defaults = {f.name: f.default for f in dataclasses.fields(_peft().LoraConfig)}
+        shown = {k: v for k, v in kwargs.items() if v != defaults.get(k, object()) and v not in ({}, None)}
+        return standalone_script(self.version(), shown, invariant, promise, scenario)
 
     def _tuner_config(self, config: TunerConfig):
         """The tuner's own peft config class, with loraguard's fields; a field this release lacks is Unsupported."""

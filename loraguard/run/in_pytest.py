@@ -5,7 +5,9 @@ own Hypothesis settings (never the user's profile), seeded per invariant, with s
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -24,9 +26,10 @@ from loraguard.run.reproducer import describe, write_reproducer
 CURRENT: dict[str, object] = {}
 
 
-def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test_name: str) -> None:
+def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item) -> None:
     """Run one invariant on a zoo scenario; a Skipped becomes a pytest skip, a violation a short failure."""
     __tracebackhide__ = True
+    failure: Exception | None = None
     try:
         run_invariant(all_invariants()[invariant_id], backend, scenario)
     except Partial as part:
@@ -34,22 +37,35 @@ def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Set
     except Skipped as why:
         pytest.skip(str(why))
     except Exception as err:
-        path = write_reproducer(invariant_id, backend, scenario, settings, test_name)
-        CURRENT["reproducer"] = str(path)
-        _fail(invariant_id, backend, scenario, err, path)
+        failure = err
+    if failure is not None:  # reported outside the handler, so the message is not chained to the violation
+        _fail(invariant_id, backend, scenario, failure, _reproducer(invariant_id, backend, scenario, settings, test))
 
 
-def _fail(invariant_id: str, backend: Backend, scenario: Scenario, err: Exception, path: Path, extra: str = "") -> None:
+def _reproducer(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item):
+    """The failing test's reproducer; none for a known failure (it is filed already)."""
+    if test.get_closest_marker("xfail") is not None:
+        return None
+    path = write_reproducer(invariant_id, backend, scenario, settings, test.name)
+    CURRENT["reproducer"] = str(path)
+    return path
+
+
+def _fail(
+    invariant_id: str, backend: Backend, scenario: Scenario, err: Exception, path: Path | None, extra: str = ""
+) -> None:
     """Fail the test with a message that leads with the invariant, the violation and the example."""
     __tracebackhide__ = True
     what = str(err) if isinstance(err, InvariantViolation) else f"{type(err).__name__} raised by the library: {err}"
     message = (
         f"loraguard invariant {invariant_id!r} violated by {backend.name} {backend.version()}:\n  {what}\n"
-        f"minimal example: {describe(scenario)}{extra}\nreproducer: python {path}"
+        f"minimal example: {describe(scenario)}{extra}"
+        + (f"\nreproducer: python {path}" if path is not None else "\n(a known failure: no reproducer written)")
     )
-    if isinstance(err, InvariantViolation):
-        pytest.fail(message, pytrace=False)
-    raise AssertionError(message) from err  # the library's own traceback stays visible below
+    if not isinstance(err, InvariantViolation):  # a crash: where in the library, without loraguard's frames
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f"{os.sep}loraguard{os.sep}" not in f.filename]
+        message += "\nin the library:\n" + "".join(traceback.format_list(frames[-6:])).rstrip()
+    pytest.fail(message, pytrace=False)
 
 
 def hypothesis_settings(settings: Settings):
@@ -93,7 +109,7 @@ class _Drawn:
         return time.perf_counter() - self.first_failure > self.budget and not current_build_context().is_final
 
 
-def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test_name: str) -> None:
+def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: pytest.Item) -> None:
     """Draw scenarios within the backend's capabilities and run the invariant on each.
 
     An example the backend cannot run is discarded and its reason counted; if none could run, the test is skipped
@@ -117,9 +133,9 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test_na
     @hypothesis_settings(settings)
     @given(data=st.data())
     def drawn(data) -> None:
+        scenario = data.draw(strategy, label="scenario")  # drawn first: a replay must draw what it drew before
         if state.over_budget():
-            return  # shrinking has had its time: this candidate is not tried
-        scenario = data.draw(strategy, label="scenario")
+            reject()  # shrinking has had its time: this candidate is not tried
         try:
             run_invariant(inv, backend, scenario)
         except Partial:
@@ -137,18 +153,19 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test_na
 
     if settings.profile.derandomize:
         drawn = seed(seed_for(invariant_id, backend.name))(drawn)
+    failure: Exception | None = None
     try:
         drawn()
     except Unsatisfiable:
         pass  # judged below: nothing could run
     except Exception as err:
-        scenario = state.failing
-        if scenario is None:
+        if state.failing is None:
             raise
-        path = write_reproducer(invariant_id, backend, scenario, settings, test_name)
-        CURRENT["reproducer"] = str(path)
+        failure = err
+    if failure is not None and state.failing is not None:  # outside the handler: no chained traceback
+        path = _reproducer(invariant_id, backend, state.failing, settings, test)
         budget = "" if state.budget is None else f" (shrunk for at most {state.budget:g} s: --loraguard-shrink full)"
-        _fail(invariant_id, backend, scenario, err, path, budget)
+        _fail(invariant_id, backend, state.failing, failure, path, budget)
     if state.skipped:
         CURRENT["examples_skipped"] = dict(state.skipped)
     if not state.ran:

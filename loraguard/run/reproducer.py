@@ -4,7 +4,11 @@ write one (peft), a standalone script that imports only torch and the library.""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from loraguard.backends import Backend
@@ -12,6 +16,7 @@ from loraguard.harness.scenarios import Scenario
 from loraguard.harness.settings import Settings
 from loraguard.harness.strategies import DrawnModel
 from loraguard.harness.zoo import ZOO
+from loraguard.invariants.registry import all_invariants
 
 
 def describe(scenario: Scenario) -> str:
@@ -42,11 +47,16 @@ def safe_name(test_name: str) -> str:
 def write_reproducer(
     invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test_name: str
 ) -> Path:
-    """Write the reproducer of one failing test (named after its ID, overwritten as Hypothesis shrinks)."""
+    """Write the reproducer of one failing test, named after its ID: the standalone script where the backend can
+    write one and it fails as it should when run on its own, else the loraguard replay."""
     settings.reproducer_dir.mkdir(parents=True, exist_ok=True)
     path = settings.reproducer_dir / f"{safe_name(test_name)}.py"
     standalone = getattr(backend, "standalone_reproducer", None)
-    source = standalone(invariant_id, scenario) if standalone is not None else None
+    source = None
+    if standalone is not None:
+        candidate = standalone(invariant_id, all_invariants()[invariant_id].promise, scenario)
+        if candidate is not None and fails_on_its_own(candidate):
+            source = candidate
     if source is None:
         source = reproducer_source(
             invariant_id,
@@ -57,6 +67,21 @@ def write_reproducer(
         )
     path.write_text(source)
     return path
+
+
+def fails_on_its_own(source: str, timeout: float = 300.0) -> bool:
+    """Run a standalone script in a fresh interpreter, outside any project: does it end in an AssertionError?"""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    with tempfile.TemporaryDirectory(prefix="loraguard-repro-") as d:
+        script = Path(d) / "reproducer.py"
+        script.write_text(source)
+        try:
+            done = subprocess.run(
+                [sys.executable, str(script)], cwd=d, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return False
+    return done.returncode != 0 and "AssertionError" in done.stderr
 
 
 def reproducer_source(

@@ -67,7 +67,8 @@ def test_drawn_entries_are_not_strict_zoo_entries_are(pytester: pytest.Pytester)
     drawn.assert_outcomes(xpassed=1)
     assert drawn.ret == pytest.ExitCode.OK
     zoo = pytester.runpytest(*base, "-k", "test_zoo and merge-forward")
-    zoo.assert_outcomes(failed=1)
+    assert zoo.parseoutcomes().get("failed", 0) >= 1 and not zoo.parseoutcomes().get("passed")
+    zoo.stdout.fnmatch_lines(["*XPASS(strict)*pretend it was broken*"])
 
 
 def test_bad_builtin_switch_is_a_usage_error(pytester: pytest.Pytester) -> None:

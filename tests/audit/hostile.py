@@ -181,6 +181,30 @@ def legacy_tar(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+class _Ref:
+    """Stands for a tensor the legacy tar's main pickle refers to by persistent id."""
+
+    def __init__(self, key: int):
+        self.key = key
+
+
+class _LegacyPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> str | None:
+        return str(obj.key) if isinstance(obj, _Ref) else None
+
+
+def legacy_tar_state_dict(values: list[float]) -> bytes:
+    """torch's legacy tar format, written as torch < 0.4 did: one float32 storage, one tensor over it, a dict."""
+    storage = struct.pack("<q", len(values)) + struct.pack(f"<{len(values)}f", *values)
+    storages = pickle.dumps(1, protocol=2) + pickle.dumps((0, "cpu", torch.FloatStorage), protocol=2) + storage
+    storages += pickle.dumps([], protocol=2)  # storage views
+    shape = struct.pack("<iI", 1, 0) + struct.pack("<q", len(values)) + struct.pack("<q", 1) + struct.pack("<q", 0)
+    tensors = pickle.dumps(1, protocol=2) + pickle.dumps((1, 0, None), protocol=2) + shape
+    main = io.BytesIO()
+    _LegacyPickler(main, protocol=2).dump({"w": _Ref(1)})
+    return legacy_tar({"storages": storages, "tensors": tensors, "pickle": main.getvalue()})
+
+
 def zip_member_flags(data: bytes, member: str, flag: int | None = None, method: int | None = None) -> bytes:
     """Rewrite a zip member's general-purpose flag or compression method, in the local and central headers."""
     out = bytearray(data)

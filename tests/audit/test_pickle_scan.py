@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import tracemalloc
+import warnings
 import zipfile
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from loraguard.audit.pickle_files import scan_file
 from loraguard.core.config import LEGACY_WEIGHTS_NAME
+from tests.audit import hostile
 from tests.audit.helpers import audit, rules, save_peft
 
 
@@ -86,3 +89,47 @@ def test_unparseable_pickle_is_unusable(tmp_path, content):
     path.write_bytes(content)
     result = audit(path)
     assert rules(result) == {"LG403"} and result.unusable
+
+
+def test_a_claimed_huge_argument_is_skipped_not_allocated(tmp_path):
+    path = tmp_path / "claims.pkl"
+    path.write_bytes(b"\x80\x04\x8e" + (1 << 60).to_bytes(8, "little") + b"\0" * 64)  # BINBYTES8 of 2**60 bytes
+    tracemalloc.start()
+    try:
+        scan = scan_file(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [rule for rule, _ in scan.problems] == ["LG403"] and peak < 16 << 20
+
+
+def test_bytes_after_a_plain_pickle_are_not_run_by_torch_and_not_an_error(tmp_path):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=2) + b"\xff trailing bytes torch never reads")
+    assert rules(audit(path)) == {"LG402"}
+
+
+def test_a_legacy_file_must_hold_its_five_pickles(tmp_path):
+    path = tmp_path / "short.pt"
+    path.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2))
+    assert rules(audit(path)) == {"LG403"}
+
+
+def test_a_pickle_under_a_name_no_loader_uses_is_found_by_its_content(tmp_path):
+    sentinel = tmp_path / "ran"
+    (tmp_path / "notes").write_bytes(pickle.dumps(_Payload(str(sentinel)), protocol=0))
+    (tmp_path / "README").write_text("N.B. text that starts like a pickle but imports nothing\n")
+    hostile_dir = audit(tmp_path)
+    assert rules(hostile_dir) == {"LG401"} and [os.path.basename(p) for p, _ in hostile_dir.skipped] == ["README"]
+    assert not sentinel.exists()
+
+
+def test_a_real_legacy_tar_checkpoint_is_walked_record_by_record(tmp_path):
+    path = tmp_path / "old.pt"
+    path.write_bytes(hostile.legacy_tar_state_dict([1.0, 2.0, 3.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.load(path, weights_only=False)  # written by this test: proves the format is torch's
+    assert torch.equal(loaded["w"], torch.tensor([1.0, 2.0, 3.0]))
+    scan = scan_file(str(path))
+    assert scan.problems == [] and scan.unsafe == [] and scan.pickles == 6

@@ -193,6 +193,20 @@ class RegexIntoInternals(_Mutant):
     name, model_class, defect = "mutant-regex-internals", _RegexIntoInternalsModel, "second adapter regex hits Dropout"
 
 
+# -- 11. a later adapter of a task model gets no task head (it trains and saves no classifier of its own) -------------
+class _FirstHeadOnlyModel(LoraModel):
+    def add_adapter(self, adapter_name, config):
+        import dataclasses
+
+        if self.peft_config:  # adapters added later: the task's head is not added to their modules_to_save
+            config = dataclasses.replace(config, task_type=None)
+        super().add_adapter(adapter_name, config)
+
+
+class LaterAdapterNoTaskHead(_Mutant):
+    name, model_class, defect = "mutant-no-task-head", _FirstHeadOnlyModel, "a later adapter gets no task head"
+
+
 # -- a release broken in many ways at once: for benchmarks of a red run (benchmarks/red_run_bench.py) --------------
 class _ManyDefectsModel(_BareSuffixModel, _NamedKeysModel, _SkippingLoadModel, _layer_model(_NoScaleAtMerge)):  # type: ignore[misc]
     pass
@@ -214,6 +228,7 @@ MUTANTS: list[type[_Mutant]] = [
     RewrapTargetsDropout,
     CombinationDropsSign,
     RegexIntoInternals,
+    LaterAdapterNoTaskHead,
 ]
 
 

@@ -40,6 +40,7 @@ CAPABILITIES = {
     "bfloat16": "models in bfloat16",
     "float16": "models in float16",
     "cuda": "models on a CUDA device",
+    "task_type": "LoraConfig.task_type: peft's task models, which add the task's heads to modules_to_save",
     # peft's other tuners: a TunerConfig handed to wrap/add_adapter, and the reads of `TunerBackend` below
     **{kind: f"{what} (TunerConfig kind {kind!r})" for kind, what in TUNER_KINDS.items()},
 }

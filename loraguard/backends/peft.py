@@ -68,6 +68,7 @@ class PeftBackend:
             "bfloat16",
             "float16",
             "cuda",
+            "task_type",
         }
         if "lora_bias" in self._config_fields():
             caps.add("lora_bias")
@@ -98,7 +99,7 @@ class PeftBackend:
         defaults = LoraConfig().to_json_dict()
         kwargs = {}
         for key, value in ours.items():
-            if key in ("peft_type", "base_model_name_or_path", "inference_mode", "task_type"):
+            if key in ("peft_type", "base_model_name_or_path", "inference_mode") or (key, value) == ("task_type", None):
                 continue
             if key in known:
                 kwargs[key] = value

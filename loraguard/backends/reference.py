@@ -37,6 +37,7 @@ class ReferenceBackend:
             "bfloat16",
             "float16",
             "cuda",
+            "task_type",
         }
     )
     model_class: type[LoraModel] = LoraModel

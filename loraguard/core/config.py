@@ -21,6 +21,8 @@ LEGACY_WEIGHTS_NAME = "adapter_model.bin"
 _BIAS_MODES = ("none", "all", "lora_only")
 #: Largest rank accepted: any real rank is far below; a config from a hostile file may claim thousands of digits.
 MAX_RANK = 2**31 - 1
+#: peft's task types (its TaskType values); `core.tasks` says which heads each adds to modules_to_save.
+TASK_TYPES = ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "FEATURE_EXTRACTION")
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,7 @@ class LoraConfig:
     lora_bias: bool = False
     use_dora: bool = False
     init_lora_weights: bool | str = True
+    task_type: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,6 +93,11 @@ class LoraConfig:
             isinstance(self.init_lora_weights, (bool, str)),
             "init_lora_weights",
             f"must be a boolean or an init method name, got {_show(self.init_lora_weights)}",
+        )
+        need(
+            self.task_type is None or self.task_type in TASK_TYPES,
+            "task_type",
+            f"must be null or one of {TASK_TYPES}, got {self.task_type!r}",
         )
         for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
             pat = getattr(self, name)

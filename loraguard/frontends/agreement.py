@@ -160,7 +160,10 @@ def agreement_rows(
 
     picked = [VARIANTS[v] for v in (variants or VARIANTS)]
     rows = []
+    # task models (a task_type) are left out unless named: agreement builds plain LoRA configs, no task heads
     for m in available(list(models) if models else None):
+        if m.task_type is not None and not models:
+            continue
         for d in dtypes:
             for v in picked:
                 if progress:

@@ -108,6 +108,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("dora")
         if cfg.modules_to_save:
             needs.add("modules_to_save")
+        if cfg.task_type is not None:
+            needs.add("task_type")
         if cfg.target_modules == "all-linear":
             needs.add("all_linear")
         for kind, fifo in expected_targets(scenario, cfg).values():
@@ -154,12 +156,15 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
     out = []
     for zm in models:
         targets, saved = _SECOND.get(zm.name, (None, None))
+        if zm.task_type is not None:  # a task model's later adapters are configured as users do: like the first
+            saved = list(zm.modules_to_save) or None
         first = LoraConfig(
             r=4,
             lora_alpha=16,
             target_modules=zm.target_modules,
             modules_to_save=list(zm.modules_to_save) or None,
             init_lora_weights=False,
+            task_type=zm.task_type,
         )
         second = LoraConfig(
             r=2,
@@ -167,6 +172,7 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
             target_modules=targets or zm.target_modules,
             modules_to_save=saved,
             init_lora_weights=False,
+            task_type=zm.task_type,
         )
         for dtype in dtypes:
             out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))

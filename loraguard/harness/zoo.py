@@ -23,6 +23,7 @@ class ZooModel:
     target_modules: list[str] | str
     modules_to_save: list[str] = field(default_factory=list)
     needs: tuple[str, ...] = ()
+    task_type: str | None = None  # peft's task type, for models built the way users build task models
 
     def make(self, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
         """A fresh instance with deterministic weights for `seed`."""
@@ -150,9 +151,66 @@ def _gpt2() -> nn.Module:
     return GPT2LMHeadModel(cfg)
 
 
+def _bert_tokcls() -> nn.Module:
+    from transformers import BertConfig, BertForTokenClassification
+
+    cfg = BertConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    cfg.num_labels = 3
+    return BertForTokenClassification(cfg)
+
+
+def _llama_seqcls() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    cfg = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        pad_token_id=0,  # the classifier reads the last non-padding token
+    )
+    cfg.num_labels = 3
+    return LlamaForSequenceClassification(cfg)
+
+
+def _bart_seq2seq() -> nn.Module:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    cfg = BartConfig(
+        vocab_size=32,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        tie_word_embeddings=False,  # lm_head its own module, so modules_to_save copies only it
+    )
+    return BartForConditionalGeneration(cfg)
+
+
 def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
     return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
 
+
+_TF = ("transformers",)
 
 ZOO: dict[str, ZooModel] = {
     m.name: m
@@ -171,6 +229,11 @@ ZOO: dict[str, ZooModel] = {
         ),
         ZooModel("llama", _llama, _ids(32, 6), ["q_proj", "v_proj", "gate_proj"], ["lm_head"], needs=("transformers",)),
         ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], needs=("transformers",)),
+        # task models: peft adds the classification heads to modules_to_save itself; LMs list lm_head
+        ZooModel("bert-tokcls", _bert_tokcls, _ids(32, 6), ["query", "value"], needs=_TF, task_type="TOKEN_CLS"),
+        ZooModel("llama-seqcls", _llama_seqcls, _ids(32, 6), ["q_proj", "v_proj"], needs=_TF, task_type="SEQ_CLS"),
+        ZooModel("llama-causal", _llama, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "CAUSAL_LM"),
+        ZooModel("bart-seq2seq", _bart_seq2seq, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "SEQ_2_SEQ_LM"),
     ]
 }
 

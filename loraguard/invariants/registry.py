@@ -37,6 +37,7 @@ _MODULES = (
     "zero3",
     "fsdp",
     "tuners",
+    "tasks",
 )
 
 

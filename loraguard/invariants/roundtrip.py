@@ -7,6 +7,7 @@ import torch
 from loraguard.backends.base import Backend
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import embedded_adapter_name, parse_factor_key
+from loraguard.core.tasks import TASK_HEADS
 from loraguard.harness.scenarios import Scenario, expected_saved_keys
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal, expect
@@ -14,7 +15,16 @@ from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import adapter_snapshot, read_saved, scratch_dir, wrap
 
 #: Config fields whose meaning must survive a save (peft may add or normalise others).
-PRESERVED_FIELDS = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "lora_bias", "lora_dropout")
+PRESERVED_FIELDS = (
+    "r",
+    "lora_alpha",
+    "use_rslora",
+    "rank_pattern",
+    "alpha_pattern",
+    "lora_bias",
+    "lora_dropout",
+    "task_type",
+)
 
 
 def check_saved_format(directory, scenario: Scenario, snapshot: dict[str, torch.Tensor]) -> None:
@@ -35,8 +45,11 @@ def check_config_preserved(directory, config: LoraConfig) -> None:
             f"adapter_config.json field '{name}': saved {getattr(loaded, name)!r}, "
             f"configured {getattr(config, name)!r}",
         )
+    implied = set(TASK_HEADS.get(config.task_type or "", ()))  # the task's heads, saved or not, are meant
     for name in ("target_modules", "modules_to_save"):
         got, want = getattr(loaded, name), getattr(config, name)
+        if name == "modules_to_save" and implied:
+            got, want = sorted(set(got or []) - implied), sorted(set(want or []) - implied)
         as_set = lambda v: set(v) if isinstance(v, list) else v
         expect(
             as_set(got) == as_set(want) or (not got and not want),

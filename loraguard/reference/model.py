@@ -24,6 +24,7 @@ from loraguard.core.matching import (
     spec_matches,
     unmatched_entries,
 )
+from loraguard.core.tasks import with_task_heads
 from loraguard.reference.layers import LoraLayer, ModulesToSave, is_conv1d_transposed, wrap_layer
 
 
@@ -112,6 +113,7 @@ class LoraModel(nn.Module):
         if config.bias == "all":
             raise ValueError("bias='all' is not implemented by the reference; use 'none' or 'lora_only'")
         names = [n for n, _ in self.model.named_modules() if n]
+        config = with_task_heads(config, names)  # as peft's task models do, for every adapter
         candidates = self._candidates(names)
         if config.target_modules == ALL_LINEAR:
             targets = all_linear_targets(self.model)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loraguard.audit import discover, fsdp
-from loraguard.audit.adapter import audit_tensors
+from loraguard.audit.adapter import audit_tensors, ref_file
 from loraguard.audit.discover import INDEX_SUFFIX, Entry
 from loraguard.audit.pickle_files import scan_file
 from loraguard.audit.rules import Finding
@@ -20,6 +20,7 @@ from loraguard.audit.safetensors_header import Header, HeaderError, read_header
 from loraguard.audit.tensors import TensorSource
 from loraguard.core.config import CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
 from loraguard.core.keys import parse_factor_key
+from loraguard.core.matching import PatternError
 
 __all__ = ["INDEX_SUFFIX", "AuditResult", "Options", "Unusable", "audit_paths", "header_of", "index_headers"]
 
@@ -265,9 +266,20 @@ def _audit_source(
     with source:
         try:
             result.findings += audit_tensors(source, config, on_read or (lambda n: None), is_adapter)
-            result.findings += fsdp.tensor_findings(source, config)
+            result.findings += _fsdp_findings(source, config, result)
         except OSError as err:
             raise Unusable(Finding("LG001", label, f"read failed: {err.strerror or err}")) from None
+
+
+def _fsdp_findings(source: TensorSource, config: LoraConfig | None, result: AuditResult) -> list[Finding]:
+    """The FSDP rules; after a config regex timed out (LG209) they go without the config, like the adapter checks."""
+    file = ref_file(source)
+    if any(f.rule == "LG209" and f.file == file for f in result.findings):
+        config = None
+    try:
+        return fsdp.tensor_findings(source, config)
+    except PatternError as err:
+        return [Finding("LG209", file, f"{err}; the config-dependent checks stopped here")]
 
 
 def _audit_pickle(

@@ -563,6 +563,7 @@ def build(root: Path) -> list[Case]:
         ("invalid_rank_pattern", {"rank_pattern": {"fc[": 2}}, "LG206"),
         ("nested_quantifier_regex", {"target_modules": "(a+)+c"}, "LG202"),  # `re` would backtrack for ages
         ("catastrophic_regex", {"target_modules": "(a|aa)+c"}, "LG209"),
+        ("catastrophic_rank_pattern_regex", {"rank_pattern": {"(a|aa)+c": 4}}, "LG209"),
     ):
         long_module = "base_model.model." + "a" * 40
         keys = (

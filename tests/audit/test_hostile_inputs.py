@@ -86,6 +86,9 @@ def test_a_catastrophic_config_regex_is_bounded(corpus):
     assert [f["rule"] for f in report["findings"]] == ["LG209"] and code == 1
     assert seconds < 30, f"{seconds:.1f} s"  # the bound is 0.25 s a match; generous for a loaded CI machine
     assert reports["nested_quantifier_regex"][2] < 30
+    code, report, seconds = reports["catastrophic_rank_pattern_regex"]
+    assert "LG209" in {f["rule"] for f in report["findings"]} and "Traceback" not in json.dumps(report)
+    assert seconds < 30, f"{seconds:.1f} s"
 
 
 def test_trainer_checkpoint_lists_every_other_file_as_skipped(tmp_path):

@@ -118,11 +118,13 @@ def _audit_path(path: str, options: Options, result: AuditResult) -> None:
 def _audit_tree(root: str, options: Options, result: AuditResult) -> None:
     """Every file at any depth: adapters, indexes and their shards, then each remaining file by its kind."""
     before = len(result.files) + len(result.findings)
+    outside: list[str] = []
     try:
-        for directory, names in discover.walk(root):
+        for directory, names in discover.walk(root, outside):
             _audit_directory(directory, names, options, result)
     except Unusable as err:
         result.findings.append(err.finding)
+    result.skipped += [(path, "a symlink to a folder outside the audited tree: not followed") for path in outside]
     if len(result.files) + len(result.findings) == before:
         skipped = f" ({len(result.skipped)} other file(s) skipped)" if result.skipped else ""
         raise Unusable(

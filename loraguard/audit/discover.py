@@ -90,8 +90,11 @@ def classify(path: str) -> Entry:
     if kind is not None:
         f.close()
         return Entry(path, kind)
-    with f:
-        head = f.read(SNIFF_BYTES)
+    try:
+        with f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as err:  # EAGAIN from a file that only looks regular (/proc), or an I/O error
+        raise Unusable(Finding("LG001", path, f"cannot read: {err.strerror or err}")) from None
     if _looks_loadable(head):
         return Entry(path, PICKLE)
     return Entry(path, SKIP, "not a weights, pickle, archive or config file, by name and by content")
@@ -112,14 +115,16 @@ def _looks_loadable(head: bytes) -> bool:
     return one.error is None and bool(one.imports)
 
 
-def walk(root: str) -> Iterator[tuple[str, list[str]]]:
+def walk(root: str, outside: list[str]) -> Iterator[tuple[str, list[str]]]:
     """(directory, sorted file names) for `root` and every directory below it, symlinked ones once each.
 
-    Raises Unusable (LG006) past MAX_DEPTH levels or MAX_ENTRIES entries, after yielding what came before.
+    Symlinks to directories outside `root` are not followed: they are appended to `outside`. Raises Unusable
+    (LG006) past MAX_DEPTH levels or MAX_ENTRIES entries, after yielding what came before.
     """
     seen: set[tuple[int, int]] = set()
     entries = 0
     stack = [(root, 0)]
+    top = os.path.realpath(root)
     while stack:
         directory, depth = stack.pop()
         try:
@@ -136,10 +141,12 @@ def walk(root: str) -> Iterator[tuple[str, list[str]]]:
         files, subdirs = [], []
         for name in names:
             path = os.path.join(directory, name)
-            if _is_dir(path):
-                subdirs.append(path)
-            else:
+            if not _is_dir(path):
                 files.append(name)
+            elif os.path.islink(path) and os.path.commonpath([top, os.path.realpath(path)]) != top:
+                outside.append(path)  # a loader reading this checkpoint does not wander out of it; neither do we
+            else:
+                subdirs.append(path)
         yield directory, files
         if subdirs and depth + 1 > MAX_DEPTH:
             raise Unusable(Finding("LG006", directory, f"deeper than {MAX_DEPTH} levels; the rest was not audited"))

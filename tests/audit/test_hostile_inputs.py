@@ -188,3 +188,15 @@ def test_every_sarif_report_of_the_corpus_is_valid_and_trackable(corpus):
     for result in run["results"]:
         location = result["locations"][0]["physicalLocation"]
         assert location["region"]["startLine"] == 1 and location["artifactLocation"]["uri"]
+
+
+def test_symlinked_folders_are_followed_once_and_never_out_of_the_tree(tmp_path):
+    tree = tmp_path / "tree"
+    hostile.clean_adapter(tree / "adapter")
+    (tmp_path / "elsewhere.pkl").write_bytes(pickle.dumps({"a": 1}))
+    (tree / "loop").symlink_to(tree)  # inside the tree: walked once
+    (tree / "up").symlink_to(tmp_path)  # outside: listed, not followed
+    code, out = run_cli("audit", "--format", "json", tree)
+    report = json.loads(out)
+    assert code == 0 and report["findings"] == [] and len(report["files"]) == 2
+    assert [(Path(s["file"]).name, "outside" in s["reason"]) for s in report["skipped"]] == [("up", True)]

@@ -39,6 +39,7 @@ def merge_sharded(backend, model: nn.Module) -> None:
 
 
 def is_fsdp1(model: nn.Module) -> bool:
+    """True for an FSDP1 wrapper (FSDP2 shards in place and leaves no wrapper)."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     return isinstance(model, FSDP)

@@ -91,7 +91,7 @@ class _NoScaleAtMerge:
 
 class _MergeTwice:
     @torch.no_grad()
-    def merge(self, names, safe=False):
+    def merge(self, names, safe=False, untie=False):
         self.merged_adapters = [n for n in self.merged_adapters if n not in names]
         weight = self.base_weight()
         for name in names:
@@ -112,6 +112,11 @@ class _DoraNotRenormalisedAtUnmerge:
         return (weight.float() - self.delta(name)).to(weight.dtype)
 
 
+class _EmbedScaleLeftOut:
+    def embed_scale(self):
+        return None  # the LoRA part of a scaled embedding (Gemma's) misses the constant the base output has
+
+
 class ScalingDroppedAtMerge(_Mutant):
     name, model_class, defect = "mutant-no-scale", _layer_model(_NoScaleAtMerge), "scaling dropped at merge"
 
@@ -127,6 +132,11 @@ class NoFanInFanOutTranspose(_Mutant):
 class DoraNotRenormalisedAtUnmerge(_Mutant):
     name, model_class = "mutant-dora-unmerge", _layer_model(_DoraNotRenormalisedAtUnmerge)
     defect = "DoRA magnitude not renormalised at unmerge"
+
+
+class EmbedScaleLeftOut(_Mutant):
+    name, model_class = "mutant-no-embed-scale", _layer_model(_EmbedScaleLeftOut)
+    defect = "embedding scale left out of the LoRA path: merged and unmerged scaled embeddings disagree"
 
 
 # -- 7. a load that silently skips keys (what made peft's merge_and_unload a no-op) -----------------------------------
@@ -224,6 +234,7 @@ MUTANTS: list[type[_Mutant]] = [
     DoubleMerge,
     NoFanInFanOutTranspose,
     DoraNotRenormalisedAtUnmerge,
+    EmbedScaleLeftOut,
     SilentlySkipsKeys,
     RewrapTargetsDropout,
     CombinationDropsSign,

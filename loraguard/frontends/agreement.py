@@ -29,9 +29,13 @@ if TYPE_CHECKING:
 #: peft's issue for `modules_to_save` matched with a bare ``key.endswith(entry)``
 #: (peft/utils/other.py `_set_trainable`).
 PEFT_SUFFIX_BUG = "huggingface/peft#1917"
+#: peft's issue for a merge into a weight tied to another module (input and output embeddings), which changes both.
+PEFT_TIED_BUG = "huggingface/peft#2018"
 KNOWN_PEFT_BUGS = {
     PEFT_SUFFIX_BUG: "peft's _set_trainable matches modules_to_save with a bare key.endswith(entry), so an entry "
     "such as 'model.layers.1.fc' also wraps, trains and saves 'img_model.layers.1.fc'",
+    PEFT_TIED_BUG: "peft merges a LoRA delta into a weight tied to another module in place, so merging the input "
+    "embedding's adapter also changes the tied output head (reproducers/peft/tied_embedding_merge.py)",
 }
 DTYPES = ("float32", "bfloat16")
 
@@ -232,10 +236,11 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
 
     _compare_saves(row, peft, base, inputs, dtype, ref, theirs, want, their_out, tmp, cause_if)
 
+    tied = tied_cause(ref)  # before the merge, which unties the reference's weight
     ref.merge()
     peft.merge(theirs)
     ref_merged = run(ref, inputs, dtype)
-    row.merged = _check(row, "merged", max_diff(run(theirs, inputs, dtype), ref_merged))
+    row.merged = _check(row, "merged", max_diff(run(theirs, inputs, dtype), ref_merged), tied)
     if max_diff(ref_merged, want) > row.bound:
         row.problems.append(
             Problem(
@@ -330,10 +335,20 @@ def _compare_files(
     return UPCAST if same_values and upcast_only else DIFFERENT_VALUES
 
 
-def _check(row: AgreementRow, state: str, diff: float) -> float:
+def _check(row: AgreementRow, state: str, diff: float, cause: str | None = None) -> float:
     if not diff <= row.bound:
-        row.problems.append(Problem(f"{state} outputs differ by {diff:.3g} > bound {row.bound:.3g}"))
+        row.problems.append(Problem(f"{state} outputs differ by {diff:.3g} > bound {row.bound:.3g}", cause))
     return diff
+
+
+def tied_cause(ref: Any) -> str | None:
+    """peft's tied-weight merge bug, if some LoRA target of the reference model shares its weight with another
+    module (tied input and output embeddings); else None."""
+    from collections import Counter
+
+    uses = Counter(id(p) for _, p in ref.model.named_parameters(remove_duplicate=False))
+    tied = [p for p, layer in ref.lora_layers().items() if uses[id(layer.base_weight())] > 1]
+    return PEFT_TIED_BUG if tied else None
 
 
 def _attribution(traps: list[str]) -> Callable[[list[str]], str | None]:

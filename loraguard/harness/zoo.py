@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -81,6 +82,37 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm_head(torch.tanh(self.proj(self.wte(ids))))
+
+
+class ScaledEmbedding(nn.Embedding):
+    """An embedding that multiplies its output by a constant, as Gemma's does (`embed_scale`, a buffer)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, embed_scale: float):
+        super().__init__(num_embeddings, embedding_dim)
+        self.register_buffer("embed_scale", torch.tensor(embed_scale), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        scale = cast(torch.Tensor, self.embed_scale)
+        return super().forward(ids) * scale.to(self.weight.dtype)
+
+
+class ScaledEmbeddingModel(EmbeddingModel):
+    """The embedding model with Gemma's sqrt(hidden size) on its input embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = ScaledEmbedding(20, 8, embed_scale=8**0.5)
+
+
+class TiedEmbeddingModel(EmbeddingModel):
+    """The embedding model with its output head tied to its input embedding (one weight), as most LMs have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm_head.weight = self.wte.weight
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
 
 
 class Block(nn.Module):
@@ -220,6 +252,8 @@ ZOO: dict[str, ZooModel] = {
             "convnet", ConvNet, lambda g: (torch.randn(2, 3, 5, 5, generator=g),), ["conv1", "conv2", "seq"], ["head"]
         ),
         ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
+        ZooModel("scaled-embedding", ScaledEmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
+        ZooModel("tied-embedding", TiedEmbeddingModel, _ids(20, 5), ["wte", "proj"]),
         ZooModel(
             "nested",
             NestedNames,

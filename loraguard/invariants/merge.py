@@ -21,12 +21,13 @@ def exact_unmerged(wrapped: Wrapped, dtype: torch.dtype) -> Callable[[], torch.T
 
     Only low-precision dtypes need it; where the model cannot be copied to float64 the plain bound decides.
     """
+    unmerged = wrapped.out().double()  # now, before the merge: called later it would return the merged output
     if dtype not in (torch.bfloat16, torch.float16):
-        return lambda: wrapped.out().double()
+        return lambda: unmerged
     try:
         snapshot = copy.deepcopy(wrapped.model).double()
     except Exception:  # a backend whose model cannot be copied: no arbitration
-        return lambda: wrapped.out().double()
+        return lambda: unmerged
 
     def exact() -> torch.Tensor:
         with torch.no_grad():

@@ -55,6 +55,7 @@ class LoraLayer(nn.Module):
         self.merged_adapters: list[str] = []
         self._unmerged: torch.Tensor | None = None  # the weight before the first merge (DoRA's norm is of it)
         self._before_merge: dict[str, torch.Tensor] = {}  # the weight before each DoRA merge: unmerge restores it
+        self._tied: nn.Parameter | None = None  # a shared weight the merge went around (see merge's `untie`)
         self.active_adapters: list[str] = []
         self.disabled = False
         self.fan_in_fan_out = False
@@ -132,9 +133,17 @@ class LoraLayer(nn.Module):
         )
 
     @torch.no_grad()
-    def merge(self, names: list[str], safe: bool = False) -> None:
-        """Fold `names` into the base weight; already merged adapters are skipped, never re-applied."""
+    def merge(self, names: list[str], safe: bool = False, untie: bool = False) -> None:
+        """Fold `names` into the base weight; already merged adapters are skipped, never re-applied.
+
+        `untie`: the weight is shared with another module (tied input and output embeddings). The merge then goes
+        into a copy, so the other module keeps computing what it did; unmerge puts the shared weight back.
+        """
         weight = self.base_weight()
+        if untie and not self.merged_adapters and any(n in self.scaling for n in names):
+            self._tied = weight
+            weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+            self.base_layer.weight = weight
         for name in names:
             if name not in self.scaling or name in self.merged_adapters:
                 continue
@@ -171,6 +180,8 @@ class LoraLayer(nn.Module):
             if self.lora_bias[name]:
                 self._base_bias_for(name).sub_(self._lora_b_bias(name) * self.scaling[name])
         self._unmerged = None
+        if self._tied is not None:
+            self.base_layer.weight, self._tied = self._tied, None
 
     def unmerged_value(self, name: str, weight: torch.Tensor) -> torch.Tensor:
         """The base weight with merged adapter `name` (the last merged) taken out, in the weight's dtype."""

@@ -7,6 +7,7 @@ equal peft's minus the ``base_model.`` wrapper prefix, and its saves are peft's 
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -323,8 +324,9 @@ class LoraModel(nn.Module):
                 f"merging {names} would give non-finite weights in {broken}; nothing was merged. "
                 "The adapter is broken (NaN/inf factors or overflow): check its weights"
             )
+        uses = Counter(id(p) for _, p in self.model.named_parameters(remove_duplicate=False))
         for layer in layers.values():
-            layer.merge(names, safe=safe)
+            layer.merge(names, safe=safe, untie=uses[id(layer.base_weight())] > 1)
 
     def unmerge(self) -> None:
         """Take every merged delta back out of the base weights."""

@@ -16,6 +16,7 @@ from loraguard.frontends.agreement import (  # noqa: E402
     DORA,
     DTYPES,
     PEFT_SUFFIX_BUG,
+    PEFT_TIED_BUG,
     VARIANTS,
     Variant,
     compare,
@@ -36,6 +37,13 @@ def _expect_suffix_bug(request: pytest.FixtureRequest, zoo_name: str) -> None:
         )
 
 
+def _expect_tied_bug(request: pytest.FixtureRequest, zoo_name: str) -> None:
+    if zoo_name == "tied-embedding":
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason=f"{PEFT_TIED_BUG}: peft's merge into a tied weight changes lm_head")
+        )
+
+
 def _assert_agrees(row) -> None:
     assert row.agrees, f"{row.model}/{row.dtype}/{row.variant}:\n" + "\n".join(f"  {p.text}" for p in row.problems)
 
@@ -45,6 +53,7 @@ def _assert_agrees(row) -> None:
 @pytest.mark.parametrize("zoo_name", MODELS)
 def test_reference_and_peft_agree(request: pytest.FixtureRequest, zoo_name: str, dtype: str, variant: str) -> None:
     _expect_suffix_bug(request, zoo_name)
+    _expect_tied_bug(request, zoo_name)
     row = compare(ZOO[zoo_name], dtype, VARIANTS[variant])
     _assert_agrees(row)
     assert row.effect > 0 and row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
@@ -73,6 +82,12 @@ def test_dora_agrees(zoo_name: str, dtype: str) -> None:
     row = compare(ZOO[zoo_name], dtype, DORA)
     _assert_agrees(row)
     assert row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
+
+
+def test_tied_embedding_differs_only_by_peft_merging_into_the_tied_head() -> None:
+    row = compare(ZOO["tied-embedding"], "float32", VARIANTS["plain"])
+    assert row.verdict == f"peft bug {PEFT_TIED_BUG}", [p.text for p in row.problems]
+    assert row.unmerged <= row.bound and row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
 
 
 def test_float32_saves_are_byte_identical() -> None:

@@ -14,6 +14,8 @@ from loraguard.run.in_process import run_all  # noqa: E402
 
 #: Invariants that need no capability beyond loralib's: they must run, not skip, on every model loralib adapts.
 RUNS = {"merge-forward", "dtype", "mixed-export", "rewrap", "naming"}
+#: loralib merges into a weight tied to another module in place (reproducers/loralib/tied_embedding_merge.py).
+TIED_BUG = {("merge-forward", "tied-embedding-r4-f32"), ("mixed-export", "tied-embedding-r4-f32")}
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +24,15 @@ def outcomes():
 
 
 def test_suite_passes_or_skips_with_a_reason(outcomes):
-    bad = [o for o in outcomes if o.status in ("failed", "error")]
+    bad = [o for o in outcomes if o.status in ("failed", "error") and (o.invariant, o.scenario) not in TIED_BUG]
     assert not bad, "\n".join(f"{o.invariant} on {o.scenario}: {o.message}" for o in bad)
     assert all(o.message for o in outcomes if o.status == "skipped")
+
+
+def test_loralib_merge_into_a_tied_embedding_is_caught(outcomes):
+    """The merged model's tied lm_head changes too; this fails (and TIED_BUG goes) the day loralib unties on merge."""
+    failed = {(o.invariant, o.scenario) for o in outcomes if o.status == "failed"}
+    assert failed >= TIED_BUG
 
 
 def test_declared_layers_are_exercised(outcomes):
@@ -35,7 +43,7 @@ def test_declared_layers_are_exercised(outcomes):
             reasons = {o.message for o in outcomes if o.scenario == "convnet-r4-f32"}
             assert all("conv" in r for r in reasons), reasons
         else:
-            assert {(inv, f"{name}-r4-f32") for inv in RUNS} <= passed, name
+            assert {(inv, f"{name}-r4-f32") for inv in RUNS} - TIED_BUG <= passed, name
 
 
 class _ScalingOne(LoralibBackend):

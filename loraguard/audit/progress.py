@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from loraguard.audit.text import printable
 from loraguard.core.progress import bytes_progress, on_terminal
 
 #: Files smaller than this finish too fast for a progress bar to help.
@@ -18,6 +19,10 @@ def terminal_progress(stream: TextIO = sys.stderr) -> Callable[[str, int], Calla
         return None
 
     def start(label: str, total: int) -> Callable[[int], None] | None:
-        return bytes_progress(label, total, stream) if total >= LARGE_FILE_BYTES else None
+        if total < LARGE_FILE_BYTES:
+            return None
+        from rich.markup import escape
+
+        return bytes_progress(escape(printable(label)), total, stream)  # a file name is neither markup nor control
 
     return start

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
@@ -15,31 +14,11 @@ from xml.etree import ElementTree as ET
 from loraguard import __version__
 from loraguard.audit.checkpoint import AuditResult
 from loraguard.audit.rules import RULES, SEVERITIES, Finding, at_or_above
+from loraguard.audit.text import printable
 
 FORMATS = ("table", "json", "junit", "sarif")
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-#: Unicode categories never written raw: controls, format (bidi overrides), surrogates, private use, unassigned.
-_UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-
-
-def printable(text: str) -> str:
-    """`text` with every character that could move the cursor, reorder or break a report escaped (``\\x1b``).
-
-    Tensor names, file names and messages quote hostile files: a terminal control sequence must not erase a
-    table line, and XML must stay well-formed whatever a key holds.
-    """
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch == " " or unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
-            out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
-    return "".join(out)
 
 
 def exit_code(result: AuditResult, fail_on: str) -> int:

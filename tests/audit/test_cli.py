@@ -195,3 +195,10 @@ def test_command_modules_import_nothing_heavy():
     code = "import sys, loraguard.audit.cli, loraguard.audit.merge_cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
     assert out.strip() == "False"
+
+
+def test_progress_label_is_escaped():
+    stream = _Terminal()
+    advance = terminal_progress(stream)("a\x1b[2Kb[bold].safetensors", LARGE_FILE_BYTES)
+    advance(LARGE_FILE_BYTES)
+    assert "a\\x1b[2Kb[bold].safetensors" in stream.getvalue()

@@ -3,7 +3,9 @@
 A backend only *acts* (wrap, add, merge, save...) and *exposes raw state* (factors, weights, saved files).
 It never judges itself: the invariants compare what it exposes against the oracle (the formula and the
 reference implementation). Optional abilities are named in `capabilities`; an invariant that needs one a
-backend lacks is skipped with that reason, never failed.
+backend lacks is skipped with that reason, never failed. A backend may also offer
+``standalone_reproducer(invariant, promise, scenario) -> str | None``: a script that reproduces a failing drawn
+example with the library alone (see `loraguard.backends.peft_script`).
 """
 
 from __future__ import annotations

@@ -263,11 +263,29 @@ ZOO: dict[str, ZooModel] = {
         ),
         ZooModel("llama", _llama, _ids(32, 6), ["q_proj", "v_proj", "gate_proj"], ["lm_head"], needs=("transformers",)),
         ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], needs=("transformers",)),
-        # task models: peft adds the classification heads to modules_to_save itself; LMs list lm_head
-        ZooModel("bert-tokcls", _bert_tokcls, _ids(32, 6), ["query", "value"], needs=_TF, task_type="TOKEN_CLS"),
-        ZooModel("llama-seqcls", _llama_seqcls, _ids(32, 6), ["q_proj", "v_proj"], needs=_TF, task_type="SEQ_CLS"),
+        # task models: peft adds the classification heads to modules_to_save itself; LMs list lm_head. Targets
+        # reach past the attention (dense, fc, gate_proj), so the adapter's effect clears the bfloat16 bound
+        ZooModel(
+            "bert-tokcls", _bert_tokcls, _ids(32, 6), ["query", "value", "dense"], needs=_TF, task_type="TOKEN_CLS"
+        ),
+        ZooModel(
+            "llama-seqcls",
+            _llama_seqcls,
+            _ids(32, 6),
+            ["q_proj", "v_proj", "gate_proj"],
+            needs=_TF,
+            task_type="SEQ_CLS",
+        ),
         ZooModel("llama-causal", _llama, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "CAUSAL_LM"),
-        ZooModel("bart-seq2seq", _bart_seq2seq, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "SEQ_2_SEQ_LM"),
+        ZooModel(
+            "bart-seq2seq",
+            _bart_seq2seq,
+            _ids(32, 6),
+            ["q_proj", "v_proj", "fc1", "fc2"],
+            ["lm_head"],
+            _TF,
+            "SEQ_2_SEQ_LM",
+        ),
     ]
 }
 

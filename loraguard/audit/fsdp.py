@@ -19,6 +19,8 @@ from loraguard.core.keys import parse_factor_key
 SHARDED_CLASSES = ("torch.distributed.tensor", "torch.distributed._tensor", "torch.distributed._shard")
 #: Prefixes a wrapper adds to every key of its own state dict.
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod", "_flat_param")
+#: Factors that are matrices when whole (DoRA's lora_magnitude_vector is 1-D by design).
+_MATRIX_ROLES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
 _GATHER = (
     "gather first: get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)) "
     "and save that (peft: save_pretrained(dir, state_dict=...))"
@@ -51,7 +53,7 @@ def tensor_findings(source: TensorSource, config: LoraConfig | None) -> list[Fin
             continue
         factors.setdefault(parsed.module, {})[parsed.role] = ref.shape
         names[parsed.module, parsed.role] = name
-        if len(ref.shape) == 1 and ref.numel > 0:
+        if len(ref.shape) == 1 and ref.numel > 0 and parsed.role in _MATRIX_ROLES:  # DoRA's magnitude is 1-D
             findings.append(
                 Finding(
                     "LG602",
@@ -90,6 +92,8 @@ def _row_shard(module: str, roles: dict[str, tuple[int, ...]], config: LoraConfi
         a, b = roles.get(a_role), roles.get(b_role)
         if a is None or len(a) < 2 or a[0] == 0:
             continue
+        if b is not None and len(b) == 2 and b[1] == a[0]:
+            continue  # a dim-0 shard leaves lora_B's rank dimension whole; factors that agree are LG302's case
         rank = config.rank_for(module) if config is not None else (b[1] if b is not None and len(b) == 2 else None)
         if rank is None or a[0] >= rank or rank % a[0]:
             continue

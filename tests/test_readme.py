@@ -131,5 +131,8 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
 def test_readme_commands_that_take_minutes(tmp_path: Path) -> None:
     """The README commands that run the whole default suite or the demo, in the same project, after the fast ones."""
     pytest.importorskip("peft")
-    (tmp_path / "known.txt").write_text((ROOT / "loraguard" / "known_failures" / "peft.txt").read_text())
+    for command in readme_commands():  # the user's own known-failures files the commands name: none known yet
+        words = shlex.split(command, comments=True)
+        if "--loraguard-known-failures" in words:
+            (tmp_path / words[words.index("--loraguard-known-failures") + 1]).write_text("# none yet\n")
     _run_all(tmp_path, {RUN, SLOW}, timeout=900)

@@ -1,5 +1,6 @@
 """The `loraguard` command as a user meets it: --version, `python -m loraguard`, one vocabulary of option values
-across commands, and `--model module:factory` found from the project root the way pytest finds it."""
+across commands, errors naming the option given. `--model module:factory` found from the project root by the
+console script (as pytest finds it) is run by tests/test_readme.py, with the README's own commands."""
 
 from __future__ import annotations
 
@@ -16,14 +17,6 @@ from loraguard.core.vocabulary import DTYPE_NAMES, FORMATS
 from loraguard.frontends.cli import COMMANDS, build_parser, main
 
 BIN = Path(sys.executable).parent
-USER_MODELS = """
-from loraguard.harness.zoo import ZOO, ZooModel
-
-
-def tiny():
-    mlp = ZOO["mlp"]
-    return ZooModel("tiny", mlp.build, mlp.inputs, ["fc2"], [])
-"""
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -66,20 +59,6 @@ def test_long_dtype_names_are_accepted_and_unknown_ones_refused(capsys: pytest.C
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["snapshot", "--out", "x", "--dtype", "f8"])
     assert exit_.value.code == 2 and "invalid choice: 'f8'" in capsys.readouterr().err
-
-
-def test_model_from_the_project_root_with_the_console_script(tmp_path: Path) -> None:
-    """`loraguard snapshot/compare --model mypkg.models:tiny` run from the project root, as with pytest."""
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "models.py").write_text(USER_MODELS)
-    loraguard = str(BIN / "loraguard")
-    snap = [loraguard, "snapshot", "--out", "baseline", "--backend", "reference", "--model", "mypkg.models:tiny"]
-    done = _run([*snap, "--dtype", "f32"], tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "recorded 1 scenarios with reference" in done.stdout
-    done = _run([loraguard, "compare", "baseline", "--backend", "reference"], tmp_path)
-    assert done.returncode == 0 and "tiny-r4-f32" in done.stdout, done.stdout + done.stderr
 
 
 def test_errors_name_the_option_the_user_gave(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -123,7 +123,7 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
         "recorded" in r.stdout and "tiny-r4-f32" in (tmp_path / "gating/baseline/manifest.json").read_text()
         for r in done.values()
     )
-    assert "| tiny-r4-f32 |" in (tmp_path / "summary.md").read_text()
+    assert "| tiny-r4-f32 |" in (tmp_path / "summary.md").read_text()  # --model found from the project root
     assert (tmp_path / "torch-cpu.txt").read_text().startswith("torch==")
 
 

@@ -111,9 +111,6 @@ class TiedEmbeddingModel(EmbeddingModel):
         super().__init__()
         self.lm_head.weight = self.wte.weight
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
 
 class Block(nn.Module):
     def __init__(self, width: int) -> None:

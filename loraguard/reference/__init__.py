@@ -1,8 +1,9 @@
 """loraguard's reference LoRA implementation: the oracle every backend is compared against."""
 
 from loraguard.reference.io import AdapterLoadError
-from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, ModulesToSave
+from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear
 from loraguard.reference.model import AlreadyAdaptedError, LoraModel, all_linear_targets, carries_adapters
+from loraguard.reference.saved import ModulesToSave
 
 __all__ = [
     "AdapterLoadError",

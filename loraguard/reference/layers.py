@@ -1,4 +1,4 @@
-"""Reference LoRA layers: Linear (and GPT-2's transposed Conv1D), Embedding, Conv1d/2d/3d, and ModulesToSave.
+"""Reference LoRA layers: Linear (and GPT-2's transposed Conv1D), Embedding and Conv1d/2d/3d, with DoRA.
 
 Module and parameter names mirror peft's (`base_layer`, `lora_A.<adapter>`, `lora_embedding_A.<adapter>`,
 `modules_to_save.<adapter>`, `original_module`) so state dicts line up key for key. State changes (merge,
@@ -7,7 +7,6 @@ unmerge, adapter switches) happen only through explicit calls, never as a side e
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import cast
 
@@ -353,40 +352,6 @@ class LoraConv(LoraLayer):
             base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation, bias=False
         )
         self.lora_B[name] = conv(rank, base.out_channels, 1, 1, 0, bias=lora_bias)
-
-
-class ModulesToSave(nn.Module):
-    """A module trained in full for some adapters: one independent copy per adapter, the original untouched."""
-
-    def __init__(self, original_module: nn.Module):
-        super().__init__()
-        self.original_module = original_module
-        self.modules_to_save = nn.ModuleDict()
-        self.active_adapters: list[str] = []
-        self.disabled = False
-
-    def add(self, name: str) -> None:
-        self.modules_to_save[name] = copy.deepcopy(self.original_module)
-
-    def delete(self, name: str) -> None:
-        if name in self.modules_to_save:
-            del self.modules_to_save[name]
-        self.active_adapters = [a for a in self.active_adapters if a != name]
-
-    def adapters(self) -> list[str]:
-        return list(self.modules_to_save)
-
-    def active_copy(self) -> nn.Module:
-        """The module forward runs: the active adapter's copy, or the original when none applies."""
-        if self.disabled:
-            return self.original_module
-        mine = [a for a in self.active_adapters if a in self.modules_to_save]
-        if len(mine) > 1:
-            raise RuntimeError(f"adapters {mine} each have their own copy of this module; activate only one of them")
-        return self.modules_to_save[mine[0]] if mine else self.original_module
-
-    def forward(self, *args, **kwargs):
-        return self.active_copy()(*args, **kwargs)
 
 
 def wrap_layer(module: nn.Module) -> LoraLayer:

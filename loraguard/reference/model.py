@@ -26,7 +26,8 @@ from loraguard.core.matching import (
     unmatched_entries,
 )
 from loraguard.core.tasks import with_task_heads
-from loraguard.reference.layers import LoraLayer, ModulesToSave, is_conv1d_transposed, wrap_layer
+from loraguard.reference.layers import LoraLayer, is_conv1d_transposed, wrap_layer
+from loraguard.reference.saved import ModulesToSave
 
 
 class AlreadyAdaptedError(ValueError):

@@ -192,13 +192,23 @@ def _tuners(model: str, kind: str, targets: list[str], second: list[str], frozen
 
 
 #: modules_to_save of the first tuner adapter, per zoo model.
-ZOO_MTS = {"mlp": ["head"]}
+ZOO_MTS = {"mlp": ["head"], "llama": ["lm_head"]}
 #: peft's other tuners on zoo models: (model, first adapter, second adapter). Non-default inits and scales, so
 #: every adapter has an effect well above the bfloat16 bound. AdaLoRA trains one adapter: the second is frozen.
 TUNERS: list[tuple[str, TunerConfig, TunerConfig]] = [
     _tuners("mlp", "loha", ["fc1", "fc2"], ["fc1"], r=4, alpha=64, init_weights=False),
     _tuners("mlp", "lokr", ["fc1", "fc2"], ["fc1"], r=4, alpha=16, init_weights=False),
     _tuners("mlp", "ia3", ["fc1", "fc2"], ["fc2"], feedforward_modules=["fc2"], init_ia3_weights=False),
+    _tuners(
+        "gpt2",
+        "ia3",
+        ["c_attn", "c_fc"],
+        ["c_fc"],
+        feedforward_modules=["c_fc"],
+        fan_in_fan_out=True,
+        init_ia3_weights=False,
+    ),
+    _tuners("llama", "lokr", ["q_proj", "v_proj", "gate_proj"], ["v_proj"], r=4, alpha=16, init_weights=False),
     _tuners("mlp", "oft", ["fc1", "fc2"], ["fc1"], r=0, oft_block_size=4, init_weights=False),
     _tuners(
         "mlp",

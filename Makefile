@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed,loralib,matrix,dev]'
+	DS_BUILD_OPS=0 $(PIP) -e '.[peft,deepspeed,loralib,matrix,torchtune,adapters,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,16 +5,27 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from loraguard.backends.base import CAPABILITIES, Backend, BackendError, Unsupported, check_capabilities
+from loraguard.backends.base import CAPABILITIES, Backend, BackendBase, BackendError, Unsupported, check_capabilities
 from loraguard.core.imports import import_user_module
 
 BUILTIN = {
     "reference": "loraguard.backends.reference:ReferenceBackend",
     "peft": "loraguard.backends.peft:PeftBackend",
     "loralib": "loraguard.backends.loralib:LoralibBackend",
+    "torchtune": "loraguard.backends.torchtune:TorchtuneBackend",
+    "adapters": "loraguard.backends.adapters:AdaptersBackend",
 }
 
-__all__ = ["BUILTIN", "CAPABILITIES", "Backend", "BackendError", "Unsupported", "load_backend", "known_backends"]
+__all__ = [
+    "BUILTIN",
+    "CAPABILITIES",
+    "Backend",
+    "BackendBase",
+    "BackendError",
+    "Unsupported",
+    "load_backend",
+    "known_backends",
+]
 
 
 def known_backends() -> list[str]:

@@ -6,6 +6,19 @@ reference implementation). Optional abilities are named in `capabilities`; an in
 backend lacks is skipped with that reason, never failed. A backend may also offer
 ``standalone_reproducer(invariant, promise, scenario) -> str | None``: a script that reproduces a failing drawn
 example with the library alone (see `loraguard.backends.peft_script`).
+
+Required (every backend implements them for real): ``name``, ``capabilities``, ``version``, ``wrap``,
+``lora_factors``, ``base_weight``, ``merge``, ``merge_and_unload`` and ``trainable``.
+Optional (may raise `Unsupported` with a reason, or return ``{}`` where the library has no such state):
+``add_adapter``, ``set_adapter`` (``multi_adapter``), ``delete_adapter``, ``unmerge``, ``disabled``,
+``save``/``load`` (``save_load``), ``load_adapter``, ``unload``, ``add_weighted_adapter``, ``lora_biases``,
+``saved_copies``; ``lora_magnitudes`` only with ``dora``. Subclass `BackendBase` to get these defaults and write
+only what your library does.
+
+Paths are module names inside the *base* model (``layers.0.fc``); parameter names in `trainable` follow the
+one canonical naming of `loraguard.backends.naming` (peft's: ``fc.lora_A.default.weight``), which its
+`translate_names` helper produces from a library's own names. ``wrappable`` names the model families a
+backend can wrap (``plain`` torch modules, ``transformers`` models); scenarios of other families are skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +40,8 @@ CAPABILITIES = {
     "delete_adapter": "delete_adapter(model, name)",
     "disable": "disabled(model): a context computing the base output",
     "modules_to_save": "LoraConfig.modules_to_save: trainable full copies per adapter",
-    "save_load": "save(...) and load(...) in peft's on-disk format",
+    "save_load": "save(...) and load(...) in the library's own format round-trip exactly",
+    "peft_format": "save(...) writes peft's on-disk format (adapter_config.json, adapter_model.safetensors keys)",
     "load_adapter": "load_adapter(model, directory, name, trainable) onto an already wrapped model",
     "embedding": "LoRA on nn.Embedding",
     "conv": "LoRA on nn.Conv1d/Conv2d",
@@ -38,6 +52,7 @@ CAPABILITIES = {
     "dora": "use_dora=True, with lora_magnitudes(model, adapter): each DoRA layer's magnitude vector by path",
     "all_linear": 'target_modules="all-linear"',
     "weighted_combination": "add_weighted_adapter(model, adapters, weights, name, combination_type=..., **options)",
+    "unmerge": "unmerge(model) undoes merges in place",
     "unload": "unload(model): the base model back without merging",
     "bfloat16": "models in bfloat16",
     "float16": "models in float16",
@@ -45,6 +60,12 @@ CAPABILITIES = {
     "task_type": "LoraConfig.task_type: peft's task models, which add the task's heads to modules_to_save",
     # peft's other tuners: a TunerConfig handed to wrap/add_adapter, and the reads of `TunerBackend` below
     **{kind: f"{what} (TunerConfig kind {kind!r})" for kind, what in TUNER_KINDS.items()},
+}
+
+#: Model families a backend may wrap (``wrappable``); a zoo model declares its own (`ZooModel.family`).
+FAMILIES = {
+    "plain": "any torch module tree (nn.Linear, nn.Embedding... in plain nn.Modules)",
+    "transformers": "Hugging Face transformers PreTrainedModel instances only",
 }
 
 
@@ -103,7 +124,7 @@ class Backend(Protocol):
         """Parameters that require grad, named as in the base model (``fc.lora_A.default.weight``)."""
 
     def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
-        """Save adapters the library's way (``save_pretrained``)."""
+        """Save adapters the library's way: 'default' directly in `directory`, any other in ``directory/<name>``."""
 
     def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
         """Load a saved adapter onto `base` (``from_pretrained``)."""
@@ -129,10 +150,68 @@ class TunerBackend(Protocol):
         """`adapter`'s trainable tensors (factors, vectors, modules_to_save copies) by the key they save under."""
 
 
+class BackendBase:
+    """The optional methods, each refusing with `Unsupported`: subclass it and implement the required ones."""
+
+    name = "unnamed"
+    capabilities: frozenset[str] = frozenset()
+    wrappable: frozenset[str] = frozenset(FAMILIES)
+
+    def _lacks(self, what: str) -> Unsupported:
+        return Unsupported(f"backend {self.name!r} has no {what}")
+
+    def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
+        raise self._lacks("second adapter (add_adapter)")
+
+    def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
+        if adapters != ["default"]:
+            raise self._lacks(f"adapters {adapters} to activate (set_adapter)")
+
+    def delete_adapter(self, model: nn.Module, adapter: str) -> None:
+        raise self._lacks("delete_adapter")
+
+    def lora_biases(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        return {}
+
+    def saved_copies(self, model: nn.Module, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
+        return {}
+
+    def unmerge(self, model: nn.Module) -> None:
+        raise self._lacks("unmerge")
+
+    def unload(self, model: nn.Module) -> nn.Module:
+        raise self._lacks("unload")
+
+    def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
+        raise self._lacks("switch to disable adapters")
+
+    def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
+        raise self._lacks("adapter file format (save)")
+
+    def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
+        raise self._lacks("adapter file format (load)")
+
+    def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
+        raise self._lacks("load_adapter onto a wrapped model")
+
+    def add_weighted_adapter(
+        self, model: nn.Module, adapters: list[str], weights: list[float], name: str, **options
+    ) -> None:
+        raise self._lacks("weighted combination of adapters")
+
+
+def wrappable(backend: Backend) -> frozenset[str]:
+    """The model families `backend` can wrap; a backend that does not say wraps every family."""
+    return frozenset(getattr(backend, "wrappable", FAMILIES))
+
+
 def check_capabilities(backend: Backend) -> None:
-    """Refuse a backend that declares a capability loraguard does not know (a typo would silently skip checks)."""
+    """Refuse a backend that declares a capability or family loraguard does not know (a typo would skip checks)."""
     unknown = sorted(set(backend.capabilities) - set(CAPABILITIES))
     if unknown:
         raise BackendError(
             f"backend {backend.name!r} declares unknown capabilities {unknown}; known: {sorted(CAPABILITIES)}"
         )
+    families = sorted(wrappable(backend) - set(FAMILIES))
+    if families:
+        raise BackendError(f"backend {backend.name!r} wraps unknown families {families}; known: {sorted(FAMILIES)}")

@@ -18,19 +18,22 @@ import torch
 from torch import nn
 
 from loraguard.backends.base import BackendError, Unsupported
+from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
-from loraguard.core.keys import AdapterKey
 from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
 from loraguard.reference.layers import is_conv1d_transposed
 
 _ONE_ADAPTER = "loralib holds one unnamed adapter per layer"
+#: loralib's parameter names below a replaced layer, in the canonical naming (loraguard.backends.naming).
+_LINEAR_ROLES = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", **TORCH_BASE}
+_EMBEDDING_ROLES = {"lora_A": "lora_embedding_A", "lora_B": "lora_embedding_B", **TORCH_BASE}
 
 
 class LoralibBackend:
     """Drives loralib: targeted layers are replaced by loralib's, sharing the original weight and bias tensors."""
 
     name = "loralib"
-    capabilities = frozenset({"embedding", "fan_in_fan_out", "bfloat16", "float16", "cuda"})
+    capabilities = frozenset({"embedding", "fan_in_fan_out", "unmerge", "bfloat16", "float16", "cuda"})
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -58,21 +61,12 @@ class LoralibBackend:
         return {}  # no modules_to_save in loralib
 
     def trainable(self, model: nn.Module) -> set[str]:
-        """Trainable parameters under peft's names (``fc.lora_A.default.weight``, ``fc.base_layer.bias``)."""
-        layers = self._layers(model)
-        out = set()
-        for name, p in model.named_parameters():
-            path, _, attr = name.rpartition(".")
-            if not p.requires_grad:
-                continue
-            if path not in layers:
-                out.add(name)
-            elif attr in ("lora_A", "lora_B"):
-                role = attr if isinstance(layers[path], nn.Linear) else attr.replace("lora_", "lora_embedding_")
-                out.add(AdapterKey(path, role).in_model("default"))
-            else:
-                out.add(f"{path}.base_layer.{attr}")
-        return out
+        """Trainable parameters in the canonical naming (``fc.lora_A.default.weight``, ``fc.base_layer.bias``)."""
+        roles = {
+            path: _EMBEDDING_ROLES if isinstance(layer, nn.Embedding) else _LINEAR_ROLES
+            for path, layer in self._layers(model).items()
+        }
+        return translate_names((n for n, p in model.named_parameters() if p.requires_grad), roles)
 
     # -- actions ---------------------------------------------------------------------------------------------
     def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:

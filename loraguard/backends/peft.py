@@ -64,6 +64,8 @@ class PeftBackend:
             "patterns",
             "all_linear",
             "unload",
+            "unmerge",
+            "peft_format",
             "weighted_combination",
             "bfloat16",
             "float16",

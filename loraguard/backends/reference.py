@@ -34,6 +34,8 @@ class ReferenceBackend:
             "all_linear",
             "unload",
             "weighted_combination",
+            "unmerge",
+            "peft_format",
             "bfloat16",
             "float16",
             "cuda",

@@ -135,27 +135,16 @@ def clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-#: A second adapter per zoo model, with other targets and (where the model has a spare module) its own
-#: modules_to_save, so isolation is tested the way peft's leak showed up.
-_SECOND: dict[str, tuple[list[str], list[str] | None]] = {
-    "mlp": (["fc1"], None),
-    "convnet": (["conv2"], None),
-    "embedding": (["proj"], None),
-    "nested": (["fc_out"], ["xhead"]),
-    "llama": (["v_proj", "down_proj"], ["model.norm"]),
-    "gpt2": (["c_fc"], None),
-}
-
-
-#: Zoo models that also run with DoRA, one per layer kind DoRA rescales: Linear, Conv1d/2d, GPT-2 Conv1D.
-DORA_MODELS = ("mlp", "convnet", "gpt2")
+#: Zoo models that also run with DoRA, one per layer kind DoRA rescales: Linear, Conv1d/2d, GPT-2 Conv1D; and
+#: bert, the model AdapterHub adapters can wrap (Linear layers with biases).
+DORA_MODELS = ("mlp", "convnet", "gpt2", "bert")
 
 
 def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
     """The deterministic scenarios of the built-in zoo (or user models): non-trivial scaling, non-zero B."""
     out = []
     for zm in models:
-        targets, saved = _SECOND.get(zm.name, (None, None))
+        saved = zm.second_modules_to_save
         if zm.task_type is not None:  # a task model's later adapters are configured as users do: like the first
             saved = list(zm.modules_to_save) or None
         first = LoraConfig(
@@ -169,7 +158,7 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
         second = LoraConfig(
             r=2,
             lora_alpha=8,
-            target_modules=targets or zm.target_modules,
+            target_modules=zm.second_targets or zm.target_modules,
             modules_to_save=saved,
             init_lora_weights=False,
             task_type=zm.task_type,

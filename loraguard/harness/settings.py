@@ -130,10 +130,18 @@ def resolve(opts: RunOptions) -> Settings:
         raise ValueError(f"{opts.option('dtype')} {unknown}: choose from {sorted(DTYPES)}")
     user = {spec: load_model(spec, opts.option("model"), opts.import_roots) for spec in opts.models}
     zoo = opts.zoo
-    try:
-        chosen = available(zoo or (list(prof.zoo) if prof.zoo else None)) if (zoo or not user) else []
-    except ValueError as err:
-        raise ValueError(f"{opts.option('zoo')}: {err}") from None
+    if zoo == ["none"]:  # the user's models alone
+        if not user:
+            raise ValueError(f"{opts.option('zoo')} none: give your models with {opts.option('model')}")
+        chosen = []
+    else:
+        try:
+            chosen = available(zoo or (list(prof.zoo) if prof.zoo else None))
+        except ValueError as err:
+            raise ValueError(f"{opts.option('zoo')}: {err}") from None
+    clash = sorted({m.name for m in chosen} & {m.name for m in user.values()})
+    if clash:
+        raise ValueError(f"{opts.option('model')}: {clash} named like built-in models; rename them")
     loaded = {spec: load_backend(spec) for spec in opts.backends}
     versions = {b.name: b.version() for b in loaded.values()}
     files = builtin_files(list(versions)) if opts.builtin_known_failures else []

@@ -8,15 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+#: Model families (loraguard.backends.base.FAMILIES): a backend wraps only the families in its ``wrappable``.
+PLAIN, TRANSFORMERS = "plain", "transformers"
+
 
 @dataclass(frozen=True)
 class ZooModel:
-    """A tiny model recipe: how to build it, what to feed it, and which modules a LoRA config should target."""
+    """A tiny model recipe: how to build it, what to feed it, and which modules a LoRA config should target.
+
+    - `name`: the scenario id's first part; `build`: a function returning a fresh model (weights from the global
+      torch seed); `inputs`: a function of a ``torch.Generator`` returning the forward's positional arguments.
+    - `target_modules` / `modules_to_save`: the first adapter's, as in a ``LoraConfig``.
+    - `second_targets` / `second_modules_to_save`: the second adapter ("other") of two-adapter invariants
+      (default: the first adapter's targets, no modules_to_save); choose other modules to test isolation.
+    - `needs`: Python modules that must import for the model to be built (``("transformers",)``); a model whose
+      needs are missing is left out of the zoo.
+    - `task_type`: peft's task type (``"SEQ_CLS"``...), for a model built the way users build task models.
+    - `family`: ``"plain"`` (any torch modules) or ``"transformers"`` (a ``PreTrainedModel``); a backend that
+      cannot wrap the family skips the model's scenarios with that reason. The layer kinds a scenario needs
+      (Linear, Embedding, Conv, GPT-2 Conv1D) are read off the built model, not declared.
+    """
 
     name: str
     build: Callable[[], nn.Module]
@@ -25,6 +41,9 @@ class ZooModel:
     modules_to_save: list[str] = field(default_factory=list)
     needs: tuple[str, ...] = ()
     task_type: str | None = None  # peft's task type, for models built the way users build task models
+    family: str = PLAIN
+    second_targets: list[str] | str | None = None
+    second_modules_to_save: list[str] | None = None
 
     def make(self, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
         """A fresh instance with deterministic weights for `seed`."""
@@ -235,20 +254,46 @@ def _bart_seq2seq() -> nn.Module:
     return BartForConditionalGeneration(cfg)
 
 
+def _bert() -> nn.Module:
+    """A BERT (Linear layers with biases, LayerNorms); the family AdapterHub adapters was built around."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    cfg = BertConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.05,  # BERT's 0.02 leaves LoRA's effect on the logits under the bfloat16 bound
+    )
+    return BertForMaskedLM(cfg)
+
+
 def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
     return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
 
 
 _TF = ("transformers",)
+_T: dict[str, Any] = {"needs": _TF, "family": TRANSFORMERS}
 
 ZOO: dict[str, ZooModel] = {
     m.name: m
     for m in [
-        ZooModel("mlp", MLP, lambda g: (torch.randn(3, 8, generator=g),), ["fc1", "fc2"], ["head"]),
         ZooModel(
-            "convnet", ConvNet, lambda g: (torch.randn(2, 3, 5, 5, generator=g),), ["conv1", "conv2", "seq"], ["head"]
+            "mlp", MLP, lambda g: (torch.randn(3, 8, generator=g),), ["fc1", "fc2"], ["head"], second_targets=["fc1"]
         ),
-        ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
+        ZooModel(
+            "convnet",
+            ConvNet,
+            lambda g: (torch.randn(2, 3, 5, 5, generator=g),),
+            ["conv1", "conv2", "seq"],
+            ["head"],
+            second_targets=["conv2"],
+        ),
+        ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"], second_targets=["proj"]),
         ZooModel("scaled-embedding", ScaledEmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
         ZooModel("tied-embedding", TiedEmbeddingModel, _ids(20, 5), ["wte", "proj"]),
         ZooModel(
@@ -257,13 +302,39 @@ ZOO: dict[str, ZooModel] = {
             lambda g: (torch.randn(3, 8, generator=g),),
             ["model.layers.0.fc", "fc_out"],
             ["model.layers.1.fc"],
+            second_targets=["fc_out"],
+            second_modules_to_save=["xhead"],
         ),
-        ZooModel("llama", _llama, _ids(32, 6), ["q_proj", "v_proj", "gate_proj"], ["lm_head"], needs=("transformers",)),
-        ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], needs=("transformers",)),
+        ZooModel(
+            "llama",
+            _llama,
+            _ids(32, 6),
+            ["q_proj", "v_proj", "gate_proj"],
+            ["lm_head"],
+            second_targets=["v_proj", "down_proj"],
+            second_modules_to_save=["model.norm"],
+            **_T,
+        ),
+        ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], second_targets=["c_fc"], **_T),
+        ZooModel(  # adapters' LoRA roles: attention q/v, then v and the MLP's first linear ("intermediate")
+            "bert",
+            _bert,
+            _ids(32, 6),
+            ["query", "value"],
+            ["cls.predictions.transform.dense"],
+            second_targets=["value", "intermediate.dense"],
+            **_T,
+        ),
         # task models: peft adds the classification heads to modules_to_save itself; LMs list lm_head. Targets
         # reach past the attention (dense, fc, gate_proj), so the adapter's effect clears the bfloat16 bound
         ZooModel(
-            "bert-tokcls", _bert_tokcls, _ids(32, 6), ["query", "value", "dense"], needs=_TF, task_type="TOKEN_CLS"
+            "bert-tokcls",
+            _bert_tokcls,
+            _ids(32, 6),
+            ["query", "value", "dense"],
+            needs=_TF,
+            task_type="TOKEN_CLS",
+            family=TRANSFORMERS,
         ),
         ZooModel(
             "llama-seqcls",
@@ -272,8 +343,11 @@ ZOO: dict[str, ZooModel] = {
             ["q_proj", "v_proj", "gate_proj"],
             needs=_TF,
             task_type="SEQ_CLS",
+            family=TRANSFORMERS,
         ),
-        ZooModel("llama-causal", _llama, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "CAUSAL_LM"),
+        ZooModel(
+            "llama-causal", _llama, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "CAUSAL_LM", TRANSFORMERS
+        ),
         ZooModel(
             "bart-seq2seq",
             _bart_seq2seq,
@@ -282,6 +356,7 @@ ZOO: dict[str, ZooModel] = {
             ["lm_head"],
             _TF,
             "SEQ_2_SEQ_LM",
+            TRANSFORMERS,
         ),
     ]
 }

@@ -12,8 +12,8 @@ from loraguard.invariants.steps import adapter_snapshot, perturb, read_saved, sc
 @invariant(
     "isolation",
     "Adding, training, switching or deleting one adapter leaves every other adapter bit-identical, "
-    "and each adapter saves exactly its own modules_to_save.",
-    needs=("multi_adapter", "save_load"),
+    "and each adapter saves exactly its own modules_to_save (in peft's format, where the library writes it).",
+    needs=("multi_adapter",),
     needs_second=True,
 )
 def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
@@ -35,12 +35,13 @@ def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
     unchanged(f"training adapter '{OTHER}' and switching back")
 
     adapters = [("default", scenario.config), (OTHER, scenario.second)]
-    with scratch_dir() as d:
-        backend.save(wrapped.model, d)
-        for name, where in (("default", d), (OTHER, d / OTHER)):
-            assert_same_keys(
-                read_saved(where), expected_saved_keys(scenario, adapters, name), f"keys saved for adapter '{name}'"
-            )
+    if {"save_load", "peft_format"} <= backend.capabilities:  # saved keys are known in peft's format only
+        with scratch_dir() as d:
+            backend.save(wrapped.model, d)
+            for name, where in (("default", d), (OTHER, d / OTHER)):
+                assert_same_keys(
+                    read_saved(where), expected_saved_keys(scenario, adapters, name), f"keys saved for adapter '{name}'"
+                )
 
     if "delete_adapter" in backend.capabilities:
         backend.delete_adapter(wrapped.model, OTHER)

@@ -84,6 +84,7 @@ def merge_equals_forward(backend: Backend, scenario: Scenario) -> None:
     "merge-unmerge",
     "Merging twice applies the delta once; unmerge restores W; disabling gives exactly the "
     "base output (where the backend can disable).",
+    needs=("unmerge",),
 )
 def unmerge_restores(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)

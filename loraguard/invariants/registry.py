@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loraguard.backends.base import Backend, Unsupported
+from loraguard.backends.base import Backend, Unsupported, wrappable
 from loraguard.harness.scenarios import Scenario, needed_capabilities, without_modules_to_save
 from loraguard.invariants import checks
 from loraguard.invariants.checks import Inconclusive
@@ -143,6 +143,12 @@ def fitted(inv: Invariant, backend: Backend, scenario: Scenario) -> Scenario:
 
 def applicable(inv: Invariant, backend: Backend, scenario: Scenario) -> str | None:
     """None if the invariant can run on the (fitted) scenario, else the reason it is skipped."""
+    families = wrappable(backend)
+    if scenario.model.family not in families:
+        return (
+            f"backend {backend.name!r} wraps only {', '.join(sorted(families))} models; "
+            f"'{scenario.model.name}' is a {scenario.model.family} model"
+        )
     if inv.needs_second and scenario.second is None:
         return "scenario has no second adapter"
     if inv.needs_modules_to_save and not scenario.config.modules_to_save:

@@ -59,8 +59,8 @@ def check_config_preserved(directory, config: LoraConfig) -> None:
 
 @invariant(
     "roundtrip",
-    "save then load restores every tensor bit for bit, under the format's key names, with the "
-    "config's fields, the same outputs and the same merged weights.",
+    "save then load (the library's own format) restores every tensor bit for bit, with the same outputs and "
+    "merged weights; a peft-format save also has peft's key names and the config's fields.",
     needs=("save_load",),
 )
 def save_load_exact(backend: Backend, scenario: Scenario) -> None:
@@ -69,8 +69,9 @@ def save_load_exact(backend: Backend, scenario: Scenario) -> None:
     out = wrapped.out()
     with scratch_dir() as d:
         backend.save(wrapped.model, d)
-        check_saved_format(d, scenario, snapshot)
-        check_config_preserved(d, scenario.config)
+        if "peft_format" in backend.capabilities:
+            check_saved_format(d, scenario, snapshot)
+            check_config_preserved(d, scenario.config)
         loaded = backend.load(scenario.base(), d)
     after = adapter_snapshot(backend, loaded, "default", scenario)
     for key, tensor in snapshot.items():

@@ -29,12 +29,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from loraguard.backends.base import Backend, Unsupported
+from loraguard.backends.base import Backend, Unsupported, wrappable
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.core.config import LoraConfig
 from loraguard.harness.scenarios import Scenario
 from loraguard.harness.strategies import TreeSpec, configs, tree_zoo_model, trees
-from loraguard.harness.zoo import run
+from loraguard.harness.zoo import PLAIN, run
 from loraguard.invariants.checks import (
     Inconclusive,
     InvariantViolation,
@@ -44,7 +44,7 @@ from loraguard.invariants.checks import (
     assert_same_keys,
     expect,
 )
-from loraguard.invariants.registry import Invariant, register
+from loraguard.invariants.registry import Invariant, Skipped, register
 from loraguard.invariants.sequence_examples import EXAMPLES, SequenceExample
 from loraguard.invariants.steps import perturb, read_saved, scratch_dir
 from loraguard.reference import LoraModel
@@ -151,7 +151,7 @@ def sequence_machine(
             backend.merge(self.model)
             self.roundings += 1
 
-        @precondition(lambda self: self._merged())
+        @precondition(lambda self: can("unmerge") and self._merged())
         @rule()
         def unmerge(self) -> None:
             self.oracle.unmerge()
@@ -201,7 +201,7 @@ def sequence_machine(
             with scratch_dir() as d:
                 backend.save(self.model, d)
                 where = {n: d if n == "default" else d / n for n in names}
-                for name in names:
+                for name in names if can("peft_format") else ():
                     assert_same_keys(
                         read_saved(where[name]),
                         self.oracle.adapter_state_dict(name),
@@ -330,6 +330,8 @@ def run_sequences(
     seed: int | None = None,
 ) -> None:
     """Run the machine; by default under the current Hypothesis profile (its max_examples) with STEPS steps."""
+    if PLAIN not in wrappable(backend):
+        raise Skipped(f"drawn sequences run on plain torch module trees; backend {backend.name!r} cannot wrap those")
     machine = sequence_machine(backend, dtypes, device)
     failed = []
     for example in EXAMPLES:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,20 +66,20 @@ class AdaptersBackend(BackendBase):
 
     # -- structure -------------------------------------------------------------------------------------------
     @staticmethod
-    def _layers(model: nn.Module) -> dict[str, nn.Module]:
+    def _layers(model: Any) -> dict[str, Any]:  # the library's layer classes
         """Path -> adapters LoRA layer (every layer it can adapt, with or without adapters)."""
         from adapters.methods.lora import LoRALayer
 
         return {n: m for n, m in model.named_modules() if isinstance(m, LoRALayer)}
 
-    def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def lora_factors(self, model: Any, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {
             p: (layer.loras[adapter].lora_A, layer.loras[adapter].lora_B)
             for p, layer in self._layers(model).items()
             if adapter in layer.loras
         }
 
-    def lora_magnitudes(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+    def lora_magnitudes(self, model: Any, adapter: str) -> dict[str, torch.Tensor]:
         """DoRA's magnitude, held by adapters as an ``nn.Linear(1, out)`` (``m``): its weight as a vector (a view)."""
         return {
             p: layer.loras[adapter].m.weight.view(-1)
@@ -86,15 +87,15 @@ class AdaptersBackend(BackendBase):
             if adapter in layer.loras and layer.loras[adapter].use_dora
         }
 
-    def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
+    def base_weight(self, model: Any, path: str) -> torch.Tensor:
         return self._layers(model)[path].weight
 
-    def trainable(self, model: nn.Module) -> set[str]:
+    def trainable(self, model: Any) -> set[str]:
         roles = dict.fromkeys(self._layers(model), _ROLES)
         return translate_names((n for n, p in model.named_parameters() if p.requires_grad), roles)
 
     # -- actions ---------------------------------------------------------------------------------------------
-    def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:
+    def wrap(self, base: Any, config: LoraConfig, adapter: str = "default") -> nn.Module:
         if not hasattr(base, "adapters_config"):
             if self._layers(base):
                 raise BackendError("this model already carries adapters LoRA layers; use add_adapter")
@@ -109,7 +110,7 @@ class AdaptersBackend(BackendBase):
         base.train_adapter(adapter)  # the library's way to make exactly this adapter trainable
         return base
 
-    def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
+    def add_adapter(self, model: Any, adapter: str, config: LoraConfig) -> None:
         model.add_adapter(adapter, config=self.lora_config(model, config))
         if config.init_lora_weights is False:  # both factors random, so the adapter has an effect (tests)
             with torch.no_grad():
@@ -117,7 +118,7 @@ class AdaptersBackend(BackendBase):
                     nn.init.normal_(a, std=1.0 / math.sqrt(a.shape[1]))
                     nn.init.normal_(b, std=0.1)
 
-    def lora_config(self, model: nn.Module, config: LoraConfig):
+    def lora_config(self, model: Any, config: LoraConfig):
         """The ``adapters.LoRAConfig`` that adapts exactly the modules `config` targets, or Unsupported."""
         _check_config(config)
         layers = self._layers(model)
@@ -132,7 +133,7 @@ class AdaptersBackend(BackendBase):
         odd = sorted(targets - set(roles))
         if odd:
             raise Unsupported(f"adapters puts LoRA only on attention q/k/v and MLP linears, not on {odd[:3]}")
-        matrices = sorted({key for loc, key in roles.values() if loc == "selfattn_lora"})
+        matrices = sorted({key for loc, key in roles.values() if loc == "selfattn_lora" and key})
         chosen = {loc for loc, _ in roles.values()}
         flags = {flag: flag in chosen for flag in _LOCATIONS}
         selected = {p for p, layer in layers.items() if _selected(_role(p, layer), flags, matrices)}
@@ -154,7 +155,7 @@ class AdaptersBackend(BackendBase):
             **flags,
         )
 
-    def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
+    def set_adapter(self, model: Any, adapters: list[str]) -> None:
         if len(adapters) != 1:
             raise Unsupported(
                 "adapters composes several LoRAs with Stack (one feeds the next), Average or Parallel; "
@@ -162,19 +163,19 @@ class AdaptersBackend(BackendBase):
             )
         model.set_active_adapters(adapters[0])
 
-    def delete_adapter(self, model: nn.Module, adapter: str) -> None:
+    def delete_adapter(self, model: Any, adapter: str) -> None:
         model.delete_adapter(adapter)
 
-    def merge(self, model: nn.Module, adapters: list[str] | None = None) -> None:
+    def merge(self, model: Any, adapters: list[str] | None = None) -> None:
         names = adapters or list(model.active_adapters.flatten())
         if len(names) != 1:
             raise Unsupported(f"adapters merges one LoRA per layer; asked for {names}")
         model.merge_adapter(names[0])
 
-    def unmerge(self, model: nn.Module) -> None:
+    def unmerge(self, model: Any) -> None:
         model.reset_adapter()
 
-    def merge_and_unload(self, model: nn.Module) -> nn.Module:
+    def merge_and_unload(self, model: Any) -> nn.Module:
         """Merge, then put plain ``nn.Linear`` layers carrying the merged tensors back (adapters has no unload)."""
         self.merge(model)
         for path, layer in self._layers(model).items():
@@ -184,12 +185,12 @@ class AdaptersBackend(BackendBase):
             setattr(model.get_submodule(parent), leaf, plain)
         return model
 
-    def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
+    def disabled(self, model: Any) -> AbstractContextManager[None]:
         return _deactivated(model)
 
     def add_weighted_adapter(
         self,
-        model: nn.Module,
+        model: Any,
         adapters: list[str],
         weights: list[float],
         name: str,
@@ -214,11 +215,11 @@ class AdaptersBackend(BackendBase):
                 raise Unsupported(f"adapters {self.version()} cannot combine these adapters: {err}") from None
             raise
 
-    def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
+    def save(self, model: Any, directory: Path, adapters: list[str] | None = None) -> None:
         for name in adapters or list(model.adapters_config.adapters):
             model.save_adapter(str(directory if name == "default" else directory / name), name, with_head=False)
 
-    def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
+    def load(self, base: Any, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
         if not hasattr(base, "adapters_config"):
             _lib().init(base)
         self.load_adapter(base, directory, adapter, trainable)
@@ -229,7 +230,7 @@ class AdaptersBackend(BackendBase):
             base.freeze_model(True)
         return base
 
-    def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
+    def load_adapter(self, model: Any, directory: Path, adapter: str, trainable: bool = False) -> None:
         model.load_adapter(str(directory), load_as=adapter, with_head=False)
 
 
@@ -250,7 +251,7 @@ def _check_config(config: LoraConfig) -> None:
         raise Unsupported(f"adapters' LoRAConfig has no {', '.join(asked)}")
 
 
-def _role(path: str, layer: nn.Module) -> tuple[str, str | None]:
+def _role(path: str, layer: Any) -> tuple[str, str | None]:
     """(location, attention matrix) of an adapters LoRA layer; a fused q/k/v layer has no single matrix."""
     from adapters.methods.lora import LoRAMergedLinear
 
@@ -265,7 +266,7 @@ def _selected(role: tuple[str, str | None], flags: dict[str, bool], matrices: li
 
 
 @contextmanager
-def _deactivated(model: nn.Module) -> Iterator[None]:
+def _deactivated(model: Any) -> Iterator[None]:
     """No adapter active (adapters' way to compute the base model), then the previous setup again."""
     active = model.active_adapters
     model.set_active_adapters(None)

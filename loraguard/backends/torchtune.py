@@ -15,6 +15,7 @@ import math
 import re
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class TorchtuneBackend(BackendBase):
 
     # -- structure -------------------------------------------------------------------------------------------
     @staticmethod
-    def _layers(model: nn.Module) -> dict[str, nn.Module]:
+    def _layers(model: nn.Module) -> dict[str, Any]:  # the library's layer classes
         """Path -> torchtune LoRA layer, in module order."""
         peft = _peft()
         return {n: m for n, m in model.named_modules() if isinstance(m, (peft.LoRALinear, peft.DoRALinear))}
@@ -220,7 +221,7 @@ def _replacement(path: str, module: nn.Module, config: LoraConfig) -> nn.Module:
     return layer
 
 
-def _one_rank_and_alpha(layers: dict[str, nn.Module]) -> tuple[int, float]:
+def _one_rank_and_alpha(layers: dict[str, Any]) -> tuple[int, float]:
     """The rank and alpha every layer shares: ``get_merged_lora_ckpt`` and torchtune's config take one of each."""
     pairs = {(m.lora_a.weight.shape[0], _alpha(m)) for m in layers.values()}
     if len(pairs) != 1:
@@ -228,6 +229,6 @@ def _one_rank_and_alpha(layers: dict[str, nn.Module]) -> tuple[int, float]:
     return pairs.pop()
 
 
-def _alpha(layer: nn.Module) -> float:
+def _alpha(layer: Any) -> float:
     """LoRALinear keeps alpha; DoRALinear keeps only scaling = alpha / rank."""
     return layer.alpha if hasattr(layer, "alpha") else layer.scaling * layer.lora_a.weight.shape[0]

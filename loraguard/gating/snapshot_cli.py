@@ -25,13 +25,16 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
         "--backend", default="peft", help="reference, peft, an entry-point name or module:attr (default: peft)"
     )
     parser.add_argument(
-        "--zoo", action="append", default=[], help="built-in model to record (repeatable; default: all)"
+        "--zoo",
+        action="append",
+        default=[],
+        help="built-in model to record (repeatable; default: all; none: only --model's)",
     )
     parser.add_argument(
         "--model",
         action="append",
         default=[],
-        help="your own model as module:factory returning a loraguard.harness.zoo.ZooModel (repeatable)",
+        help="your model, module:factory returning a loraguard.harness.zoo.ZooModel, added to the zoo (repeatable)",
     )
     dtype_option(parser, "f32 and bf16")
 

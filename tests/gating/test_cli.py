@@ -24,7 +24,7 @@ def _snapshot(out: Path, *extra: str) -> int:
 
 
 def test_snapshot_then_compare_with_a_user_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _snapshot(tmp_path / "b", "--model", f"{__name__}:user_model") == 0
+    assert _snapshot(tmp_path / "b", "--model", f"{__name__}:user_model", "--zoo", "none") == 0  # only the user's
     assert "recorded 1 scenarios with reference" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "b"), *REFERENCE, "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -25,6 +25,24 @@ def test_registering_the_same_function_again_is_harmless_a_different_one_is_an_e
     assert REGISTRY["weighted-combination"] is existing
 
 
+def test_an_oracle_free_form_registers_again_harmlessly_a_different_one_is_an_error() -> None:
+    import importlib
+
+    import loraguard.invariants.tuners as module
+    from loraguard.invariants.registry import ORACLE_FREE, oracle_free
+
+    all_invariants()
+    importlib.reload(module)  # pytester's in-process runs import the module again
+    existing = ORACLE_FREE["merge-forward"]
+
+    def impostor(backend, scenario):
+        pass
+
+    with pytest.raises(ValueError, match="two oracle-free forms"):
+        oracle_free("merge-forward")(impostor)
+    assert ORACLE_FREE["merge-forward"] is existing
+
+
 def test_each_invariant_meets_its_own_drawn_examples_deterministically(monkeypatch, request) -> None:
     from loraguard.harness.settings import RunOptions, resolve
     from loraguard.run import in_pytest

@@ -126,8 +126,9 @@ def oracle_free(id: str) -> Callable[[Callable[..., None]], Callable[..., None]]
     scenarios whose adapter is a `TunerConfig`."""
 
     def wrap(check: Callable[..., None]) -> Callable[..., None]:
-        if id in ORACLE_FREE:
-            raise ValueError(f"invariant {id!r} has two oracle-free forms")
+        known = ORACLE_FREE.get(id)
+        if known is not None and _qualified(known) != _qualified(check):
+            raise ValueError(f"invariant {id!r} has two oracle-free forms: {_qualified(known)} and {_qualified(check)}")
         ORACLE_FREE[id] = check
         return check
 

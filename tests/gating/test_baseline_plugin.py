@@ -36,10 +36,10 @@ def test_update_then_drift_fails_with_the_diff_until_accepted(pytester: pytest.P
     baseline = tmp_path / "baseline"
     options = ["--loraguard-zoo", "mlp", "--loraguard-dtype", "f32", f"--loraguard-baseline={baseline}"]
     pytester.runpytest(*REFERENCE, *options, "--loraguard-update-baseline").assert_outcomes(passed=1)
-    assert [r.id for r in read_manifest(baseline).scenarios] == ["mlp-r4-f32"]
+    assert [r.id for r in read_manifest(baseline).scenarios] == ["mlp-r4-f32", "mlp-dora-f32"]
 
     drifted = pytester.runpytest(*NEW_RELEASE, *options)
-    drifted.assert_outcomes(failed=1)
+    drifted.assert_outcomes(failed=2)
     drifted.stdout.fnmatch_lines(
         [
             "*drift against reference *",
@@ -49,8 +49,9 @@ def test_update_then_drift_fails_with_the_diff_until_accepted(pytester: pytest.P
         ]
     )
 
-    (baseline / "accepted.txt").write_text("mlp-r4-f32: outputs  # rsLoRA scaling adopted on purpose\n")
-    pytester.runpytest(*NEW_RELEASE, *options).assert_outcomes(passed=1)
+    accepted = "".join(f"{s}: outputs  # rsLoRA scaling adopted on purpose\n" for s in ("mlp-r4-f32", "mlp-dora-f32"))
+    (baseline / "accepted.txt").write_text(accepted)
+    pytester.runpytest(*NEW_RELEASE, *options).assert_outcomes(passed=2)
 
 
 def test_an_edited_baseline_stops_the_run_naming_the_file(pytester: pytest.Pytester, snapshot: Path) -> None:

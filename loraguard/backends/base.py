@@ -51,6 +51,7 @@ CAPABILITIES = {
     "lora_bias": "lora_bias=True (a bias on lora_B)",
     "dora": "use_dora=True, with lora_magnitudes(model, adapter): each DoRA layer's magnitude vector by path",
     "all_linear": 'target_modules="all-linear"',
+    "layers": "layers_to_transform / layers_pattern (which layer indices a target list adapts)",
     "weighted_combination": "add_weighted_adapter(model, adapters, weights, name, combination_type=..., **options)",
     "unmerge": "unmerge(model) undoes merges in place",
     "unload": "unload(model): the base model back without merging",

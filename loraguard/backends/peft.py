@@ -63,6 +63,7 @@ class PeftBackend:
             "rslora",
             "patterns",
             "all_linear",
+            "layers",
             "unload",
             "unmerge",
             "peft_format",

@@ -32,6 +32,7 @@ class ReferenceBackend:
             "lora_bias",
             "dora",
             "all_linear",
+            "layers",
             "unload",
             "weighted_combination",
             "unmerge",

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraguard.core.matching import PatternError, check_pattern, pattern_key
+from loraguard.core.matching import PatternError, check_pattern, layer_index, pattern_key
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -51,6 +51,8 @@ class LoraConfig:
     use_dora: bool = False
     init_lora_weights: bool | str = True
     task_type: str | None = None
+    layers_to_transform: int | list[int] | None = None
+    layers_pattern: str | list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +101,25 @@ class LoraConfig:
             "task_type",
             f"must be null or one of {TASK_TYPES}, got {self.task_type!r}",
         )
+        ltt = self.layers_to_transform
+        need(
+            ltt is None
+            or (isinstance(ltt, int) and not isinstance(ltt, bool) and ltt >= 0)
+            or (isinstance(ltt, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ltt)),
+            "layers_to_transform",
+            f"must be null, a layer index or a list of layer indices, got {_show(ltt)}",
+        )
+        need(
+            ltt is None or not isinstance(tm, str),
+            "layers_to_transform",
+            "cannot be used with a regex target_modules (peft refuses it too): name the layers in the regex",
+        )
+        lp = self.layers_pattern
+        need(
+            lp is None or isinstance(lp, str) or (isinstance(lp, list) and all(isinstance(p, str) for p in lp)),
+            "layers_pattern",
+            f"must be null, a name or a list of names, got {_show(lp)}",
+        )
         for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
             pat = getattr(self, name)
             need(isinstance(pat, dict), name, f"must be an object, got {type(pat).__name__}")
@@ -107,6 +128,16 @@ class LoraConfig:
                 want = "positive integer up to 2**31 - 1" if positive_int else "finite number"
                 need(ok, f"{name}.{k[:60]}", f"must be a {want}, got {_show(v)}")
                 _need_pattern(source, f"{name} key", k)
+
+    def in_layers(self, module: str) -> bool:
+        """Does `layers_to_transform` (with `layers_pattern`) keep `module`? Always, without it or for a regex."""
+        if self.layers_to_transform in (None, []) or isinstance(self.target_modules, str):
+            return True
+        if module in (self.target_modules or []):  # named in full: peft applies no layer filter to it either
+            return True
+        index = layer_index(module, self.layers_pattern)
+        wanted = self.layers_to_transform
+        return index is not None and (index == wanted if isinstance(wanted, int) else index in wanted)
 
     def rank_for(self, module: str) -> int:
         """The rank of `module`'s adapter: `rank_pattern` wins over `r`."""

@@ -95,6 +95,23 @@ def pattern_key(name: str, patterns: Mapping[str, object]) -> str | None:
     return None
 
 
+def layer_index(name: str, layers_pattern: str | Sequence[str] | None = None) -> int | None:
+    """The layer index `layers_to_transform` reads from a module name, peft's rule: the first all-digit segment that
+    is followed by another segment and preceded by a `layers_pattern` match (or, without a pattern, by two segments
+    at least: peft's default regex ``.*?\\.[^.]*\\.(\\d+)\\.`` misses a top-level ``layers.0.fc``). None if none."""
+    segs = split(name)
+    patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern or [])
+    for j in range(1, len(segs) - 1):
+        if not segs[j].isdigit():
+            continue
+        if not patterns:
+            if j >= 2:
+                return int(segs[j])
+        elif any(fullmatch(p, ".".join(segs[k:j])) for p in patterns for k in range(j)):
+            return int(segs[j])
+    return None
+
+
 def is_lora_internal(name: str) -> bool:
     """True for modules that exist only inside a LoRA wrapper (factors, dropout, base_layer, saved copies)."""
     return any(seg in LORA_INTERNAL_SEGMENTS for seg in split(name))

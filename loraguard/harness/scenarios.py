@@ -110,6 +110,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("modules_to_save")
         if cfg.task_type is not None:
             needs.add("task_type")
+        if cfg.layers_to_transform is not None:
+            needs.add("layers")
         if cfg.target_modules == "all-linear":
             needs.add("all_linear")
         for kind, fifo in expected_targets(scenario, cfg).values():

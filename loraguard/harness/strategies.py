@@ -40,6 +40,8 @@ NAMES = (
     "base",
     "blocks",
     "bias_proj",
+    "base_layer",
+    "lora_A",
 )
 WIDTH = 6
 
@@ -136,6 +138,10 @@ def configs(
     r = draw(st.integers(1, 4))
     pattern_ok = "patterns" in capabilities and draw(st.booleans())
     some = split(draw(st.sampled_from(chosen)))[-1]
+    layers, layers_pattern = None, None
+    if "layers" in capabilities and isinstance(target_modules, list) and draw(st.integers(0, 2)) == 0:
+        layers = draw(st.sampled_from([0, 1, [0, 1], [1]]))
+        layers_pattern = draw(st.sampled_from([None, "layers", "blocks", ["layers", "blocks"]]))
     return LoraConfig(
         r=r,
         lora_alpha=draw(st.sampled_from([2, 3, 8, 16])),
@@ -146,6 +152,8 @@ def configs(
         alpha_pattern={some: draw(st.sampled_from([4, 12]))} if pattern_ok and draw(st.booleans()) else {},
         lora_bias="lora_bias" in capabilities and draw(st.booleans()),
         init_lora_weights=False,
+        layers_to_transform=layers,
+        layers_pattern=layers_pattern,
     )
 
 

@@ -120,7 +120,7 @@ class LoraModel(nn.Module):
         if config.target_modules == ALL_LINEAR:
             targets = all_linear_targets(self.model)
         else:
-            targets = [n for n in candidates if self._selects(n, config.target_modules)]
+            targets = [n for n in candidates if self._selects(n, config.target_modules) and config.in_layers(n)]
         if not targets:
             raise ValueError(no_match_message("target_modules", config.target_modules, names))
         if isinstance(config.target_modules, list):  # one typo in a list would silently train fewer modules

@@ -91,3 +91,23 @@ def test_modules_to_save_copies_are_independent_of_the_original() -> None:
     assert torch.equal(wrapper.original_module.weight, original)
     assert not wrapper.original_module.weight.requires_grad
     assert wrapper.modules_to_save["default"].weight.requires_grad
+
+
+NAMES = ["layers.0.fc", "model.layers.1.fc", "model.layers.0.fc", "a.blocks.2.b.3.fc", "model.layers.1", "fc"]
+
+
+@pytest.mark.parametrize("pattern", [None, "layers", ["layers", "blocks"], "blocks"])
+@pytest.mark.parametrize("layers", [0, 1, [0, 1], [2]])
+def test_layers_to_transform_selects_as_peft_does(pattern, layers) -> None:
+    tuners_utils = pytest.importorskip("peft.tuners.tuners_utils")
+    peft = pytest.importorskip("peft")
+    ours = LoraConfig(target_modules=["fc"], layers_to_transform=layers, layers_pattern=pattern)
+    theirs = peft.LoraConfig(target_modules=["fc"], layers_to_transform=layers, layers_pattern=pattern)
+    for name in NAMES:
+        want = bool(tuners_utils.check_target_module_exists(theirs, name))
+        assert (spec_matches(name, ["fc"]) and ours.in_layers(name)) == want, name
+
+
+def test_layers_to_transform_with_a_regex_is_refused() -> None:
+    with pytest.raises(ValueError, match="layers_to_transform"):
+        LoraConfig(target_modules=".*fc", layers_to_transform=[0])

@@ -30,6 +30,7 @@ _MODULES = (
     "merge",
     "modules_to_save",
     "naming",
+    "options",
     "roundtrip",
     "targets",
     "wrapping",

@@ -107,9 +107,17 @@ def layer_index(name: str, layers_pattern: str | Sequence[str] | None = None) ->
         if not patterns:
             if j >= 2:
                 return int(segs[j])
-        elif any(fullmatch(p, ".".join(segs[k:j])) for p in patterns for k in range(j)):
+        elif any(_pattern_selects(p, segs[:j]) for p in patterns):
             return int(segs[j])
     return None
+
+
+def _pattern_selects(pattern: str, before: list[str]) -> bool:
+    """Does a `layers_pattern` entry match the segments just before the index? A plain name is compared as text
+    (no time-bounded regex call, whose timeout a loaded machine could trip)."""
+    if regex.escape(pattern) == pattern:
+        return before[-1] == pattern
+    return any(fullmatch(pattern, ".".join(before[k:])) for k in range(len(before)))
 
 
 def is_lora_internal(name: str) -> bool:

@@ -28,6 +28,8 @@ def rewrap_never_targets_internals(backend: Backend, scenario: Scenario) -> None
     again = dataclasses.replace(
         scenario.config,
         target_modules=f".*(?:{names}).*",
+        layers_to_transform=None,  # a regex names its layers itself (peft refuses both)
+        layers_pattern=None,
         lora_dropout=0.1,
         modules_to_save=None,
         rank_pattern={},

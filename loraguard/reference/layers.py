@@ -258,6 +258,8 @@ class LoraLayer(nn.Module):
                 raise ValueError(
                     f"init_lora_weights={init!r} is not implemented by the reference; use true, false or 'gaussian'"
                 )
+            if init is not False and self.lora_bias.get(name):  # B starts at zero, and so does its bias (peft)
+                nn.init.zeros_(self._lora_b_bias(name))
 
     def _factor_modules_to(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         for store in self.adapter_stores():

@@ -109,6 +109,11 @@ class _Drawn:
         return time.perf_counter() - self.first_failure > self.budget and not current_build_context().is_final
 
 
+#: Drawn examples the backend refuses, with none run yet, after which the test is skipped instead of drawing on:
+#: Hypothesis would otherwise draw hundreds before giving up, each building a model.
+GIVE_UP_AFTER = 10
+
+
 def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: pytest.Item) -> None:
     """Draw scenarios within the backend's capabilities and run the invariant on each.
 
@@ -142,6 +147,8 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
             state.ran += 1
         except Skipped as why:
             state.skipped[str(why)] += 1
+            if not state.ran and state.skipped.total() >= GIVE_UP_AFTER:
+                _skip_nothing_ran(state, stopped=True)  # pytest's skip passes through Hypothesis unshrunk
             reject()
         except Exception:
             if state.first_failure is None:
@@ -169,8 +176,15 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
     if state.skipped:
         CURRENT["examples_skipped"] = dict(state.skipped)
     if not state.ran:
-        reason, count = state.skipped.most_common(1)[0] if state.skipped else ("no example was drawn", 0)
-        pytest.skip(f"no drawn example could run ({count} skipped): {reason}")
+        _skip_nothing_ran(state, stopped=False)
+
+
+def _skip_nothing_ran(state: _Drawn, stopped: bool) -> None:
+    """Skip the drawn test with the commonest reason its examples could not run."""
+    CURRENT["examples_skipped"] = dict(state.skipped)
+    reason, count = state.skipped.most_common(1)[0] if state.skipped else ("no example was drawn", 0)
+    more = f" (stopped drawing after {GIVE_UP_AFTER})" if stopped else ""
+    pytest.skip(f"no drawn example could run ({count} skipped): {reason}{more}")
 
 
 def _dtype_ok(dtype, caps: frozenset[str]) -> bool:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loraguard.core.vocabulary import dtype_option, long_dtype
+from loraguard.core.vocabulary import canonical_dtype, dtype_option, long_dtype
 
 HELP = "Run loraguard on its built-in tiny models against the installed peft and print a readable report."
 
@@ -137,7 +137,10 @@ def format_problems(rows: list) -> list[str]:
 
 
 def suite_section(args: argparse.Namespace) -> SectionResult:
-    """`pytest --loraguard` on the zoo against the reference and peft, peft's known bugs (shipped) as xfails."""
+    """`pytest --loraguard` on the zoo against the reference and peft, peft's known bugs (shipped) as xfails.
+
+    ``--zoo`` and ``--dtype`` narrow this section as they narrow the others.
+    """
     import subprocess
     import tempfile
     from pathlib import Path
@@ -157,6 +160,8 @@ def suite_section(args: argparse.Namespace) -> SectionResult:
         "2",
         "-W",
         "ignore",
+        *(f"--loraguard-zoo={name}" for name in args.zoo),
+        *(f"--loraguard-dtype={canonical_dtype(dtype)}" for dtype in args.dtype or ()),
     ]
     with tempfile.TemporaryDirectory(prefix="loraguard-demo-") as cwd, steps("pytest --loraguard", 1) as step:
         step("in a subprocess, two workers")

@@ -1,8 +1,8 @@
 """peft treats any module with a child named `base_layer` as one of its own tuner layers.
 
-A plain model whose root (or any module) has a child called `base_layer` - a name peft reserves for the layer a
-LoRA layer wraps - makes `merge_and_unload` fail: peft takes the user's module for a wrapped layer and calls its `merge`. Found by
-loraguard (drawn module names, issue 12 item 7). Imports only torch and peft.
+A plain model whose root (or any module) has a child called `base_layer` - a name peft reserves for the layer
+a LoRA layer wraps - makes `merge_and_unload` fail: peft takes the user's module for a wrapped layer and calls
+its `merge`. Found by loraguard (drawn module names, issue 12 item 7). Imports only torch and peft.
 """
 
 import torch

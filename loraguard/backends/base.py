@@ -52,6 +52,7 @@ CAPABILITIES = {
     "dora": "use_dora=True, with lora_magnitudes(model, adapter): each DoRA layer's magnitude vector by path",
     "all_linear": 'target_modules="all-linear"',
     "layers": "layers_to_transform / layers_pattern (which layer indices a target list adapts)",
+    "init_options": "init_lora_weights=True / 'gaussian' honoured as peft does (one factor starts at zero)",
     "weighted_combination": "add_weighted_adapter(model, adapters, weights, name, combination_type=..., **options)",
     "unmerge": "unmerge(model) undoes merges in place",
     "unload": "unload(model): the base model back without merging",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -64,6 +64,7 @@ class PeftBackend:
             "patterns",
             "all_linear",
             "layers",
+            "init_options",
             "unload",
             "unmerge",
             "peft_format",
@@ -147,11 +148,7 @@ class PeftBackend:
         return model.base_model.model
 
     def _lora_layers(self, model: nn.Module) -> dict[str, nn.Module]:
-        return {
-            n: m
-            for n, m in self._base(model).named_modules()
-            if hasattr(m, "lora_A") and hasattr(m, "base_layer") and n.split(".")[-1] != "base_layer"
-        }
+        return _outermost(self._base(model), lambda m: hasattr(m, "lora_A") and hasattr(m, "base_layer"))
 
     def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
@@ -186,11 +183,7 @@ class PeftBackend:
         """Every adapted layer of any tuner (LoRA, LoHa, IA3...), by its path in the base model."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        return {
-            n: m
-            for n, m in self._base(model).named_modules()
-            if isinstance(m, BaseTunerLayer) and hasattr(m, "base_layer") and n.split(".")[-1] != "base_layer"
-        }
+        return _outermost(self._base(model), lambda m: isinstance(m, BaseTunerLayer) and hasattr(m, "base_layer"))
 
     def adapted_paths(self, model: nn.Module, adapter: str) -> set[str]:
         """Paths of the layers that hold `adapter` in any tuner's parameter containers."""
@@ -311,3 +304,13 @@ class PeftBackend:
 
     def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
         model.load_adapter(str(directory), adapter_name=adapter, is_trainable=trainable)
+
+
+def _outermost(base: nn.Module, is_layer: Callable[[nn.Module], bool]) -> dict[str, nn.Module]:
+    """Adapted layers by path, leaving out a layer that is another one's `base_layer` (a layer wrapped twice).
+
+    Judged by structure, not by the name: a user's own module called `base_layer` that peft adapted is kept.
+    """
+    layers = {n: m for n, m in base.named_modules() if is_layer(m)}
+    inner = {id(m.base_layer) for m in layers.values()}
+    return {n: m for n, m in layers.items() if id(m) not in inner}

@@ -33,6 +33,7 @@ class ReferenceBackend:
             "dora",
             "all_linear",
             "layers",
+            "init_options",
             "unload",
             "weighted_combination",
             "unmerge",

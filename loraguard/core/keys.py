@@ -119,13 +119,17 @@ def embedded_adapter_name(key: str, adapter_names: Collection[str] = ("default",
     adapter name such as ``default.default`` (a doubled module name like ``base.base`` is a legitimate path).
     """
     segs = split(strip_prefix(key))
+    # Only the key's own role counts (the last one): a module path may itself contain a user's module named
+    # `lora_A` or `modules_to_save`, as in ``lora_A.fc.lora_A.weight``.
+    last = {seg: i for i, seg in enumerate(segs) if seg in FACTOR_ROLES or seg == MODULES_TO_SAVE}
+    role_at = max(last.values(), default=None)
     for i, seg in enumerate(segs):
         nxt = segs[i + 1] if i + 1 < len(segs) else None
-        if seg in FACTOR_ROLES and nxt is not None:
+        if i == role_at and seg in FACTOR_ROLES and nxt is not None:
             allowed_after = () if seg in BARE_ROLES else _TENSOR_PARAMS
             if nxt not in allowed_after:
                 return f"adapter name '{nxt}' after '{seg}'"
-        if seg == MODULES_TO_SAVE and nxt is not None:
+        if i == role_at and seg == MODULES_TO_SAVE and nxt is not None:
             return f"adapter name '{nxt}' after 'modules_to_save'"
         if nxt is not None and seg == nxt and seg in adapter_names:
             return f"doubled segment '{seg}.{seg}'"

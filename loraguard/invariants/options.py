@@ -20,6 +20,7 @@ ZERO_B_INITS: tuple[bool | str, ...] = (True, "gaussian")
     "init-noop",
     "With init_lora_weights=True or 'gaussian' one factor of every adapter layer starts at zero (B; A for "
     "embeddings in peft), the other does not, and the wrapped model computes the base model's output.",
+    needs=("init_options",),
 )
 def zero_b_init_is_a_noop(backend: Backend, scenario: Scenario) -> None:
     if scenario.config.use_dora:

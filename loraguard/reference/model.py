@@ -182,10 +182,15 @@ class LoraModel(nn.Module):
 
     # Selection and wrapping go through these methods so each rule is stated once (and can be broken on purpose
     # by the mutant backends in tests/, one rule at a time).
-    @staticmethod
-    def _candidates(names: list[str]) -> list[str]:
-        """Modules a config may select: never LoRA internals (lora_dropout, base_layer, saved copies...)."""
-        return [n for n in names if not is_lora_internal(n)]
+    def _candidates(self, names: list[str]) -> list[str]:
+        """Modules a config may select: never what lives inside a LoRA layer or a saved copy (lora_dropout,
+        base_layer, the copies...). Judged by structure, so a user's own module named `base_layer` or `lora_A`
+        is a candidate like any other."""
+        inside = set()
+        for name, module in self.model.named_modules():
+            if isinstance(module, (LoraLayer, ModulesToSave)):
+                inside.update(f"{name}.{sub}" if name else sub for sub, _ in module.named_modules() if sub)
+        return [n for n in names if n not in inside]
 
     @staticmethod
     def _selects(name: str, spec: str | list[str] | None) -> bool:

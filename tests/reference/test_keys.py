@@ -99,3 +99,12 @@ def test_a_module_path_containing_a_role_name_stays_intact() -> None:
 )
 def test_embedded_adapter_names_are_detected(key: str, found: str | None) -> None:
     assert embedded_adapter_name(key) == found
+
+
+def test_a_user_module_named_like_a_role_is_not_an_adapter_name():
+    # a drawn model with its own module called `lora_A`: only the key's last role is judged
+    assert embedded_adapter_name("base_model.model.lora_A.fc.lora_A.weight") is None
+    assert (
+        embedded_adapter_name("base_model.model.lora_A.fc.lora_A.default.weight")
+        == "adapter name 'default' after 'lora_A'"
+    )

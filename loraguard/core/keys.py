@@ -112,11 +112,14 @@ def parse_saved_key(key: str, lora_modules: set[str], saved_modules: set[str]) -
     raise KeyError(f"{key}: no LoRA layer or modules_to_save module of the model has this key")
 
 
-def embedded_adapter_name(key: str, adapter_names: Collection[str] = ("default",)) -> str | None:
+def embedded_adapter_name(
+    key: str, adapter_names: Collection[str] = ("default",), known_modules: Collection[str] = ()
+) -> str | None:
     """Describe an adapter name left inside a saved key (peft's load-mismatch bug), or None if the key is clean.
 
     Flags ``lora_A.<name>.weight``, ``lora_embedding_A.<name>``, ``modules_to_save.<name>`` and a doubled
-    adapter name such as ``default.default`` (a doubled module name like ``base.base`` is a legitimate path).
+    adapter name such as ``default.default`` (a doubled module name like ``base.base`` is a legitimate path, and so
+    is any path in `known_modules`, the model's own module names when the caller knows them).
     """
     segs = split(strip_prefix(key))
     # Only the key's own role counts (the last one): a module path may itself contain a user's module named
@@ -131,7 +134,8 @@ def embedded_adapter_name(key: str, adapter_names: Collection[str] = ("default",
                 return f"adapter name '{nxt}' after '{seg}'"
         if i == role_at and seg == MODULES_TO_SAVE and nxt is not None:
             return f"adapter name '{nxt}' after 'modules_to_save'"
-        if nxt is not None and seg == nxt and seg in adapter_names:
+        in_module_path = role_at is not None and i + 1 < role_at and ".".join(segs[:role_at]) in known_modules
+        if nxt is not None and seg == nxt and seg in adapter_names and not in_module_path:
             return f"doubled segment '{seg}.{seg}'"
     return None
 

@@ -108,3 +108,9 @@ def test_a_user_module_named_like_a_role_is_not_an_adapter_name():
         embedded_adapter_name("base_model.model.lora_A.fc.lora_A.default.weight")
         == "adapter name 'default' after 'lora_A'"
     )
+
+
+def test_a_model_that_names_its_own_modules_default_is_not_a_doubled_adapter_name():
+    key = "base_model.model.default.default.fc.lora_A.weight"
+    assert embedded_adapter_name(key) == "doubled segment 'default.default'"  # without the model: suspicious
+    assert embedded_adapter_name(key, known_modules={"default", "default.default", "default.default.fc"}) is None

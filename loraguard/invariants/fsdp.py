@@ -39,7 +39,7 @@ from loraguard.invariants.checks import (
     assert_state_equal,
     expect,
 )
-from loraguard.invariants.ranks import check_saved_adapter, factors, outputs, rank0, workdir
+from loraguard.invariants.ranks import adapter_effect, check_saved_adapter, factors, outputs, rank0, workdir
 from loraguard.invariants.registry import invariant
 
 F32 = torch.float32
@@ -80,16 +80,6 @@ def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Prepare = lambd
     prepare(twin)
     train_single(twin, recipe, ctx.world_size, ctx.device)
     return model, opt, twin
-
-
-def _adapter_effect(backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
-    """The twin's output, after checking its adapter changes it (else every equality here proves nothing)."""
-    inputs = probe_inputs(recipe, device)
-    out = outputs(twin, inputs)
-    with backend.disabled(twin):
-        base = outputs(twin, inputs)
-    assert_effect(out, base, F32, "the trained adapter", depth=3)
-    return out
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -146,7 +136,7 @@ def _frozen(model: nn.Module) -> set[str]:
 def full_state_dict(ctx: RankContext) -> None:
     backend, recipe = _setup(ctx, "disable")
     model, _, twin = _trained(ctx, recipe, backend)
-    _adapter_effect(backend, twin, recipe, ctx.device)
+    adapter_effect(backend, twin, recipe, ctx.device)
     ctx.step("gather the full state dict")
     _check_same_state(full_state(model), _state(twin), _frozen(twin), "full state dict under FSDP vs one process")
 
@@ -160,7 +150,7 @@ def full_state_dict(ctx: RankContext) -> None:
 def save_matches_single_process(ctx: RankContext, save: Callable | None = None) -> None:
     backend, recipe = _setup(ctx, "disable", "save_load")
     model, _, twin = _trained(ctx, recipe, backend)
-    _adapter_effect(backend, twin, recipe, ctx.device)
+    adapter_effect(backend, twin, recipe, ctx.device)
     saved, single = workdir(ctx, "save"), workdir(ctx, "save-single", own=True)
     ctx.step("save under FSDP")
     (save or _gathered_save)(ctx, backend, model, recipe, saved)
@@ -219,7 +209,7 @@ def merge_matches_single_process(ctx: RankContext, merge: Callable = _merge_corr
     backend, recipe = _setup(ctx, "disable")
     model, _, twin = _trained(ctx, recipe, backend)
     inputs = probe_inputs(recipe, ctx.device)
-    want_out = _adapter_effect(backend, twin, recipe, ctx.device)
+    want_out = adapter_effect(backend, twin, recipe, ctx.device)
     unmerged_out = outputs(model, inputs)
     ctx.step("merge under FSDP")
     merge(ctx, backend, model)

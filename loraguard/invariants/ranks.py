@@ -13,8 +13,9 @@ from torch import nn
 
 from loraguard.core.config import WEIGHTS_NAME
 from loraguard.harness.distributed.context import RankContext
+from loraguard.harness.distributed.recipe import Recipe, probe_inputs
 from loraguard.harness.zoo import run
-from loraguard.invariants.checks import assert_close, assert_no_empty_tensors, assert_same_keys
+from loraguard.invariants.checks import assert_close, assert_effect, assert_no_empty_tensors, assert_same_keys
 
 
 def workdir(ctx: RankContext, name: str, own: bool = False) -> Path:
@@ -52,4 +53,14 @@ def factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     out = {}
     for path, (a, b) in backend.lora_factors(model, adapter).items():
         out[f"{path}.lora_A"], out[f"{path}.lora_B"] = a.detach().clone(), b.detach().clone()
+    return out
+
+
+def adapter_effect(backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
+    """The twin's output, after checking its adapter changes it (else every equality here proves nothing)."""
+    inputs = probe_inputs(recipe, device)
+    out = outputs(twin, inputs)
+    with backend.disabled(twin):
+        base = outputs(twin, inputs)
+    assert_effect(out, base, torch.float32, "the trained adapter", depth=3)
     return out

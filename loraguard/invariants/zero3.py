@@ -29,7 +29,7 @@ from loraguard.invariants.checks import (
     assert_state_equal,
     expect,
 )
-from loraguard.invariants.ranks import check_saved_adapter, factors, outputs, rank0, workdir
+from loraguard.invariants.ranks import adapter_effect, check_saved_adapter, factors, outputs, rank0, workdir
 from loraguard.invariants.registry import invariant
 
 F32 = torch.float32
@@ -54,16 +54,6 @@ def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Callable[[nn.Mo
     return model, engine, twin
 
 
-def _adapter_effect(backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
-    """The twin's output, after checking its adapter changes it (else every equality here proves nothing)."""
-    inputs = probe_inputs(recipe, device)
-    out = outputs(twin, inputs)
-    with backend.disabled(twin):
-        base = outputs(twin, inputs)
-    assert_effect(out, base, F32, "the trained adapter", depth=3)
-    return out
-
-
 def _gathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
     """The correct ZeRO-3 save: every rank gathers, rank 0 writes."""
     with gathered(model.parameters()):
@@ -85,7 +75,7 @@ def _ungathered_save(ctx: RankContext, backend, model: nn.Module, directory: Pat
 def save_matches_single_process(ctx: RankContext, save: Callable = _gathered_save) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, _, twin = _trained(ctx, recipe, backend)
-    _adapter_effect(backend, twin, recipe, ctx.device)
+    adapter_effect(backend, twin, recipe, ctx.device)
     saved, single = workdir(ctx, "save"), workdir(ctx, "save-single", own=True)
     ctx.step("save under ZeRO-3")
     save(ctx, backend, model, saved)
@@ -137,7 +127,7 @@ def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) 
     backend, recipe = ctx.backend(), _recipe(ctx)
     model, engine, twin = _trained(ctx, recipe, backend)
     inputs = probe_inputs(recipe, ctx.device)
-    want_out = _adapter_effect(backend, twin, recipe, ctx.device)
+    want_out = adapter_effect(backend, twin, recipe, ctx.device)
     unmerged_out = outputs(engine, inputs)
     ctx.step("merge under ZeRO-3")
     with gathered(model.parameters(), modify=merge_gathered):
@@ -261,7 +251,7 @@ def zero_init_load(ctx: RankContext) -> None:
     backend, recipe = ctx.backend(), _recipe(ctx)
     twin = build(backend, recipe, ctx.device)
     train_single(twin, recipe, ctx.world_size, ctx.device)
-    want = _adapter_effect(backend, twin, recipe, ctx.device)
+    want = adapter_effect(backend, twin, recipe, ctx.device)
     adapter = workdir(ctx, "init-adapter", own=True)
     backend.save(twin, adapter)
 

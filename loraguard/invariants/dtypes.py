@@ -17,7 +17,11 @@ from loraguard.invariants.steps import wrap
     "weight's dtype and device.",
 )
 def dtype_preserved(backend: Backend, scenario: Scenario) -> None:
-    wrapped = wrap(backend, scenario)
+    check_dtypes_kept(backend, scenario, wrap(backend, scenario))
+
+
+def check_dtypes_kept(backend: Backend, scenario: Scenario, wrapped) -> None:
+    """The dtype promise on an already wrapped model (LoRA here, peft's other tuners in invariants/tuners.py)."""
     out = wrapped.out()
     expect(out.dtype == wrapped.base_out.dtype, f"output dtype {out.dtype}, base model gives {wrapped.base_out.dtype}")
     expect(bool(torch.isfinite(out).all()), f"output has NaN or Inf in {scenario.dtype}")

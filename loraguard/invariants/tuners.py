@@ -28,6 +28,7 @@ from loraguard.invariants.checks import (
     assert_state_equal,
     expect,
 )
+from loraguard.invariants.dtypes import check_dtypes_kept
 from loraguard.invariants.registry import oracle_free
 from loraguard.invariants.steps import read_saved, scratch_dir
 
@@ -209,26 +210,7 @@ def tuner_isolation(backend: Backend, scenario: Scenario) -> None:
 @oracle_free("dtype")
 def tuner_dtype(backend: Backend, scenario: Scenario) -> None:
     """Outputs finite in the model's dtype; merge, unmerge and merge_and_unload keep every base weight's dtype."""
-    wrapped = wrap_tuner(backend, scenario)
-    out = wrapped.out()
-    expect(out.dtype == wrapped.base_out.dtype, f"output dtype {out.dtype}, base model gives {wrapped.base_out.dtype}")
-    expect(bool(torch.isfinite(out).all()), f"output has NaN or Inf in {scenario.dtype}")
-
-    def same_as_base(when: str) -> None:
-        for path, w0 in wrapped.base_weights.items():
-            got = backend.base_weight(wrapped.model, path)
-            expect(
-                got.dtype == w0.dtype and got.device == w0.device,
-                f"{when}: weight of '{path}' is {got.dtype} on {got.device}, was {w0.dtype} on {w0.device}",
-            )
-
-    backend.merge(wrapped.model)
-    same_as_base("after merge")
-    backend.unmerge(wrapped.model)
-    same_as_base("after unmerge")
-    plain = backend.merge_and_unload(wrapped.model)
-    odd = sorted(f"{n}: {p.dtype}" for n, p in plain.named_parameters() if p.dtype != scenario.dtype)
-    expect(not odd, f"merge_and_unload left parameters not in {scenario.dtype}: {odd[:5]}")
+    check_dtypes_kept(backend, scenario, wrap_tuner(backend, scenario))
 
 
 @oracle_free("naming")

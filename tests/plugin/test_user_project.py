@@ -17,12 +17,22 @@ USER_TESTS = textwrap.dedent("""
 
     @given(st.integers())
     def test_users_hypothesis_keeps_its_profile(n):
-        assert settings.default.max_examples == 100 and settings.default.database is not None
+        assert (settings.default.max_examples, settings.default.stateful_step_count) == (37, 11)
+""")
+
+# The user's own profile, loaded before any plugin configures. Hypothesis picks its "ci" profile
+# when CI is set, so its default profile cannot be the reference point.
+USER_CONFTEST = textwrap.dedent("""
+    from hypothesis import settings
+
+    settings.register_profile("users-own", max_examples=37, stateful_step_count=11)
+    settings.load_profile("users-own")
 """)
 
 
 def test_loraguard_in_addopts_keeps_the_users_tests_and_settings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
+    pytester.makeconftest(USER_CONFTEST)
     pytester.makeini(
         "[pytest]\naddopts = --loraguard --loraguard-backend reference --loraguard-profile quick --loraguard-zoo mlp\n"
     )
@@ -35,6 +45,7 @@ def test_loraguard_in_addopts_keeps_the_users_tests_and_settings(pytester: pytes
 
 def test_paths_given_on_the_command_line_run_too(pytester: pytest.Pytester) -> None:
     path = pytester.makepyfile(test_user=USER_TESTS)
+    pytester.makeconftest(USER_CONFTEST)
     result = pytester.runpytest(
         *QUICK, "--loraguard-backend", "reference", "--loraguard-zoo", "mlp", str(path), "-k", "users or test_zoo"
     )

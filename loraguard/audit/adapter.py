@@ -104,8 +104,9 @@ def _classify(ref: TensorRef, layout: KeyLayout, findings: list[Finding]) -> Non
 def _pair_and_rank(layout: KeyLayout, config: LoraConfig | None) -> list[Finding]:
     out = []
     for module, f in layout.factors.items():
-        if (f.a is None) != (f.b is None):
-            have, want = (f.a, "lora_B") if f.b is None else (f.b, "lora_A")
+        lone = _lone(f)
+        if lone is not None:
+            have, want = lone
             out.append(
                 Finding("LG301", have.file, f"no {want} for module '{module}': the layer cannot be applied", have.name)
             )
@@ -146,6 +147,15 @@ def _pair_and_rank(layout: KeyLayout, config: LoraConfig | None) -> list[Finding
     return out
 
 
+def _lone(f: Factors) -> tuple[TensorRef, str] | None:
+    """The one factor of a half pair and the name of the missing one; None for a full or empty pair."""
+    if f.a is not None and f.b is None:
+        return f.a, "lora_B"
+    if f.b is not None and f.a is None:
+        return f.b, "lora_A"
+    return None
+
+
 def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource) -> list[Finding]:
     out: list[Finding] = []
     if not layout.factors:
@@ -157,8 +167,8 @@ def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource)
     listed = [] if isinstance(targets, str) or targets is None else list(targets)
     checkable = targets is not None and targets != ALL_LINEAR
     for module, f in layout.factors.items():
-        ref = f.a or f.b or f.bias
-        if checkable and not spec_matches(module, targets) and ref.name not in layout.flagged:
+        ref = f.a or f.b or f.bias  # None for a module with only a DoRA magnitude vector
+        if ref is not None and checkable and not spec_matches(module, targets) and ref.name not in layout.flagged:
             out.append(_unselected(ref, module, "target_modules", listed, "LG202"))
         if f.bias is not None and not config.lora_bias:
             out.append(Finding("LG203", f.bias.file, "a lora_B bias, but the config has lora_bias=false", f.bias.name))
@@ -167,11 +177,11 @@ def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource)
     for ref in layout.others:
         if ref.name in layout.flagged:
             continue
-        module = _saved_module(ref.name, layout, config)
-        if module is None:
+        saved = _saved_module(ref.name, layout, config)
+        if saved is None:
             out.append(_unselected(ref, strip_prefix(ref.name), "modules_to_save", saved_entries, "LG203"))
-        elif module:
-            saved_modules.add(module)
+        elif saved:
+            saved_modules.add(saved)
     for entry in saved_entries:
         if not any(spec_matches(m, [entry]) for m in saved_modules):
             out.append(

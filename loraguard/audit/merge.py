@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loraguard.audit.adapter import Factors
 from loraguard.audit.checkpoint import (
@@ -29,6 +30,9 @@ from loraguard.core.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, LoraCo
 from loraguard.core.keys import BARE_ROLES, parse_factor_key, split, strip_prefix
 from loraguard.core.matching import PatternError
 
+if TYPE_CHECKING:
+    from loraguard.core.merge_math import LayerKind
+
 
 @dataclass(frozen=True)
 class Target:
@@ -36,8 +40,9 @@ class Target:
 
     key: str
     module: str
-    factors: Factors
-    kind: str
+    a: TensorRef
+    b: TensorRef
+    kind: LayerKind
 
 
 def model_headers(path: str, result: AuditResult) -> list[Header]:
@@ -113,9 +118,11 @@ def _targets(adapter: TensorSource) -> tuple[dict[str, Target], dict[str, Tensor
     for module, f in layers.items():
         if f.a is None or f.b is None or f.a.numel == 0 or f.b.numel == 0:
             continue  # the adapter audit reports it (LG301, LG303)
-        role = parse_factor_key(f.a.name).role
-        kind = "embedding" if role in BARE_ROLES else ("conv" if len(f.a.shape) > 2 else "linear")
-        targets[f"{module}.weight"] = Target(f"{module}.weight", module, f, kind)
+        a_key = parse_factor_key(f.a.name)  # never None: `f.a` was filed under the role it parsed to
+        kind: LayerKind = "conv" if len(f.a.shape) > 2 else "linear"
+        if a_key is not None and a_key.role in BARE_ROLES:
+            kind = "embedding"
+        targets[f"{module}.weight"] = Target(f"{module}.weight", module, f.a, f.b, kind)
     return targets, copies, biases
 
 
@@ -249,7 +256,7 @@ def _check_target(
 
     scale = config.scaling_for(target.module)
     base_ref, got_ref = base.refs[target.key], merged.refs[target.key]
-    a_full, b_full = adapter.load(target.factors.a), adapter.load(target.factors.b)
+    a_full, b_full = adapter.load(target.a), adapter.load(target.b)
     stats = _Stats()
     for start, stop in merged.row_blocks(got_ref):
         base_rows, got_rows = base.load_rows(base_ref, start, stop), merged.load_rows(got_ref, start, stop)
@@ -288,8 +295,11 @@ class _Stats:
 
         from loraguard.core.tolerance import bound
 
+        dtype = torch_dtype(ref.dtype)
+        if dtype is None:  # F4, F6: no tolerance defined
+            return None
         try:
-            return bound(torch.tensor([self.want_max], dtype=torch.float64), torch_dtype(ref.dtype))
+            return bound(torch.tensor([self.want_max], dtype=torch.float64), dtype)
         except ValueError:
             return None
 

@@ -35,6 +35,8 @@ _SAFE_TORCH_NAME = re.compile(
 )
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _INT_OPS = {"INT", "LONG", "LONG1", "LONG4", "BININT", "BININT1", "BININT2"}
+#: Opcode by its one-byte code (what pickletools keeps, untyped, as `code2op`).
+_OPCODES = {op.code: op for op in pickletools.opcodes}
 _PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
 _CALL_OPS = {"REDUCE", "OBJ", "NEWOBJ", "NEWOBJ_EX", "INST"}
@@ -112,7 +114,7 @@ def pickle_ops(stream: IO[bytes]) -> Iterator[tuple[str, object]]:
                 raise EOFError("no pickle here (end of data)")
             raise PickleParseError("the data ends before the pickle's STOP opcode")
         first = False
-        op = pickletools.code2op.get(code.decode("latin-1"))
+        op = _OPCODES.get(code.decode("latin-1"))
         if op is None:
             raise PickleParseError(f"byte 0x{code[0]:02x} is not a pickle opcode")
         yield op.name, _argument(op.arg, stream)
@@ -173,7 +175,7 @@ def scan_pickle(stream: IO[bytes], member: str = "") -> OnePickle:
     imports: list[PickleImport] = []
     calls, ops, literal = 0, 0, None
     pushed: list[object] = []
-    memo: dict[int, object] = {}
+    memo: dict[object, object] = {}  # keyed by the PUT's argument, an int in any pickle the unpickler accepts
     try:
         for name, arg in pickle_ops(stream):
             ops += 1
@@ -181,9 +183,10 @@ def scan_pickle(stream: IO[bytes], member: str = "") -> OnePickle:
                 module, _, attr = str(arg).partition(" ")
                 imports.append(PickleImport(module, attr, name, member))
             elif name == "STACK_GLOBAL":
-                module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-                if not (isinstance(module, str) and isinstance(attr, str)):
-                    module, attr = "<unresolved>", "<computed at load time>"
+                operands = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+                module, attr = "<unresolved>", "<computed at load time>"
+                if isinstance(operands[0], str) and isinstance(operands[1], str):
+                    module, attr = operands[0], operands[1]
                 imports.append(PickleImport(module, attr, name, member))
             elif name in _EXT_OPS:
                 imports.append(PickleImport("<copyreg extension>", str(arg), name, member))
@@ -194,11 +197,11 @@ def scan_pickle(stream: IO[bytes], member: str = "") -> OnePickle:
             elif name not in ("PROTO", "FRAME", "STOP"):
                 literal = None
             if name in _PUT_OPS:
-                memo[arg] = pushed[-1] if pushed else None  # type: ignore[index]
+                memo[arg] = pushed[-1] if pushed else None
             elif name == "MEMOIZE":
                 memo[len(memo)] = pushed[-1] if pushed else None
             elif name in _GET_OPS:
-                pushed.append(memo.get(arg))  # type: ignore[arg-type]
+                pushed.append(memo.get(arg))
             elif name in _STRING_OPS:
                 pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
             elif name not in _NO_PUSH_OPS:

@@ -51,7 +51,7 @@ def regular_size(path: str) -> int:
     return st.st_size
 
 
-def open_regular(path: str) -> tuple[IO[bytes], int]:
+def open_regular(path: str) -> tuple[io.BufferedReader, int]:
     """`path` opened read-only and non-blocking, with its size, after checking it is a regular file."""
     regular_size(path)
     try:

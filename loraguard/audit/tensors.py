@@ -6,10 +6,11 @@ the file, so a tensor never costs more memory than the file holds.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from loraguard.audit.safe_io import open_regular
 from loraguard.audit.safetensors_header import DTYPES, Header, TensorRef
@@ -45,7 +46,7 @@ class TensorSource:
 
     refs: dict[str, TensorRef]
     in_memory: dict[str, torch.Tensor] = field(default_factory=dict)
-    _handles: dict[str, BinaryIO] = field(default_factory=dict)
+    _handles: dict[str, io.BufferedReader] = field(default_factory=dict)
     _scratch: bytearray = field(default_factory=bytearray)
 
     @classmethod
@@ -69,7 +70,7 @@ class TensorSource:
             handle.close()
         self._handles.clear()
 
-    def _file(self, path: str) -> BinaryIO:
+    def _file(self, path: str) -> io.BufferedReader:
         if path not in self._handles:
             self._handles[path] = open_regular(path)[0]  # read-only and non-blocking; never writes or locks
         return self._handles[path]
@@ -148,7 +149,7 @@ def value_flags(t: torch.Tensor) -> tuple[bool, bool]:
         return False, not bool(t.any())
     if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         t = t.float()
-    low, high = torch.aminmax(t)
-    low, high = low.item(), high.item()
+    lowest, highest = torch.aminmax(t)
+    low, high = lowest.item(), highest.item()
     finite = math.isfinite(low) and math.isfinite(high)
     return not finite, finite and low == 0 and high == 0

@@ -125,8 +125,8 @@ def format_problems(rows: list) -> list[str]:
     lines = ["", "Problems:"]
     for model, problems in by_model.items():
         by_rows: dict[tuple[str, ...], list[str]] = {}
-        for text, where in problems.items():
-            by_rows.setdefault(tuple(where), []).append(text)
+        for text, shown_in in problems.items():
+            by_rows.setdefault(tuple(shown_in), []).append(text)
         for where, texts in by_rows.items():
             lines.append(f"  {model} ({', '.join(where)}):")
             lines += [f"    - {t}" for t in texts]

@@ -40,7 +40,7 @@ def read_junit(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[st
     outcomes: dict[str, Counter] = {}
     failures: dict[str, list[str]] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
-        tags = [p.get("value") for p in case.iter("property") if p.get("name") == "loraguard"]
+        tags = [v for p in case.iter("property") if p.get("name") == "loraguard" and (v := p.get("value")) is not None]
         if not tags:
             continue
         invariant = ast.literal_eval(tags[0])[0]
@@ -48,7 +48,7 @@ def read_junit(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[st
         state = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
         outcomes.setdefault(invariant, Counter())[state] += 1
         if state == "failed":
-            failures.setdefault(invariant, []).append(case.get("name"))
+            failures.setdefault(invariant, []).append(case.get("name", ""))
     return {k: dict(v) for k, v in outcomes.items()}, failures
 
 

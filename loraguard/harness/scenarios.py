@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ OTHER = "other"
 
 DTYPES = {short: getattr(torch, long) for short, long in DTYPE_NAMES.items()}
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_Config = TypeVar("_Config", LoraConfig, TunerConfig)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,13 @@ class Scenario:
     def id(self) -> str:
         """Readable test id: model, label, dtype."""
         return "-".join(p for p in (self.model.name, self.label, _DTYPE_NAMES.get(self.dtype, str(self.dtype))) if p)
+
+    @property
+    def second_config(self) -> LoraConfig:
+        """The second adapter's config, for invariants registered with ``needs_second`` (never run without one)."""
+        if self.second is None:
+            raise ValueError(f"scenario {self.id} has no second adapter")
+        return self.second
 
     def base(self) -> nn.Module:
         """A fresh base model, deterministic for the scenario's seed."""
@@ -168,9 +177,9 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
         for dtype in dtypes:
             out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))
     names = {zm.name: zm for zm in models}
-    for model, tuner, second in TUNERS:
+    for model, tuner, tuner_second in TUNERS:
         if model in names:
-            out += [tuner_scenario(names[model], tuner, second, dtype, device) for dtype in dtypes]
+            out += [tuner_scenario(names[model], tuner, tuner_second, dtype, device) for dtype in dtypes]
     return out
 
 
@@ -246,11 +255,14 @@ def dora_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: st
 
 def without_modules_to_save(scenario: Scenario) -> Scenario:
     """The scenario with no modules_to_save, for backends that lack them when a promise does not involve them."""
-    strip = lambda c: c if c is None else dataclasses.replace(c, modules_to_save=None)
     return dataclasses.replace(
         scenario,
-        config=strip(scenario.config),
-        second=strip(scenario.second),
-        tuner=strip(scenario.tuner),
-        tuner_second=strip(scenario.tuner_second),
+        config=dataclasses.replace(scenario.config, modules_to_save=None),
+        second=_without_saved(scenario.second),
+        tuner=_without_saved(scenario.tuner),
+        tuner_second=_without_saved(scenario.tuner_second),
     )
+
+
+def _without_saved(config: _Config | None) -> _Config | None:
+    return None if config is None else dataclasses.replace(config, modules_to_save=None)

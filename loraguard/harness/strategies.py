@@ -115,6 +115,11 @@ def _entry_for(draw: st.DrawFn, path: str) -> str:
     return ".".join(segs[-draw(st.integers(1, len(segs))) :])
 
 
+#: layers_to_transform and layers_pattern values a drawn config picks from, where the backend has ``layers``.
+_LAYERS: list[int | list[int]] = [0, 1, [0, 1], [1]]
+_LAYERS_PATTERNS: list[str | list[str] | None] = [None, "layers", "blocks", ["layers", "blocks"]]
+
+
 @st.composite
 def configs(
     draw: st.DrawFn,
@@ -138,10 +143,11 @@ def configs(
     r = draw(st.integers(1, 4))
     pattern_ok = "patterns" in capabilities and draw(st.booleans())
     some = split(draw(st.sampled_from(chosen)))[-1]
-    layers, layers_pattern = None, None
+    layers: int | list[int] | None = None
+    layers_pattern: str | list[str] | None = None
     if "layers" in capabilities and isinstance(target_modules, list) and draw(st.integers(0, 2)) == 0:
-        layers = draw(st.sampled_from([0, 1, [0, 1], [1]]))
-        layers_pattern = draw(st.sampled_from([None, "layers", "blocks", ["layers", "blocks"]]))
+        layers = draw(st.sampled_from(_LAYERS))
+        layers_pattern = draw(st.sampled_from(_LAYERS_PATTERNS))
     return LoraConfig(
         r=r,
         lora_alpha=draw(st.sampled_from([2, 3, 8, 16])),
@@ -201,7 +207,7 @@ def _reference_accepts(scenario: Scenario) -> bool:
     from loraguard.harness.scenarios import OTHER, oracle
 
     try:
-        oracle(scenario, [("default", scenario.config), (OTHER, scenario.second)])
+        oracle(scenario, [("default", scenario.config), (OTHER, scenario.second_config)])
     except ValueError:
         return False
     return True

@@ -6,7 +6,7 @@ Exact comparisons (round-trips, isolation) use `torch.equal`; numeric ones use t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import torch
 
@@ -104,7 +104,7 @@ def assert_equal(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
         raise InvariantViolation(f"{what}: values differ (max |difference| {max_diff(got, want):.3g})")
 
 
-def assert_same_keys(got: Mapping[str, object], want: Mapping[str, object], what: str) -> None:
+def assert_same_keys(got: Collection[str], want: Collection[str], what: str) -> None:
     """Equal key sets, reporting what appeared and what vanished."""
     extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
     expect(

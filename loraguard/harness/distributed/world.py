@@ -96,7 +96,7 @@ def disable_deepspeed_shm_build() -> None:
     itself uses (from sys.modules): `deepspeed.comm.torch` as an attribute is the torch package.
     """
     importlib.import_module("deepspeed.comm.torch")
-    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+    setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op", lambda: None)  # noqa: B010 - untyped module
 
 
 def init_process_group(world: World, timeout: float, init_method: str | None = None) -> None:

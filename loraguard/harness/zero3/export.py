@@ -8,13 +8,54 @@ the ranks check they agree, and rank 0 writes one safetensors file. The training
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeGuard, TypeVar
 
 import torch
 from torch import nn
 
 from loraguard.core.merge_math import LayerKind, delta_weight
 from loraguard.harness.zero3.gather import gathered
+
+_Item = TypeVar("_Item", covariant=True)
+
+
+class _ByAdapter(Protocol[_Item]):
+    """A per-adapter container (an nn.ModuleDict or nn.ParameterDict keyed by adapter name)."""
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def __getitem__(self, name: str) -> _Item: ...
+
+
+class _Weighted(Protocol):
+    """A factor layer (nn.Linear, nn.Conv*) of a LoRA layer."""
+
+    weight: torch.Tensor
+
+
+class _LoraLayer(Protocol):
+    """What the export reads of a LoRA layer; peft's and the reference's use the same names."""
+
+    base_layer: nn.Module
+    lora_A: _ByAdapter[_Weighted]
+    lora_B: _ByAdapter[_Weighted]
+    lora_embedding_A: _ByAdapter[torch.Tensor]
+    lora_embedding_B: _ByAdapter[torch.Tensor]
+    scaling: dict[str, float]
+    active_adapters: list[str]
+    merged_adapters: list[str]
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+class _SavedCopies(Protocol):
+    """What the export reads of a modules_to_save wrapper, peft's or the reference's."""
+
+    original_module: nn.Module
+    modules_to_save: _ByAdapter[nn.Module]
+    active_adapters: list[str]
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -49,22 +90,23 @@ def export_merged(model: nn.Module, path: str | Path) -> dict[str, torch.Tensor]
 def _base_of(model: nn.Module) -> nn.Module:
     """The user's model inside a DeepSpeed engine and a peft or reference wrapper."""
     model = getattr(model, "module", model)
-    if hasattr(model, "get_base_model"):
-        return model.get_base_model()
+    get_base_model = getattr(model, "get_base_model", None)
+    if get_base_model is not None:
+        return get_base_model()
     from loraguard.reference import LoraModel
 
     return model.model if isinstance(model, LoraModel) else model
 
 
-def _is_lora_layer(module: nn.Module) -> bool:
+def _is_lora_layer(module: object) -> TypeGuard[_LoraLayer]:
     return hasattr(module, "base_layer") and hasattr(module, "lora_A") and hasattr(module, "scaling")
 
 
-def _is_saved_copy(module: nn.Module) -> bool:
+def _is_saved_copy(module: object) -> TypeGuard[_SavedCopies]:
     return hasattr(module, "modules_to_save") and hasattr(module, "original_module")
 
 
-def _disabled(module: nn.Module) -> bool:
+def _disabled(module: object) -> bool:
     """peft calls the flag `disable_adapters`, the reference `disabled`."""
     return bool(getattr(module, "disable_adapters", False)) or bool(getattr(module, "disabled", False))
 
@@ -87,7 +129,7 @@ def _collect(module: nn.Module, prefix: str, out: dict[str, torch.Tensor], gathe
         _collect(child, f"{prefix}{name}.", out, gather)
 
 
-def _active_copy(wrapper: nn.Module, prefix: str) -> nn.Module:
+def _active_copy(wrapper: _SavedCopies, prefix: str) -> nn.Module:
     """The module a modules_to_save wrapper runs: the active adapter's copy, or the original."""
     if _disabled(wrapper):
         return wrapper.original_module
@@ -100,7 +142,7 @@ def _active_copy(wrapper: nn.Module, prefix: str) -> nn.Module:
     return wrapper.modules_to_save[active[0]] if active else wrapper.original_module
 
 
-def _collect_lora_layer(layer: nn.Module, prefix: str, out: dict[str, torch.Tensor]) -> None:
+def _collect_lora_layer(layer: _LoraLayer, prefix: str, out: dict[str, torch.Tensor]) -> None:
     """The base layer's state with the active, unmerged adapters' deltas added to its weight."""
     base_state: dict[str, torch.Tensor] = {}
     with gathered(layer.parameters()):
@@ -122,7 +164,7 @@ def _collect_lora_layer(layer: nn.Module, prefix: str, out: dict[str, torch.Tens
     out.update(base_state)
 
 
-def _factors(layer: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _factors(layer: _LoraLayer, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if name in layer.lora_A:
         return layer.lora_A[name].weight, layer.lora_B[name].weight
     return layer.lora_embedding_A[name], layer.lora_embedding_B[name]
@@ -136,7 +178,7 @@ def _kind(base: nn.Module) -> LayerKind:
     return "linear"
 
 
-def _refuse_unsupported(layer: nn.Module, name: str, prefix: str) -> None:
+def _refuse_unsupported(layer: _LoraLayer, name: str, prefix: str) -> None:
     """DoRA and lora_bias merge differently from W + s B A; refuse rather than export a wrong model."""
     for flag in ("use_dora", "lora_bias"):
         if getattr(layer, flag, {}).get(name, False):
@@ -163,7 +205,7 @@ def _agree(state: dict[str, torch.Tensor]) -> int:
     digests: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(digests, _digest(state))
     if len(set(digests)) > 1:
-        by_rank = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
+        by_rank = ", ".join(f"rank {r}: {str(d)[:12]}" for r, d in enumerate(digests))
         raise RuntimeError(
             f"ranks computed different merged models ({by_rank}); their parameters diverged: check "
             "that every rank trains the same model with the same DeepSpeed config"

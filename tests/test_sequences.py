@@ -37,7 +37,8 @@ def test_mutant_fails_with_a_short_sequence(mutant):
 
 
 def test_explicit_sequences_replay_on_the_reference():
-    from loraguard.invariants.sequences import EXAMPLES, replay, sequence_machine
+    from loraguard.invariants.sequence_machine import sequence_machine
+    from loraguard.invariants.sequences import EXAMPLES, replay
 
     backend = ReferenceBackend()
     machine = sequence_machine(backend, DTYPES)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -150,6 +150,33 @@ class TunerBackend(Protocol):
 
     def adapter_tensors(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
         """`adapter`'s trainable tensors (factors, vectors, modules_to_save copies) by the key they save under."""
+
+
+class OptionalMethods(Protocol):
+    """The optional methods outside `Backend`, typed. Each is called only under the capability beside it."""
+
+    def delete_adapter(self, model: nn.Module, adapter: str) -> None:
+        """Delete an adapter (``delete_adapter``)."""
+
+    def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
+        """Load a saved adapter onto an already wrapped model (``load_adapter``)."""
+
+    def unload(self, model: nn.Module) -> nn.Module:
+        """The base model back without merging (``unload``)."""
+
+    def add_weighted_adapter(
+        self, model: nn.Module, adapters: list[str], weights: list[float], name: str, **options: object
+    ) -> None:
+        """A new adapter combining `adapters` (``weighted_combination``)."""
+
+    def lora_magnitudes(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """Each DoRA layer's magnitude vector by path (``dora``)."""
+
+
+def optional_methods(backend: Backend) -> OptionalMethods:
+    """`backend` with its optional methods typed. The caller checks the capability first (the registry's `needs`
+    or an explicit test), as every call of an optional method must; `BackendBase` refuses the ones it lacks."""
+    return cast(OptionalMethods, backend)
 
 
 class BackendBase:

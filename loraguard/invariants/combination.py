@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from loraguard.backends.base import Backend, Unsupported
+from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.core import combine_math as cm
 from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import LayerKind, delta_weight
@@ -37,14 +37,15 @@ Factors = dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]
     needs_second=True,
 )
 def weighted_combination(backend: Backend, scenario: Scenario) -> None:
-    if scenario.config.use_dora or scenario.second.use_dora:
+    second = scenario.second_config
+    if scenario.config.use_dora or second.use_dora:
         raise Skipped("a weighted combination of DoRA adapters has no formula: their magnitudes do not combine")
     wrapped = wrap(backend, scenario)
     same = dataclasses.replace(
-        scenario.second, r=scenario.config.r, rank_pattern=dict(scenario.config.rank_pattern), modules_to_save=None
+        second, r=scenario.config.r, rank_pattern=dict(scenario.config.rank_pattern), modules_to_save=None
     )
-    configs = {"default": scenario.config, OTHER: scenario.second, SAME_RANK: same}
-    backend.add_adapter(wrapped.model, OTHER, scenario.second)
+    configs = {"default": scenario.config, OTHER: second, SAME_RANK: same}
+    backend.add_adapter(wrapped.model, OTHER, second)
     backend.add_adapter(wrapped.model, SAME_RANK, same)
     factors: Factors = {
         name: {
@@ -55,8 +56,8 @@ def weighted_combination(backend: Backend, scenario: Scenario) -> None:
     }
     judged: list[str] = []
     for combo in combinations(scenario.seed):
-        second = SAME_RANK if combo.equal_ranks else OTHER
-        if _judge(backend, wrapped, combo, ["default", second], configs, factors, scenario.dtype):
+        partner = SAME_RANK if combo.equal_ranks else OTHER
+        if _judge(backend, wrapped, combo, ["default", partner], configs, factors, scenario.dtype):
             judged.append(combo.combination_type)
     if combo_unequal := _unequal(configs):
         _refusal(backend, wrapped.model, combo_unequal)
@@ -186,7 +187,9 @@ def _unequal(configs: dict[str, LoraConfig]) -> list[str] | None:
 def _refusal(backend: Backend, model, adapters: list[str]) -> None:
     """`linear` over adapters of different ranks is refused before anything changes."""
     try:
-        backend.add_weighted_adapter(model, adapters, [1.0, 1.0], "refused", combination_type="linear")
+        optional_methods(backend).add_weighted_adapter(
+            model, adapters, [1.0, 1.0], "refused", combination_type="linear"
+        )
     except Unsupported:
         return
     except Exception:  # noqa: BLE001 - any refusal will do; what matters is that nothing was created

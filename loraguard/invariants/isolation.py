@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loraguard.backends.base import Backend
+from loraguard.backends.base import Backend, optional_methods
 from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys
 from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal
 from loraguard.invariants.registry import invariant
@@ -27,14 +27,14 @@ def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
         )
         assert_equal(wrapped.out(), out, f"output of adapter 'default' after {after}")
 
-    backend.add_adapter(wrapped.model, OTHER, scenario.second)
+    backend.add_adapter(wrapped.model, OTHER, scenario.second_config)
     unchanged(f"adding adapter '{OTHER}'")
     backend.set_adapter(wrapped.model, [OTHER])
     perturb(backend, wrapped.model, OTHER)
     backend.set_adapter(wrapped.model, ["default"])
     unchanged(f"training adapter '{OTHER}' and switching back")
 
-    adapters = [("default", scenario.config), (OTHER, scenario.second)]
+    adapters = [("default", scenario.config), (OTHER, scenario.second_config)]
     if {"save_load", "peft_format"} <= backend.capabilities:  # saved keys are known in peft's format only
         with scratch_dir() as d:
             backend.save(wrapped.model, d)
@@ -44,5 +44,5 @@ def adapters_isolated(backend: Backend, scenario: Scenario) -> None:
                 )
 
     if "delete_adapter" in backend.capabilities:
-        backend.delete_adapter(wrapped.model, OTHER)
+        optional_methods(backend).delete_adapter(wrapped.model, OTHER)
         unchanged(f"deleting adapter '{OTHER}'")

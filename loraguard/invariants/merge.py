@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from loraguard.backends.base import Backend
+from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import delta_weight, dora_merged_weight
 from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
 from loraguard.harness.zoo import run
@@ -37,7 +38,7 @@ def exact_unmerged(wrapped: Wrapped, dtype: torch.dtype) -> Callable[[], torch.T
 
 
 def check_merged_weights(
-    backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, object]], when: str
+    backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, LoraConfig]], when: str
 ) -> None:
     """Each merged base weight follows the formula from the backend's raw factors, `adapters` merged in order:
     ``W + s*B@A`` for LoRA, ``m / ||W0 + s*B@A|| * (W + s*B@A)`` for DoRA (W0 the unmerged weight), in float64."""
@@ -116,7 +117,7 @@ def unmerge_restores(backend: Backend, scenario: Scenario) -> None:
     needs_second=True,
 )
 def multi_active_additive(backend: Backend, scenario: Scenario) -> None:
-    second = scenario.second
+    second = scenario.second_config
     both = [("default", scenario.config), (OTHER, second)]
     shared = [p for p, m in oracle(scenario, both).saved_modules().items() if len(m.modules_to_save) > 1]
     if shared:

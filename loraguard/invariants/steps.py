@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loraguard.backends.base import Backend
+from loraguard.backends.base import Backend, optional_methods
 from loraguard.core.config import WEIGHTS_NAME, LoraConfig
 from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, AdapterKey
 from loraguard.core.merge_math import LayerKind
+from loraguard.core.module_access import weight_of
 from loraguard.harness.scenarios import Scenario, expected_targets, layer_kind
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import expect
@@ -45,7 +46,7 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None)
     targets = expected_targets(scenario, config)
     with torch.no_grad():
         base_out = run(base, x)
-    w0 = {p: base.get_submodule(p).weight.detach().clone() for p in targets}
+    w0 = {p: weight_of(base.get_submodule(p)).detach().clone() for p in targets}
     model = backend.wrap(base, config)
     if config.use_dora:
         train_magnitudes(backend, model, "default", scenario.seed)
@@ -60,7 +61,7 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None)
 
 def magnitudes(backend: Backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     """DoRA magnitude vectors of `adapter` by module path ({} for a backend without DoRA)."""
-    return backend.lora_magnitudes(model, adapter) if "dora" in backend.capabilities else {}
+    return optional_methods(backend).lora_magnitudes(model, adapter) if "dora" in backend.capabilities else {}
 
 
 def train_magnitudes(backend: Backend, model: nn.Module, adapter: str, seed: int = 0) -> None:

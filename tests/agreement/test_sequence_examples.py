@@ -7,7 +7,8 @@ pytest.importorskip("peft")
 
 from loraguard.backends import load_backend  # noqa: E402
 from loraguard.invariants.checks import InvariantViolation  # noqa: E402
-from loraguard.invariants.sequences import EXAMPLES, replay, sequence_machine  # noqa: E402
+from loraguard.invariants.sequence_machine import sequence_machine  # noqa: E402
+from loraguard.invariants.sequences import EXAMPLES, replay  # noqa: E402
 
 BUGS = EXAMPLES[:3]  # huggingface/peft#1917, the 'default'-named module, modules_to_save 'base' + 'base.base'
 

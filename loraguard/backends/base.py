@@ -84,7 +84,10 @@ class Backend(Protocol):
     """What every backend implements. Paths are module names inside the *base* model (e.g. ``layers.0.fc``)."""
 
     name: str
-    capabilities: frozenset[str]
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The optional abilities it has (`CAPABILITIES`): a class attribute, or a property reading the release."""
 
     def version(self) -> str:
         """The library's release, shown in reports and recorded in snapshots."""

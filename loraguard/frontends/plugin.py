@@ -11,15 +11,22 @@ import importlib.util
 import os
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
 
 import pytest
 
-SETTINGS = pytest.StashKey[object]()
+if TYPE_CHECKING:  # the plugin imports neither torch nor the harness until --loraguard is given
+    from loraguard.harness.settings import Settings
+    from loraguard.run.in_pytest import RunExtras
+
+SETTINGS = pytest.StashKey["Settings"]()
 #: user_properties keys a loraguard test's report carries (they travel from xdist workers to the controller).
 _TAG, _REPRO_TAG, _KNOWN_TAG, _EXTRA_TAG = "loraguard", "loraguard-reproducer", "loraguard-known", "loraguard-extra"
 
-_OPTIONS = [  # (name, ini type, default, help); each is also an ini key loraguard_<name>
+#: (name, ini type, default, help); each is also an ini key loraguard_<name>
+_OPTIONS: list[tuple[str, Literal["args", "string"], object, str]] = [
     ("backend", "args", [], "backend(s) to check: reference, peft, an entry-point name, or module:attr (repeatable)"),
     ("device", "string", "cpu", "device for models: cpu, cuda or cuda:N"),
     ("dtype", "args", [], "dtype(s): f32, bf16, f16, f64 (repeatable; default from the profile)"),
@@ -110,7 +117,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"loraguard: {err}") from None
     config.stash[SETTINGS] = settings
     config.pluginmanager.register(LoraguardRun(config, settings), "loraguard-run")
-    suite = str(Path(importlib.util.find_spec("loraguard.properties").origin).parent)
+    spec = importlib.util.find_spec("loraguard.properties")
+    if spec is None or spec.origin is None:
+        raise pytest.UsageError("loraguard: its properties suite (loraguard.properties) is not installed")
+    suite = str(Path(spec.origin).parent)
     if suite not in config.args:
         config.args.append(suite)  # added beside what the user asked for, never instead of it
 
@@ -171,7 +181,7 @@ def canonical_name(item: pytest.Item) -> tuple[str, str, str] | None:
 class LoraguardRun:
     """The hooks of an active ``--loraguard`` run, registered only then; holds the run's outcomes."""
 
-    def __init__(self, config: pytest.Config, settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config, self.settings = config, settings
         self.outcomes: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self.reproducers: list[tuple[str, str]] = []
@@ -206,7 +216,7 @@ class LoraguardRun:
 
         from loraguard.run import in_pytest as runner
 
-        runner.CURRENT.clear()
+        runner.take_extras()  # nothing left from an earlier test
         threads = torch.get_num_threads()
         if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core already: intra-op threads only contend
             torch.set_num_threads(1)
@@ -227,22 +237,22 @@ class LoraguardRun:
             return
         from loraguard.run import in_pytest as runner
 
-        extra = dict(runner.CURRENT)
-        runner.CURRENT.clear()  # never carried over to another test
+        extra = runner.take_extras()  # never carried over to another test
         if extra:
             report.user_properties.append((_EXTRA_TAG, extra))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
-        tag = props.get(_TAG)
+        # what pytest_collection_modifyitems and pytest_runtest_makereport stored (a tuple arrives as a list from xdist)
+        tag = cast("Sequence[str] | None", props.get(_TAG))
         if tag is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
             return
-        extra = props.get(_EXTRA_TAG) or {}
+        extra = cast("RunExtras", props.get(_EXTRA_TAG) or {})
         if hasattr(report, "wasxfail"):
             # an xfail met is a known bug of this release; a strict xpass fails: the known failure was fixed
             state = "xfailed" if report.skipped else "passed" if report.passed else "failed"
             if report.skipped:
-                self.known_met.add(props.get(_KNOWN_TAG, ""))
+                self.known_met.add(str(props.get(_KNOWN_TAG, "")))
         else:
             state = "passed" if report.passed else "skipped" if report.skipped else "failed"
         if state == "passed" and extra.get("partial"):
@@ -250,7 +260,7 @@ class LoraguardRun:
             self.partial[f"{tag[1]}: {extra['partial']}"] += 1
         if state == "skipped" and isinstance(report.longrepr, tuple):
             self.skips[f"{tag[1]}: {str(report.longrepr[2]).removeprefix('Skipped: ')}"] += 1
-        self.outcomes[tuple(tag)][state] += 1
+        self.outcomes[(tag[0], tag[1])][state] += 1
         self.warnings.update(extra.get("warnings", {}))
         for reason, count in (extra.get("examples_skipped") or {}).items():
             self.example_skips[f"{tag[1]}: {reason}"] += count

@@ -10,6 +10,7 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -21,9 +22,25 @@ from loraguard.invariants.checks import InvariantViolation
 from loraguard.invariants.registry import Partial, Skipped, all_invariants, run_invariant
 from loraguard.run.reproducer import describe, write_reproducer
 
-#: What the test running now left for the plugin's report: "reproducer" (path), "partial" (reason),
-#: "examples_skipped" (reason -> count). The plugin clears it before each test and reads it after the call.
-CURRENT: dict[str, object] = {}
+
+class RunExtras(TypedDict, total=False):
+    """What a loraguard test leaves for the plugin's report, beside its outcome."""
+
+    reproducer: str  # the reproducer script's path
+    partial: str  # why only the first part of the check ran
+    examples_skipped: dict[str, int]  # reason -> drawn examples skipped for it
+    warnings: dict[str, int]  # the library's warning -> times raised (the plugin counts them)
+
+
+#: The extras of the test running now. The plugin takes them (`take_extras`) before each test and after the call.
+CURRENT: RunExtras = {}
+
+
+def take_extras() -> RunExtras:
+    """What the test that just ran left, leaving `CURRENT` empty for the next one."""
+    global CURRENT
+    extras, CURRENT = CURRENT, {}
+    return extras
 
 
 def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from loraguard.audit.rules import RULES, SECTIONS
+from loraguard.audit.rule_spec import SECTIONS
+from loraguard.audit.rules import RULES
 from loraguard.frontends.cli import main
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "audit.md").read_text()

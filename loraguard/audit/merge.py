@@ -7,42 +7,25 @@ one block whatever the model size. The formula is `loraguard.core.merge_math.mer
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loraguard.audit.adapter import Factors
-from loraguard.audit.checkpoint import (
-    INDEX_SUFFIX,
-    AuditResult,
-    Options,
-    Unusable,
-    audit_paths,
-    header_of,
-    index_headers,
-    read_json_object,
-)
+from loraguard.audit.checkpoint import audit_paths
+from loraguard.audit.discover import INDEX_SUFFIX
+from loraguard.audit.file_reads import header_of, index_headers, read_json_object
+from loraguard.audit.merge_check import Target, check_equal, check_layouts
+from loraguard.audit.result import AuditResult, Options
 from loraguard.audit.rules import Finding
+from loraguard.audit.safe_io import Unusable
 from loraguard.audit.safetensors_header import Header, TensorRef
-from loraguard.audit.tensors import BLOCK_BYTES, TensorSource, torch_dtype
+from loraguard.audit.tensors import TensorSource
 from loraguard.core.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
 from loraguard.core.keys import BARE_ROLES, parse_factor_key, split, strip_prefix
 from loraguard.core.matching import PatternError
 
 if TYPE_CHECKING:
     from loraguard.core.merge_math import LayerKind
-
-
-@dataclass(frozen=True)
-class Target:
-    """One base tensor the adapter changes, and how."""
-
-    key: str
-    module: str
-    a: TensorRef
-    b: TensorRef
-    kind: LayerKind
 
 
 def model_headers(path: str, result: AuditResult) -> list[Header]:
@@ -168,12 +151,12 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
                 )
             )
         elif key in targets:
-            for finding in _check_layouts(config, targets[key], adapter, base, merged):
+            for finding in check_layouts(config, targets[key], adapter, base, merged):
                 (no_op if finding.rule == "LG501" else out).append(finding)
         elif key in copies:
-            out += _check_equal(copies[key], got, adapter, merged, "the adapter's saved copy of this module")
+            out += check_equal(copies[key], got, adapter, merged, "the adapter's saved copy of this module")
         else:
-            out += _check_equal(base_ref, got, base, merged, "the base model, and the adapter does not touch it")
+            out += check_equal(base_ref, got, base, merged, "the base model, and the adapter does not touch it")
     if len(no_op) > 1 and len(no_op) == len([k for k in targets if k in merged.refs]):
         return out + [
             Finding(
@@ -185,169 +168,3 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
             )
         ]
     return out + no_op
-
-
-def _check_equal(
-    want: TensorRef, got: TensorRef, want_source: TensorSource, got_source: TensorSource, what: str
-) -> list[Finding]:
-    """Bit-equal when the dtypes agree; otherwise equal within the merged dtype's bound."""
-    if want.shape != got.shape:
-        return [Finding("LG503", got.file, f"shape {list(got.shape)} but {what} has {list(want.shape)}", got.name)]
-    if want.dtype == got.dtype:
-        for offset in range(0, got.nbytes, BLOCK_BYTES):
-            n = min(BLOCK_BYTES, got.nbytes - offset)
-            if want_source.read_bytes(want, offset, n) != got_source.read_bytes(got, offset, n):
-                return [
-                    Finding("LG504", got.file, f"differs from {what} (first at byte {offset} of the tensor)", got.name)
-                ]
-        return []
-    stats = _Stats()
-    for start, stop in got_source.row_blocks(got):
-        stats.add(want_source.load_rows(want, start, stop), got_source.load_rows(got, start, stop))
-    return stats.verdict(got, "LG504", f"differs from {what}")
-
-
-def _factor_rows(kind: str, fan_in_fan_out: bool, a, b, start: int, stop: int):
-    """The factor slices that produce rows `start:stop` of the delta, in the base weight's layout."""
-    if kind == "embedding" or (kind == "linear" and fan_in_fan_out):
-        return a[:, start:stop], b  # delta = (B @ A).T: its rows are A's columns
-    return a, b[start:stop]
-
-
-def _check_layouts(
-    config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource, merged: TensorSource
-) -> list[Finding]:
-    """Check with the config's fan_in_fan_out; if the delta only fits the base transposed the other way, say so
-    (peft transposes GPT-2 Conv1D layers whatever the config says) and check with the layout that fits."""
-    if config.use_dora:
-        return [
-            Finding(
-                "LG506",
-                merged.refs[target.key].file,
-                "DoRA rescales the merged weight by its magnitude vector; only plain LoRA merges are verified",
-                target.key,
-            )
-        ]
-    fifo = config.fan_in_fan_out and target.kind == "linear"
-    finding = _check_target(config, target, adapter, base, merged, fifo)
-    if finding is None or finding.rule != "LG503" or target.kind != "linear":
-        return [finding] if finding else []
-    retry = _check_target(config, target, adapter, base, merged, not fifo)
-    if retry is not None and retry.rule == "LG503":
-        return [finding]
-    note = Finding(
-        "LG507",
-        finding.file,
-        f"the config says fan_in_fan_out={str(fifo).lower()} but the factors fit this "
-        f"weight only with fan_in_fan_out={str(not fifo).lower()} (GPT-2 Conv1D layout); checked that way. "
-        "Save the config with the layout the layers use",
-        target.key,
-    )
-    return [note] + ([retry] if retry else [])
-
-
-def _check_target(
-    config: LoraConfig, target: Target, adapter: TensorSource, base: TensorSource, merged: TensorSource, fifo: bool
-) -> Finding | None:
-    import torch
-
-    from loraguard.core.merge_math import merged_weight
-    from loraguard.core.tolerance import max_diff
-
-    scale = config.scaling_for(target.module)
-    base_ref, got_ref = base.refs[target.key], merged.refs[target.key]
-    a_full, b_full = adapter.load(target.a), adapter.load(target.b)
-    stats = _Stats()
-    for start, stop in merged.row_blocks(got_ref):
-        base_rows, got_rows = base.load_rows(base_ref, start, stop), merged.load_rows(got_ref, start, stop)
-        a, b = _factor_rows(target.kind, fifo, a_full, b_full, start, stop)
-        try:
-            want = merged_weight(base_rows, a, b, scale, target.kind, fifo)
-        except (ValueError, RuntimeError) as err:
-            return Finding("LG503", got_ref.file, f"the adapter's factors do not fit this tensor: {err}", target.key)
-        stats.effect = max(stats.effect, max_diff(want, base_rows))
-        stats.equal_to_base = (
-            stats.equal_to_base and base_rows.dtype == got_rows.dtype and torch.equal(base_rows, got_rows)
-        )
-        stats.add(want, got_rows)
-    return stats.merged_verdict(got_ref, scale)
-
-
-@dataclass
-class _Stats:
-    """Running max-norm comparison over blocks: the tolerance bound needs the max of the expected values."""
-
-    diff: float = 0.0
-    want_max: float = 0.0
-    effect: float = 0.0
-    equal_to_base: bool = True
-
-    def add(self, want, got) -> None:
-        from loraguard.core.tolerance import max_diff
-
-        d = max_diff(got, want)
-        self.diff = d if math.isnan(d) else max(self.diff, d)
-        if want.numel():
-            self.want_max = max(self.want_max, want.abs().max().item())  # abs and max are exact in any dtype
-
-    def bound(self, ref: TensorRef) -> float | None:
-        import torch
-
-        from loraguard.core.tolerance import bound
-
-        dtype = torch_dtype(ref.dtype)
-        if dtype is None:  # F4, F6: no tolerance defined
-            return None
-        try:
-            return bound(torch.tensor([self.want_max], dtype=torch.float64), dtype)
-        except ValueError:
-            return None
-
-    def verdict(self, ref: TensorRef, rule: str, what: str) -> list[Finding]:
-        limit = self.bound(ref)
-        if limit is None:
-            return [Finding("LG506", ref.file, f"no tolerance is defined for {ref.dtype}; not verified", ref.name)]
-        if not self.diff <= limit:
-            return [
-                Finding(
-                    rule,
-                    ref.file,
-                    f"{what}: max difference {self.diff:.3g} > bound {limit:.3g} for {ref.dtype}",
-                    ref.name,
-                )
-            ]
-        return []
-
-    def merged_verdict(self, ref: TensorRef, scale: float) -> Finding | None:
-        from loraguard.core.tolerance import EFFECT_MARGIN
-
-        limit = self.bound(ref)
-        if limit is None:
-            return Finding("LG506", ref.file, f"no tolerance is defined for {ref.dtype}; not verified", ref.name)
-        if not self.diff <= limit:  # also catches NaN
-            if self.equal_to_base and self.effect > 0:
-                return Finding(
-                    "LG501",
-                    ref.file,
-                    f"identical to the base weight although s * B @ A changes it by up to "
-                    f"{self.effect:.3g} (s={scale:g}): the merge applied nothing",
-                    ref.name,
-                )
-            return Finding(
-                "LG502",
-                ref.file,
-                f"max |merged - (W + s*B@A)| = {self.diff:.3g} > bound {limit:.3g} for "
-                f"{ref.dtype} (s={scale:g}); check scaling (r, lora_alpha, use_rslora, patterns) and "
-                "fan_in_fan_out",
-                ref.name,
-            )
-        if self.effect <= EFFECT_MARGIN * limit:
-            return Finding(
-                "LG505",
-                ref.file,
-                f"the adapter changes this tensor by at most {self.effect:.3g}, within "
-                f"{EFFECT_MARGIN:g}x the {ref.dtype} bound {limit:.3g}: a merged and an unmerged tensor look "
-                "the same here",
-                ref.name,
-            )
-        return None

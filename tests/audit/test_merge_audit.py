@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from loraguard.audit import merge as merge_module
+from loraguard.audit import merge_check as merge_check_module
 from loraguard.audit import tensors as tensors_module
 from loraguard.audit.merge import audit_merge
 from loraguard.core.config import LoraConfig
@@ -72,7 +72,7 @@ def test_streaming_in_tiny_blocks_gives_the_same_verdicts(merges, tmp_path, monk
     """Row blocks of a few rows exercise the factor slicing of every layout (fan_in_fan_out, embedding, conv)."""
     base, adapter, merged = merges("reference", zoo_name)
     monkeypatch.setattr(tensors_module, "BLOCK_BYTES", 64)
-    monkeypatch.setattr(merge_module, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(merge_check_module, "BLOCK_BYTES", 64)
     assert run(base, adapter, merged).findings == []
     state = load_file(str(merged))
     target = sorted(

@@ -6,6 +6,7 @@ another torch (a multi-GB CUDA build); uv hard-links it from its cache, so each 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -120,20 +121,48 @@ def find_links() -> list[str]:
     return os.environ.get("PIP_FIND_LINKS", "").split()
 
 
-def make_env(root: Path, rel: Release, loraguard: list[str], links: list[str]) -> Path:
-    """Create (or bring up to date) the environment for `rel` under `root`; returns its python."""
+def make_env(root: Path, rel: Release, loraguard: list[str], links: list[str], reinstall: bool = False) -> Path:
+    """Create (or bring up to date) the environment for `rel` under `root`; returns its python.
+
+    An environment whose last install had the same inputs (`install_stamp`) is reused as it is: uv would rebuild
+    an editable loraguard on every run (about half a minute per release). `reinstall` installs anyway.
+    """
     env = root / f"peft-{rel.version}"
     python = env / "bin" / "python"
+    stamp_file = env / "loraguard-stamp.json"
+    stamp = install_stamp(rel, loraguard, links)
+    if not reinstall and python.exists() and _read(stamp_file) == stamp:
+        return python
     uv = uv_command()
     if not python.exists():
         _run([*uv, "venv", "--quiet", "--python", sys.executable, str(env)], rel)
+    stamp_file.unlink(missing_ok=True)
     constraints = env / "loraguard-constraints.txt"
     constraints.write_text(torch_pin() + "\n")
     cmd = [*uv, "pip", "install", "--quiet", "--python", str(python), "-c", str(constraints)]
     for link in links:
         cmd += ["--find-links", link]
     _run(cmd + [*rel.requirements, *loraguard], rel)
+    stamp_file.write_text(stamp)
     return python
+
+
+def install_stamp(rel: Release, loraguard: list[str], links: list[str]) -> str:
+    """What an environment's install depends on: the requirements, torch's pin, the wheel folders, and for a
+    loraguard installed from a folder, its pyproject.toml (its dependencies and entry points); its code is read
+    in place by an editable install, so a code change needs no reinstall."""
+    folder = Path(loraguard[-1]) if loraguard[0] == "-e" else None
+    project = folder / "pyproject.toml" if folder is not None else None
+    digest = hashlib.sha256(project.read_bytes()).hexdigest() if project is not None and project.is_file() else None
+    record = {"requirements": rel.requirements, "loraguard": loraguard, "torch": torch_pin(), "links": links}
+    return json.dumps({**record, "pyproject_sha256": digest}, sort_keys=True)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _run(cmd: list[str], rel: Release) -> None:

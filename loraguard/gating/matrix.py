@@ -15,9 +15,27 @@ from pathlib import Path
 from loraguard.gating.environments import EnvSetupError, Release, find_links, make_env
 
 _VERSIONS = (
-    "import json, platform, torch, peft, transformers; print(json.dumps({'peft': peft.__version__, "
-    "'transformers': transformers.__version__, 'torch': torch.__version__, 'python': platform.python_version()}))"
+    "import json, platform, torch, peft, transformers, loraguard, os; print(json.dumps({'peft': peft.__version__, "
+    "'transformers': transformers.__version__, 'torch': torch.__version__, 'python': platform.python_version(), "
+    "'loraguard': os.path.dirname(os.path.dirname(loraguard.__file__))}))"
 )
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What each release's `pytest --loraguard` run checks (profile, and the zoo models and dtypes it narrows to;
+    empty: the profile's) and with how many pytest-xdist workers (0: in the pytest process itself)."""
+
+    profile: str = "ci"
+    zoo: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
+    workers: int = 2
+
+    def pytest_args(self) -> list[str]:
+        """The plugin's options for this suite, and xdist's."""
+        args = [f"--loraguard-profile={self.profile}"]
+        args += [f"--loraguard-zoo={name}" for name in self.zoo] + [f"--loraguard-dtype={d}" for d in self.dtypes]
+        return args + (["-n", str(self.workers)] if self.workers else [])
 
 
 @dataclass
@@ -30,12 +48,15 @@ class ReleaseResult:
     failures: dict[str, list[str]] = field(default_factory=dict)  # invariant -> failing test ids
     baseline: dict | None = None  # `loraguard compare --format json` output
     error: str | None = None  # the release could not be installed or run
+    suite: dict[str, object] = field(default_factory=dict)  # the `Suite` it ran (empty in results before it)
 
 
 def read_junit(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
     """Per invariant, outcome counts and failing test names, from a `pytest --loraguard --junitxml` report.
 
     The plugin tags each loraguard test with a ``loraguard`` property ``(invariant, backend)``; others are ignored.
+    A known failure (pytest's xfail, which JUnit writes as a skip) is what the release does: it counts as failed,
+    and also under ``known``.
     """
     outcomes: dict[str, Counter] = {}
     failures: dict[str, list[str]] = {}
@@ -45,8 +66,13 @@ def read_junit(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[st
             continue
         invariant = ast.literal_eval(tags[0])[0]
         children = {child.tag for child in case}
-        state = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
+        known = any(child.get("type") == "pytest.xfail" for child in case.iter("skipped"))
+        state = (
+            "failed" if known or children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
+        )
         outcomes.setdefault(invariant, Counter())[state] += 1
+        if known:
+            outcomes[invariant]["known"] += 1
         if state == "failed":
             failures.setdefault(invariant, []).append(case.get("name", ""))
     return {k: dict(v) for k, v in outcomes.items()}, failures
@@ -57,19 +83,19 @@ def run_release(
     envs: Path,
     out: Path,
     loraguard: list[str],
-    profile: str,
-    workers: int,
+    suite: Suite,
     baseline: Path | None,
     step: Callable[[str], None] = lambda label: None,
+    reinstall: bool = False,
 ) -> ReleaseResult:
     """Install `rel` (and `loraguard`, a requirement) in its environment, run the suite and the comparison there,
     and read back their reports; `step(label)` is told as each stage starts."""
-    result = ReleaseResult(rel.version)
+    result = ReleaseResult(rel.version, suite=asdict(suite))
     folder = out / f"peft-{rel.version}"
     folder.mkdir(parents=True, exist_ok=True)
     step(f"peft {rel.version}: environment")
     try:
-        python = make_env(envs, rel, loraguard, find_links())
+        python = make_env(envs, rel, loraguard, find_links(), reinstall)
     except EnvSetupError as err:
         result.error = str(err)
         return result
@@ -92,12 +118,10 @@ def run_release(
             "--loraguard",
             "--loraguard-backend",
             "peft",
-            f"--loraguard-profile={profile}",
+            *suite.pytest_args(),
             f"--loraguard-reproducers={folder / 'reproducers'}",
             "-k",
             "not test_baseline",
-            "-n",
-            str(workers),
             "-q",
             f"--junitxml={junit}",
         ],

@@ -32,7 +32,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--baseline", type=Path, help="also compare each release with this snapshot")
     parser.add_argument("--profile", default="ci", help="loraguard profile for the suite (default: ci)")
-    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per release (default: 2)")
+    parser.add_argument(
+        "--zoo",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="run the suite on this built-in zoo model only (repeatable; default: the profile's models)",
+    )
+    parser.add_argument(
+        "--dtype",
+        action="append",
+        default=[],
+        metavar="DTYPE",
+        help="run the suite in this dtype only: f32, bf16, f16, f64 (repeatable; default: the profile's dtypes)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="pytest-xdist workers per release (default: 2; 0: no xdist, one process, which starts faster)",
+    )
+    parser.add_argument(
+        "--reinstall",
+        action="store_true",
+        help="install each release's packages again even if its environment already has them",
+    )
     parser.add_argument(
         "--envs",
         type=Path,
@@ -100,6 +124,7 @@ def _run_releases(args: argparse.Namespace) -> list:
 
     if not args.release:
         raise ValueError("name the releases to test with --release (at least two to see changes)")
+    suite = _suite(args)
     uv_command()  # fail before anything else if uv is missing
     loraguard = loraguard_requirement()
     overrides = _overrides(args.companion)
@@ -112,9 +137,28 @@ def _run_releases(args: argparse.Namespace) -> list:
             if not on_terminal():
                 print(f"peft {rel.version} ({', '.join(rel.requirements)}) ...", file=sys.stderr, flush=True)
             results.append(
-                run_release(rel, args.envs, args.out.resolve(), loraguard, args.profile, args.workers, baseline, step)
+                run_release(rel, args.envs, args.out.resolve(), loraguard, suite, baseline, step, args.reinstall)
             )
     return results
+
+
+def _suite(args: argparse.Namespace):
+    """The suite each release runs, from the options; a misspelt profile, model or dtype is refused here, before
+    any environment is made, naming the option."""
+    from loraguard.core.vocabulary import DTYPE_NAMES
+    from loraguard.gating.matrix import Suite
+    from loraguard.harness.settings import PROFILES
+    from loraguard.harness.zoo import ZOO
+
+    if args.profile not in PROFILES:
+        raise ValueError(f"--profile {args.profile!r}: choose one of {sorted(PROFILES)}")
+    for option, given, known in (("--zoo", args.zoo, ZOO), ("--dtype", args.dtype, DTYPE_NAMES)):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            raise ValueError(f"{option} {unknown[0]!r}: choose from {sorted(known)}")
+    if args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: give a number of pytest-xdist workers, 0 for none")
+    return Suite(args.profile, tuple(args.zoo), tuple(args.dtype), args.workers)
 
 
 def write_page(results: list, path: Path) -> Path:

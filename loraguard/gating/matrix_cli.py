@@ -120,7 +120,7 @@ def _run_releases(args: argparse.Namespace) -> list:
     """Make each release's environment and run the suite (and the comparison) in it, with progress."""
     from loraguard.core.progress import steps
     from loraguard.gating.environments import loraguard_requirement, parse_version, release, uv_command
-    from loraguard.gating.matrix import run_release
+    from loraguard.gating.matrix import run_release, save_results
 
     if not args.release:
         raise ValueError("name the releases to test with --release (at least two to see changes)")
@@ -139,6 +139,7 @@ def _run_releases(args: argparse.Namespace) -> list:
             results.append(
                 run_release(rel, args.envs, args.out.resolve(), loraguard, suite, baseline, step, args.reinstall)
             )
+            save_results(results, args.out / "results.json")  # kept as each release ends, should the run stop
     return results
 
 

@@ -53,6 +53,8 @@ class LoraConfig:
     task_type: str | None = None
     layers_to_transform: int | list[int] | None = None
     layers_pattern: str | list[str] | None = None
+    #: Rows of the input embedding (a list) or of named embeddings (a dict) trained in place of full copies.
+    trainable_token_indices: list[int] | dict[str, list[int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +121,14 @@ class LoraConfig:
             lp is None or isinstance(lp, str) or (isinstance(lp, list) and all(isinstance(p, str) for p in lp)),
             "layers_pattern",
             f"must be null, a name or a list of names, got {_show(lp)}",
+        )
+        tti = self.trainable_token_indices
+        need(
+            tti is None
+            or _is_indices(tti)
+            or (isinstance(tti, dict) and all(isinstance(k, str) and k and _is_indices(v) for k, v in tti.items())),
+            "trainable_token_indices",
+            f"must be null, a list of distinct row indices or an object of module -> such list, got {_show(tti)}",
         )
         for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
             pat = getattr(self, name)
@@ -212,6 +222,12 @@ def _is_number(v: Any) -> bool:
         return math.isfinite(v)
     except OverflowError:  # an int too large for a float (a config may hold thousands of digits)
         return False
+
+
+def _is_indices(v: Any) -> bool:
+    """A non-empty list of distinct non-negative integers (row indices)."""
+    ints = isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+    return ints and bool(v) and len(set(v)) == len(v)
 
 
 def _is_rank(v: Any) -> bool:

@@ -27,6 +27,8 @@ LORA_INTERNAL_SEGMENTS = FACTOR_ROLES | {"lora_dropout", "base_layer", "modules_
 #: Role of a `modules_to_save` copy's tensor, and of a trained base-layer bias (peft's ``bias="all"``).
 MODULES_TO_SAVE = "modules_to_save"
 BASE_BIAS = "base_bias"
+#: Role of trainable tokens' row values (``trainable_token_indices``), saved bare under the embedding's path.
+TOKENS = "token_adapter.trainable_tokens_delta"
 
 _TENSOR_PARAMS = ("weight", "bias")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -42,7 +44,7 @@ class AdapterKey:
 
     def saved(self) -> str:
         """The key peft writes for this tensor (adapter name stripped)."""
-        if self.role in BARE_ROLES:
+        if self.role in BARE_ROLES or self.role == TOKENS:
             parts = [self.module, self.role]
         elif self.role in FACTOR_ROLES:
             parts = [self.module, self.role, self.param or "weight"]
@@ -56,7 +58,7 @@ class AdapterKey:
         """The key of this tensor inside a peft-structured model's state dict (adapter name inserted)."""
         if self.role == MAGNITUDE:
             return f"{self.module}.{self.role}.{adapter}.weight"
-        if self.role in BARE_ROLES:
+        if self.role in BARE_ROLES or self.role == TOKENS:
             return f"{self.module}.{self.role}.{adapter}"
         if self.role in FACTOR_ROLES:
             return f"{self.module}.{self.role}.{adapter}.{self.param or 'weight'}"
@@ -88,12 +90,18 @@ def parse_factor_key(key: str) -> AdapterKey | None:
     return None
 
 
-def parse_saved_key(key: str, lora_modules: set[str], saved_modules: set[str]) -> AdapterKey:
+def parse_saved_key(
+    key: str, lora_modules: set[str], saved_modules: set[str], token_modules: Collection[str] = ()
+) -> AdapterKey:
     """Parse a saved key against the model's structure; raise KeyError if it names nothing that exists.
 
-    `lora_modules` are paths of LoRA-wrapped layers, `saved_modules` paths of `modules_to_save` wrappers.
+    `lora_modules` are paths of LoRA-wrapped layers, `saved_modules` paths of `modules_to_save` wrappers,
+    `token_modules` paths of embeddings with trainable tokens.
     """
     body = strip_prefix(key)
+    for module in token_modules:
+        if body == f"{module}.{TOKENS}":
+            return AdapterKey(module, TOKENS)
     factor = parse_factor_key(key)
     if factor is not None and factor.module in lora_modules:
         wanted = "" if factor.role in BARE_ROLES else factor.param
@@ -134,6 +142,8 @@ def embedded_adapter_name(
                 return f"adapter name '{nxt}' after '{seg}'"
         if i == role_at and seg == MODULES_TO_SAVE and nxt is not None:
             return f"adapter name '{nxt}' after 'modules_to_save'"
+        if seg == "trainable_tokens_delta" and i > 0 and segs[i - 1] == "token_adapter" and nxt is not None:
+            return f"adapter name '{nxt}' after 'trainable_tokens_delta'"
         in_module_path = role_at is not None and i + 1 < role_at and ".".join(segs[:role_at]) in known_modules
         if nxt is not None and seg == nxt and seg in adapter_names and not in_module_path:
             return f"doubled segment '{seg}.{seg}'"

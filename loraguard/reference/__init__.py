@@ -2,8 +2,10 @@
 
 from loraguard.reference.io import AdapterLoadError
 from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear
-from loraguard.reference.model import AlreadyAdaptedError, LoraModel, all_linear_targets, carries_adapters
+from loraguard.reference.model import LoraModel
 from loraguard.reference.saved import ModulesToSave
+from loraguard.reference.selection import AlreadyAdaptedError, all_linear_targets, carries_adapters
+from loraguard.reference.tokens import TrainableTokens
 
 __all__ = [
     "AdapterLoadError",
@@ -14,6 +16,7 @@ __all__ = [
     "LoraLinear",
     "LoraModel",
     "ModulesToSave",
+    "TrainableTokens",
     "all_linear_targets",
     "carries_adapters",
 ]

@@ -69,7 +69,7 @@ def load_adapter(
     On any error the adapter is removed again, so the model is left as it was.
     """
     config = read_config(directory)
-    wrapped_before = set(model.lora_layers()) | set(model.saved_modules())
+    wrapped_before = set(model.lora_layers()) | set(model.saved_modules()) | set(model.token_layers())
     if not created:
         model.add_adapter(adapter_name, config)
     try:
@@ -92,15 +92,18 @@ def _unwrap_new(model: LoraModel, wrapped_before: set[str]) -> None:
     for path, wrapper in model.saved_modules().items():
         if path not in wrapped_before:
             model._replace(path, wrapper.original_module)
+    for path, tokens in model.token_layers().items():
+        if path not in wrapped_before:
+            model._replace(path, tokens.base_layer)
 
 
 def _copy_into(model: LoraModel, path: Path, tensors: dict[str, torch.Tensor], adapter_name: str) -> None:
-    lora_paths, saved_paths = set(model.lora_layers()), set(model.saved_modules())
+    lora_paths, saved_paths, token_paths = set(model.lora_layers()), set(model.saved_modules()), model.token_layers()
     expected = {k.saved(): k for k in model.adapter_keys(adapter_name)}
     state = model.model.state_dict(keep_vars=True)
     for key, tensor in tensors.items():
         try:
-            parsed = parse_saved_key(key, lora_paths, saved_paths)
+            parsed = parse_saved_key(key, lora_paths, saved_paths, token_paths)
         except KeyError as err:
             embedded = embedded_adapter_name(key)
             hint = (

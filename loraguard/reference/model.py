@@ -16,49 +16,16 @@ from torch import nn
 
 from loraguard.core import combine_math
 from loraguard.core.config import LoraConfig
-from loraguard.core.keys import BASE_BIAS, MAGNITUDE, MODULES_TO_SAVE, AdapterKey, check_adapter_name
-from loraguard.core.matching import (
-    ALL_LINEAR,
-    is_lora_internal,
-    is_within,
-    no_match_message,
-    spec_matches,
-    unmatched_entries,
-)
-from loraguard.core.tasks import with_task_heads
-from loraguard.reference.layers import LoraLayer, is_conv1d_transposed, wrap_layer
+from loraguard.core.keys import BASE_BIAS, MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey, check_adapter_name
+from loraguard.core.matching import spec_matches
+from loraguard.reference.layers import LoraLayer, wrap_layer
 from loraguard.reference.saved import ModulesToSave
-
-
-class AlreadyAdaptedError(ValueError):
-    """Raised when wrapping a model that already carries LoRA layers (peft's 'Target module Dropout' bug)."""
-
-
-def carries_adapters(model: nn.Module) -> bool:
-    """True if any submodule is a LoRA layer or a modules_to_save wrapper (ours, or peft-style by its attributes)."""
-    for module in model.modules():
-        if isinstance(module, (LoraLayer, ModulesToSave)):
-            return True
-        if hasattr(module, "base_layer") and any(hasattr(module, a) for a in ("lora_A", "lora_embedding_A")):
-            return True
-    return False
-
-
-def all_linear_targets(model: nn.Module) -> list[str]:
-    """peft's "all-linear": every Linear/Conv1D outside LoRA internals, minus the output head if the model names one.
-
-    A layer already wrapped by LoRA counts by its base layer, so a second adapter finds the same layers.
-    """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-
-    def linear(m: nn.Module) -> bool:
-        if isinstance(m, LoraLayer):
-            return linear(m.base_layer)
-        return isinstance(m, nn.Linear) or is_conv1d_transposed(m)
-
-    return [
-        name for name, m in model.named_modules() if name and linear(m) and not is_lora_internal(name) and m is not head
-    ]
+from loraguard.reference.selection import (
+    inside_wrappers,
+    plan_adapter,
+    refuse_if_adapted,
+)
+from loraguard.reference.tokens import TrainableTokens, tied_paths
 
 
 class LoraModel(nn.Module):
@@ -75,16 +42,7 @@ class LoraModel(nn.Module):
         self.add_adapter(adapter_name, config)
         self.set_adapter(adapter_name)
 
-    @staticmethod
-    def _refuse_if_adapted(model: nn.Module) -> None:
-        """Wrapping a wrapped model would target LoRA internals: refuse, and say what to do instead."""
-        if carries_adapters(model):
-            raise AlreadyAdaptedError(
-                "this model already carries LoRA adapters; wrapping it again would target LoRA internals "
-                "(lora_dropout, base_layer, lora_A). To continue training the saved adapter use "
-                "LoraModel.from_pretrained(base, path, is_trainable=True); "
-                "to train a new one use add_adapter(name, config)."
-            )
+    _refuse_if_adapted = staticmethod(refuse_if_adapted)  # a hook, as the selection methods below
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -98,9 +56,14 @@ class LoraModel(nn.Module):
         """modules_to_save wrappers by their path in the base model."""
         return {n: m for n, m in self.model.named_modules() if isinstance(m, ModulesToSave)}
 
-    def _wrappers(self) -> Iterator[LoraLayer | ModulesToSave]:
+    def token_layers(self) -> dict[str, TrainableTokens]:
+        """Trainable-token wrappers (embeddings and the modules tied to them) by their path in the base model."""
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, TrainableTokens)}
+
+    def _wrappers(self) -> Iterator[LoraLayer | ModulesToSave | TrainableTokens]:
         yield from self.lora_layers().values()
         yield from self.saved_modules().values()
+        yield from self.token_layers().values()
 
     def _replace(self, path: str, new: nn.Module) -> None:
         parent_path, _, child = path.rpartition(".")
@@ -114,42 +77,7 @@ class LoraModel(nn.Module):
             raise ValueError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
         if config.bias == "all":
             raise ValueError("bias='all' is not implemented by the reference; use 'none' or 'lora_only'")
-        names = [n for n, _ in self.model.named_modules() if n]
-        config = with_task_heads(config, names)  # as peft's task models do, for every adapter
-        candidates = self._candidates(names)
-        if config.target_modules == ALL_LINEAR:
-            targets = all_linear_targets(self.model)
-        else:
-            targets = [n for n in candidates if self._selects(n, config.target_modules) and config.in_layers(n)]
-        if not targets:
-            raise ValueError(no_match_message("target_modules", config.target_modules, names))
-        if isinstance(config.target_modules, list):  # one typo in a list would silently train fewer modules
-            typos = unmatched_entries(candidates, config.target_modules)
-            if typos:
-                raise ValueError(no_match_message("target_modules", typos, names))
-        saved = [n for n in candidates if self._selects(n, config.modules_to_save)]
-        # An entry may match a module and one of its descendants: the outer copy already holds the inner one.
-        saved = [n for n in saved if not any(is_within(n, outer) for outer in saved)]
-        nested = sorted(t for t in targets if any(is_within(t, s) for s in saved))
-        if nested:
-            raise ValueError(
-                f"target_modules {nested} lie inside modules_to_save modules; a full copy is trained "
-                "there already, so drop them from target_modules or modules_to_save"
-            )
-        missing = unmatched_entries(candidates, config.modules_to_save or [])
-        if missing:
-            raise ValueError(no_match_message("modules_to_save", missing, names))
-        both = set(targets) & set(saved)
-        if both:
-            raise ValueError(f"modules {sorted(both)} are in both target_modules and modules_to_save; pick one")
-        lora_wrapped = [
-            p for p in saved if any(isinstance(m, LoraLayer) for m in self.model.get_submodule(p).modules())
-        ]
-        if lora_wrapped:
-            raise ValueError(
-                f"modules_to_save {lora_wrapped} are or contain LoRA layers of another adapter; "
-                "a full copy of them cannot be kept apart from that adapter"
-            )
+        config, targets, saved, tokens = plan_adapter(self, config)
         # Validate every target before changing anything, so a failure leaves the model as it was.
         new_layers = {
             p: self._wrap_layer(self.model.get_submodule(p))
@@ -157,8 +85,9 @@ class LoraModel(nn.Module):
             if not isinstance(self.model.get_submodule(p), LoraLayer)
         }
         for path in targets:
-            layer = new_layers.get(path) or self.model.get_submodule(path)
-            if path in new_layers:
+            current = self.model.get_submodule(path)
+            layer = current if isinstance(current, LoraLayer) else new_layers[path]
+            if layer is not current:
                 self._replace(path, layer)
             layer.add(
                 adapter_name,
@@ -171,25 +100,24 @@ class LoraModel(nn.Module):
             )
             layer.active_adapters = list(self.active_adapters)
         for path in saved:
-            wrapper = self.model.get_submodule(path)
-            if not isinstance(wrapper, ModulesToSave):
-                wrapper = ModulesToSave(wrapper)
+            module = self.model.get_submodule(path)
+            wrapper = module if isinstance(module, ModulesToSave) else ModulesToSave(module)
+            if wrapper is not module:
                 self._replace(path, wrapper)
             wrapper.add(adapter_name)
             wrapper.active_adapters = list(self.active_adapters)
+        for path, indices in tokens.items():
+            self._token_layer(path).add(adapter_name, indices)
         self.peft_config[adapter_name] = config
         self._update_trainable()
 
     # Selection and wrapping go through these methods so each rule is stated once (and can be broken on purpose
     # by the mutant backends in tests/, one rule at a time).
     def _candidates(self, names: list[str]) -> list[str]:
-        """Modules a config may select: never what lives inside a LoRA layer or a saved copy (lora_dropout,
-        base_layer, the copies...). Judged by structure, so a user's own module named `base_layer` or `lora_A`
-        is a candidate like any other."""
-        inside = set()
-        for name, module in self.model.named_modules():
-            if isinstance(module, (LoraLayer, ModulesToSave)):
-                inside.update(f"{name}.{sub}" if name else sub for sub, _ in module.named_modules() if sub)
+        """Modules a config may select: never what lives inside a LoRA layer, a saved copy or a token wrapper
+        (lora_dropout, base_layer, the copies...). Judged by structure, so a user's own module named `base_layer`
+        or `lora_A` is a candidate like any other."""
+        inside = inside_wrappers(self.model)
         return [n for n in names if n not in inside]
 
     @staticmethod
@@ -199,6 +127,24 @@ class LoraModel(nn.Module):
     @staticmethod
     def _wrap_layer(module: nn.Module) -> LoraLayer:
         return wrap_layer(module)
+
+    def _tied_paths(self, path: str) -> list[str]:
+        """Modules that share the weight of the embedding at `path`: they follow its trainable tokens."""
+        return tied_paths(self.model, path)
+
+    def _token_layer(self, path: str) -> TrainableTokens:
+        """The token wrapper at `path`, created on first use together with a follower at each tied module."""
+        current = self.model.get_submodule(path)
+        if isinstance(current, TrainableTokens):
+            return current
+        followers = self._tied_paths(path)
+        leader = TrainableTokens(current)
+        self._replace(path, leader)
+        for tied in followers:
+            self._replace(tied, TrainableTokens(self.model.get_submodule(tied), leader))
+        for layer in self.token_layers().values():
+            layer.active_adapters = list(self.active_adapters)
+        return leader
 
     def set_adapter(self, adapter_names: str | list[str]) -> None:
         """Make `adapter_names` the active adapters (their outputs add up); only they are trainable."""
@@ -262,6 +208,9 @@ class LoraModel(nn.Module):
                 keys.append(AdapterKey(path, MAGNITUDE))
             if config.bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
                 keys.append(AdapterKey(path, BASE_BIAS, "bias"))
+        for path, tokens in self.token_layers().items():
+            if tokens.leader is None and adapter_name in tokens.indices:
+                keys.append(AdapterKey(path, TOKENS))
         for path, wrapper in self.saved_modules().items():
             if adapter_name in wrapper.modules_to_save:
                 keys += [
@@ -285,34 +234,10 @@ class LoraModel(nn.Module):
         It covers every module any of them adapts, has scaling 1 (r = lora_alpha = the new rank) and no
         modules_to_save; it is not activated. Nothing changes if the arguments are refused.
         """
-        check_adapter_name(adapter_name)
-        if adapter_name in self.peft_config:
-            raise ValueError(f"adapter {adapter_name!r} already exists; pick another name for the combination")
-        unknown = [a for a in adapters if a not in self.peft_config]
-        if unknown or not adapters or len(weights) != len(adapters):
-            raise ValueError(
-                f"add_weighted_adapter needs one weight per existing adapter; got adapters {adapters} "
-                f"(unknown: {unknown}), weights {weights}; this model has {list(self.peft_config)}"
-            )
-        kind = "linear" if len(adapters) == 1 else combination_type  # one adapter: every type is a scaled copy
-        ranks = [max([self.peft_config[a].r, *self.peft_config[a].rank_pattern.values()]) for a in adapters]
-        rank = combine_math.new_rank(kind, ranks, svd_rank)
-        layers = {p: layer for p, layer in self.lora_layers().items() if any(a in layer.scaling for a in adapters)}
-        combined = {
-            p: _combine_layer(layer, kind, adapters, weights, rank, density, majority_sign_method, generator)
-            for p, layer in layers.items()
-        }
-        for path, (a, b) in combined.items():
-            layers[path].add(adapter_name, rank, 1.0, 0.0, False, True)
-            new_a, new_b = layers[path].factors(adapter_name)
-            with torch.no_grad():
-                new_a.zero_()
-                new_b.zero_()
-                new_a[: a.shape[0]] = a.to(new_a.dtype)
-                new_b[:, : b.shape[1]] = b.to(new_b.dtype)
-            layers[path].active_adapters = list(self.active_adapters)
-        self.peft_config[adapter_name] = LoraConfig(
-            r=rank, lora_alpha=rank, target_modules=sorted(layers), init_lora_weights=False
+        from loraguard.reference.combination import add_weighted_adapter
+
+        add_weighted_adapter(
+            self, adapters, weights, adapter_name, combination_type, svd_rank, density, majority_sign_method, generator
         )
         self._update_trainable()
 
@@ -323,8 +248,9 @@ class LoraModel(nn.Module):
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise ValueError(f"unknown adapter(s) {unknown}; this model has {list(self.peft_config)}")
-        layers = self.lora_layers()
+        layers, tokens = self.lora_layers(), self.token_layers()
         broken = [path for path, layer in layers.items() if safe and not layer.merge_is_finite(names)]
+        broken += [path for path, rows in tokens.items() if safe and not rows.merge_is_finite(names)]
         if broken:
             raise ValueError(
                 f"merging {names} would give non-finite weights in {broken}; nothing was merged. "
@@ -333,11 +259,15 @@ class LoraModel(nn.Module):
         uses = Counter(id(p) for _, p in self.model.named_parameters(remove_duplicate=False))
         for layer in layers.values():
             layer.merge(names, safe=safe, untie=uses[id(layer.base_weight())] > 1)
+        for tokens_layer in tokens.values():  # into the shared weight: a tied head follows the rows, merged or not
+            tokens_layer.merge(names, safe=safe)
 
     def unmerge(self) -> None:
-        """Take every merged delta back out of the base weights."""
+        """Take every merged delta and row back out of the base weights."""
         for layer in self.lora_layers().values():
             layer.unmerge()
+        for tokens in self.token_layers().values():
+            tokens.unmerge()
 
     def merge_and_unload(self, adapter_names: list[str] | None = None, safe: bool = False) -> nn.Module:
         """Merge, then return the plain base model; this LoraModel must not be used afterwards."""
@@ -354,6 +284,8 @@ class LoraModel(nn.Module):
             self._replace(path, layer.base_layer)
         for path, wrapper in self.saved_modules().items():
             self._replace(path, wrapper.active_copy())
+        for path, tokens in self.token_layers().items():
+            self._replace(path, tokens.base_layer)
         return self.model
 
     # -- save / load (peft's on-disk format) ---------------------------------------------------------------
@@ -390,30 +322,3 @@ class LoraModel(nn.Module):
         lora = cls(model, read_config(Path(directory)), adapter_name)
         load_adapter(lora, Path(directory), adapter_name, is_trainable, created=True)
         return lora
-
-
-def _combine_layer(
-    layer: LoraLayer,
-    kind: str,
-    adapters: list[str],
-    weights: list[float],
-    rank: int,
-    density: float,
-    method: combine_math.SignMethod,
-    generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The combined (A, B) at one layer, in float64, for the adapters present there (each with its weight)."""
-    present = [(a, w) for a, w in zip(adapters, weights) if a in layer.scaling]
-    if not combine_math.is_svd(kind):
-        factors = [(*(t.detach().double() for t in layer.factors(a)), layer.scaling[a]) for a, _ in present]
-        return combine_math.combined_factors(kind, factors, [w for _, w in present], density, method, generator)
-    deltas = [_as_ba(layer, layer.delta(a).double()) for a, _ in present]
-    target = combine_math.combined_delta_target(kind, deltas, [w for _, w in present], density, method, generator)
-    a, b = combine_math.truncated_svd(target, rank)
-    a_shape, b_shape = layer.factors(present[0][0])[0].shape[1:], layer.factors(present[0][0])[1].shape
-    return a.reshape(a.shape[0], *a_shape), b.reshape(b_shape[0], b.shape[1], *b_shape[2:])
-
-
-def _as_ba(layer: LoraLayer, delta: torch.Tensor) -> torch.Tensor:
-    """A delta in the layout of ``B @ A`` (undoing the transpose of embeddings and fan_in_fan_out layers)."""
-    return delta.T if layer.kind == "embedding" or layer.fan_in_fan_out else delta

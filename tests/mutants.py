@@ -17,6 +17,7 @@ from loraguard.core.merge_math import delta_weight
 from loraguard.reference import LoraModel
 from loraguard.reference import io as reference_io
 from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, wrap_layer
+from loraguard.reference.tokens import TrainableTokens
 
 
 class _Mutant(ReferenceBackend):
@@ -217,6 +218,34 @@ class LaterAdapterNoTaskHead(_Mutant):
     name, model_class, defect = "mutant-no-task-head", _FirstHeadOnlyModel, "a later adapter gets no task head"
 
 
+# -- 12/13. trainable tokens: a trained row written to the wrong index; a tied output head that does not follow --------
+class _ReversedRows(TrainableTokens):
+    def rows(self, name):
+        indices, values = super().rows(name)
+        return list(reversed(indices)), values  # value i lands on the row listed last-but-i: forward and merge agree
+
+
+class _ReversedRowsModel(LoraModel):
+    def _token_layer(self, path):
+        leader = super()._token_layer(path)
+        for layer in self.token_layers().values():
+            layer.__class__ = _ReversedRows
+        return leader
+
+
+class TokenRowsMisplaced(_Mutant):
+    name, model_class, defect = "mutant-token-rows", _ReversedRowsModel, "trainable token values on the wrong rows"
+
+
+class _UntiedTokensModel(LoraModel):
+    def _tied_paths(self, path):
+        return []  # the head that shares the embedding's tensor keeps the old rows until a merge writes them in
+
+
+class TiedHeadIgnoresTokens(_Mutant):
+    name, model_class, defect = "mutant-token-untied", _UntiedTokensModel, "tied output head ignores trainable tokens"
+
+
 # -- a release broken in many ways at once: for benchmarks of a red run (benchmarks/red_run_bench.py) --------------
 class _ManyDefectsModel(_BareSuffixModel, _NamedKeysModel, _SkippingLoadModel, _layer_model(_NoScaleAtMerge)):  # type: ignore[misc]
     pass
@@ -240,6 +269,8 @@ MUTANTS: list[type[_Mutant]] = [
     CombinationDropsSign,
     RegexIntoInternals,
     LaterAdapterNoTaskHead,
+    TokenRowsMisplaced,
+    TiedHeadIgnoresTokens,
 ]
 
 

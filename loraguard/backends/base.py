@@ -12,8 +12,10 @@ Required (every backend implements them for real): ``name``, ``capabilities``, `
 Optional (may raise `Unsupported` with a reason, or return ``{}`` where the library has no such state):
 ``add_adapter``, ``set_adapter`` (``multi_adapter``), ``delete_adapter``, ``unmerge``, ``disabled``,
 ``save``/``load`` (``save_load``), ``load_adapter``, ``unload``, ``add_weighted_adapter``, ``lora_biases``,
-``saved_copies``; ``lora_magnitudes`` only with ``dora``. Subclass `BackendBase` to get these defaults and write
-only what your library does.
+``saved_copies``; ``lora_magnitudes`` only with ``dora``; ``token_rows(model, adapter)`` only with
+``trainable_tokens`` (each embedding's trained row values by path, the tensor itself, one row per listed index,
+in the config's order; a module tied to the embedding has none of its own). Subclass `BackendBase` to get these
+defaults and write only what your library does.
 
 Paths are module names inside the *base* model (``layers.0.fc``); parameter names in `trainable` follow the
 one canonical naming of `loraguard.backends.naming` (peft's: ``fc.lora_A.default.weight``), which its
@@ -60,6 +62,8 @@ CAPABILITIES = {
     "float16": "models in float16",
     "cuda": "models on a CUDA device",
     "task_type": "LoraConfig.task_type: peft's task models, which add the task's heads to modules_to_save",
+    "trainable_tokens": "LoraConfig.trainable_token_indices, with token_rows(model, adapter): each embedding's "
+    "trained row values by path (a module tied to the embedding follows it)",
     # peft's other tuners: a TunerConfig handed to wrap/add_adapter, and the reads of `TunerBackend` below
     **{kind: f"{what} (TunerConfig kind {kind!r})" for kind, what in TUNER_KINDS.items()},
 }
@@ -108,7 +112,8 @@ class Backend(Protocol):
         """lora_B's bias per module path, for adapters with lora_bias=True (empty dict otherwise)."""
 
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
-        """The current weight of the base layer at `path` (merged or not)."""
+        """The current weight of the base layer at `path` (merged or not); also of an embedding with trainable
+        tokens and of a module tied to it, with ``trainable_tokens``."""
 
     def saved_copies(self, model: nn.Module, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
         """`adapter`'s modules_to_save copies: module path -> the copy's state dict (tensors shared, not cloned)."""
@@ -174,6 +179,9 @@ class OptionalMethods(Protocol):
 
     def lora_magnitudes(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
         """Each DoRA layer's magnitude vector by path (``dora``)."""
+
+    def token_rows(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """Each embedding's trained token rows by path (``trainable_tokens``; see the module docstring)."""
 
 
 def optional_methods(backend: Backend) -> OptionalMethods:

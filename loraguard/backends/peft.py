@@ -78,6 +78,8 @@ class PeftBackend:
             caps.add("lora_bias")
         if "use_dora" in self._config_fields():
             caps.add("dora")
+        if "trainable_token_indices" in self._config_fields():  # LoRA's trainable tokens arrived in 0.15
+            caps.add("trainable_tokens")
         if hasattr(_peft().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)
             caps.add("conv")
         caps.update(kind for kind, cls in _TUNER_CLASSES.items() if hasattr(_peft(), cls))
@@ -176,8 +178,21 @@ class PeftBackend:
         return out
 
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
-        layer = self._tuner_layers(model)[path]
-        return layer.get_base_layer().weight
+        layers = self._tuner_layers(model)
+        if path in layers:
+            return layers[path].get_base_layer().weight
+        module = self._base(model).get_submodule(path)  # trainable tokens' embedding, or a module tied to it
+        tokens = getattr(module, "token_adapter", None)
+        return tokens.get_base_layer().weight if tokens is not None else module.weight
+
+    def token_rows(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+        """Trainable tokens' values (`trainable_tokens_delta`: despite the name, the rows themselves)."""
+        out = {}
+        for path, module in self._base(model).named_modules():
+            tokens = getattr(module, "token_adapter", None)
+            if tokens is not None and tokens.tied_adapter is None and adapter in tokens.trainable_tokens_delta:
+                out[path] = tokens.trainable_tokens_delta[adapter]
+        return out
 
     def _tuner_layers(self, model: nn.Module) -> dict[str, nn.Module]:
         """Every adapted layer of any tuner (LoRA, LoHa, IA3...), by its path in the base model."""

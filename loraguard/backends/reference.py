@@ -42,6 +42,7 @@ class ReferenceBackend:
             "float16",
             "cuda",
             "task_type",
+            "trainable_tokens",
         }
     )
     model_class: type[LoraModel] = LoraModel
@@ -75,7 +76,13 @@ class ReferenceBackend:
         return {p: layer.magnitude(adapter) for p, layer in model.lora_layers().items() if layer.use_dora.get(adapter)}
 
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
-        return model.lora_layers()[path].base_weight()
+        layers = {**model.lora_layers(), **model.token_layers()}
+        return layers[path].base_weight() if path in layers else model.model.get_submodule(path).weight
+
+    def token_rows(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
+        return {
+            p: t.rows(adapter)[1] for p, t in model.token_layers().items() if t.leader is None and adapter in t.indices
+        }
 
     def saved_copies(self, model: LoraModel, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
         return {

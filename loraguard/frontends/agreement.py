@@ -53,10 +53,16 @@ class Variant:
     lora_bias: bool = False
     lora_dropout: float = 0.0
     use_dora: bool = False
+    tokens: bool = False  # trainable tokens, with the targets and rows of harness.scenarios.TOKEN_MODELS
 
     def config(self, zoo_model: ZooModel, base: nn.Module) -> LoraConfig:
         """The config for `zoo_model`; `patterned` gives its first target rank 2 and its last target alpha 24."""
+        from loraguard.harness.scenarios import TOKEN_MODELS
+
         targets = zoo_model.target_modules
+        rows = None
+        if self.tokens:
+            targets, rows, _ = TOKEN_MODELS[zoo_model.name]
         patterned = self.patterned and isinstance(targets, list)
         return LoraConfig(
             r=self.r,
@@ -72,6 +78,7 @@ class Variant:
             alpha_pattern={targets[-1]: 24} if patterned else {},
             fan_in_fan_out=_has_transposed_linear(base),
             init_lora_weights=False,
+            trainable_token_indices=rows,
         )
 
 
@@ -84,6 +91,8 @@ VARIANTS: dict[str, Variant] = {
 }
 #: DoRA, compared by tests/agreement (not part of the demo's table).
 DORA = Variant("dora", r=4, lora_alpha=32, use_dora=True)
+#: Trainable tokens beside LoRA, compared by tests/agreement (not part of the demo's table).
+TOKENS = Variant("tokens", r=4, lora_alpha=32, tokens=True)
 
 
 @dataclass
@@ -193,6 +202,7 @@ def _compare_into(row: AgreementRow, zoo_model: ZooModel, dtype: torch.dtype, va
     base_out = run(base, inputs, dtype)
     ref = LoraModel(copy.deepcopy(base), config).eval()
     _train_magnitudes(ref, seed=3)
+    _train_tokens(ref, seed=4)
     lora_only = run(ref, inputs, dtype)
     perturbed = _perturb_saved_copies(ref, seed=2)
     peft = PeftBackend()  # peft is driven through its backend: one translation of the config, one API
@@ -382,6 +392,17 @@ def _train_magnitudes(ref: Any, seed: int) -> None:
     for layer in ref.lora_layers().values():
         for store in layer.lora_magnitude_vector.values():
             store.weight.mul_((0.6 + 0.8 * torch.rand(store.weight.shape, generator=gen)).to(store.weight.dtype))
+
+
+def _train_tokens(ref: Any, seed: int) -> None:
+    """Move each trainable token row off its initial value (the row itself, where it changes nothing), by noise
+    1.5x the rows' mean magnitude."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    for layer in ref.token_layers().values():
+        for values in layer.token_adapter.trainable_tokens_delta.values() if layer.leader is None else ():
+            values.add_((1.5 * values.abs().mean() * torch.randn(values.shape, generator=gen)).to(values.dtype))
 
 
 def _has_transposed_linear(model: nn.Module) -> bool:

@@ -98,6 +98,18 @@ def expected_targets(
     return {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items() if adapter in layer.scaling}
 
 
+def expected_tokens(
+    scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = None, adapter: str = "default"
+) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Per the reference: embedding path -> the rows `adapter` trains there, and each module tied to one of those
+    embeddings (it must follow the rows) -> the embedding's path."""
+    ref = oracle(scenario, adapters or [("default", scenario.config)])
+    layers = ref.token_layers()
+    rows = {p: t.indices[adapter] for p, t in layers.items() if t.leader is None and adapter in t.indices}
+    tied = {p: q for p, t in layers.items() for q in rows if t.leader is not None and t.leader is layers[q]}
+    return rows, tied
+
+
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:
     """The exact key set adapter `name` must save, per the reference."""
     return set(oracle(scenario, adapters).adapter_state_dict(name))
@@ -123,6 +135,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("layers")
         if cfg.target_modules == "all-linear":
             needs.add("all_linear")
+        if cfg.trainable_token_indices is not None:
+            needs.add("trainable_tokens")
         for kind, fifo in expected_targets(scenario, cfg).values():
             if fifo:
                 needs.add("fan_in_fan_out")
@@ -234,8 +248,43 @@ def tuner_scenario(
 
 
 def profile_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
-    """What a profile runs: each model's zoo scenarios, followed by its DoRA ones where it has them."""
-    return [s for zm in models for s in zoo_scenarios([zm], dtypes, device) + dora_scenarios([zm], dtypes, device)]
+    """What a profile runs: each model's zoo scenarios, followed by its DoRA and trainable-token ones where it has
+    them."""
+    return [
+        s
+        for zm in models
+        for s in zoo_scenarios([zm], dtypes, device)
+        + dora_scenarios([zm], dtypes, device)
+        + token_scenarios([zm], dtypes, device)
+    ]
+
+
+#: Zoo models that also run with trainable tokens ("tokens" in the test id): the LoRA targets without the
+#: embedding, and each adapter's rows (disjoint). `tied-embedding` ties its head by sharing the tensor (a plain
+#: model), gpt2 by its config (a list of indices: the input embedding); `scaled-embedding` has Gemma's scale.
+TOKEN_MODELS: dict[str, tuple[list[str], list[int] | dict[str, list[int]], list[int] | dict[str, list[int]]]] = {
+    "tied-embedding": (["proj"], {"wte": [1, 4, 7, 10, 13, 16, 19]}, {"wte": [2, 5, 8]}),
+    "scaled-embedding": (["proj"], {"wte": [0, 3, 6, 9, 12, 15, 18]}, {"wte": [1, 11]}),
+    "gpt2": (["c_attn", "c_proj"], [1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31], [2, 5, 8]),
+}
+
+
+def token_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:
+    """The zoo scenarios of the TOKEN_MODELS among `models`, both adapters training rows of the embedding."""
+    out = []
+    for s in zoo_scenarios([zm for zm in models if zm.name in TOKEN_MODELS], dtypes, device):
+        if s.label != "r4" or s.second is None:
+            continue
+        targets, first, second = TOKEN_MODELS[s.model.name]
+        out.append(
+            dataclasses.replace(
+                s,
+                config=dataclasses.replace(s.config, target_modules=targets, trainable_token_indices=first),
+                second=dataclasses.replace(s.second, target_modules=targets, trainable_token_indices=second),
+                label="tokens",
+            )
+        )
+    return out
 
 
 def dora_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str = "cpu") -> list[Scenario]:

@@ -10,11 +10,11 @@ import torch
 from loraguard.backends.base import Backend
 from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import delta_weight, dora_merged_weight
-from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, oracle
+from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, expected_tokens, oracle
 from loraguard.harness.zoo import run
-from loraguard.invariants.checks import assert_close, assert_close_to_exact, assert_effect, assert_equal
+from loraguard.invariants.checks import assert_close, assert_close_to_exact, assert_effect, assert_equal, expect
 from loraguard.invariants.registry import Skipped, invariant
-from loraguard.invariants.steps import Wrapped, magnitudes, train_magnitudes, wrap
+from loraguard.invariants.steps import Wrapped, magnitudes, token_rows, train_magnitudes, wrap
 
 
 def exact_unmerged(wrapped: Wrapped, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
@@ -63,6 +63,39 @@ def check_merged_weights(
             scenario.dtype,
             f"{when}: merged weight of '{path}' vs {formula}",
         )
+    check_merged_tokens(backend, wrapped, scenario, [(n, c) for n, c in adapters if isinstance(c, LoraConfig)], when)
+
+
+def check_merged_tokens(
+    backend: Backend, wrapped: Wrapped, scenario: Scenario, adapters: list[tuple[str, LoraConfig]], when: str
+) -> None:
+    """An embedding with trainable tokens holds, merged, its unmerged weight with exactly the listed rows replaced by
+    the adapters' trained values (bit for bit: a merge copies rows), and a module tied to it the very same weight."""
+    want: dict[str, torch.Tensor] = {}
+    for name, config in adapters:
+        if config.trainable_token_indices is None:
+            continue
+        rows = expected_tokens(scenario, adapters, name)[0]
+        values = token_rows(backend, wrapped.model, name)
+        expect(
+            set(values) == set(rows), f"{when}: adapter {name!r} trains rows of {sorted(values)}, not {sorted(rows)}"
+        )
+        for path, indices in rows.items():
+            weight = want.get(path, wrapped.base_weights[path])
+            index = torch.tensor(indices, device=weight.device)
+            want[path] = weight.index_copy(0, index, values[path].detach().to(weight.device, weight.dtype))
+    for path, weight in want.items():
+        assert_equal(
+            backend.base_weight(wrapped.model, path),
+            weight,
+            f"{when}: weight of '{path}' vs its rows set to the tokens",
+        )
+    for tied, path in wrapped.tied.items():
+        assert_equal(
+            backend.base_weight(wrapped.model, tied),
+            backend.base_weight(wrapped.model, path),
+            f"{when}: weight of '{tied}' (tied to '{path}') vs the embedding's",
+        )
 
 
 @invariant(
@@ -97,9 +130,9 @@ def unmerge_restores(backend: Backend, scenario: Scenario) -> None:
     backend.merge(wrapped.model)
     backend.merge(wrapped.model)
     check_merged_weights(backend, wrapped, scenario, [("default", scenario.config)], "after merging twice")
-    merged = {p: backend.base_weight(wrapped.model, p).detach().clone() for p in wrapped.targets}
+    merged = {p: backend.base_weight(wrapped.model, p).detach().clone() for p in wrapped.weight_paths()}
     backend.unmerge(wrapped.model)
-    for path in wrapped.targets:
+    for path in wrapped.weight_paths():
         assert_close(
             backend.base_weight(wrapped.model, path),
             wrapped.base_weights[path],
@@ -122,6 +155,9 @@ def multi_active_additive(backend: Backend, scenario: Scenario) -> None:
     shared = [p for p, m in oracle(scenario, both).saved_modules().items() if len(m.modules_to_save) > 1]
     if shared:
         raise Skipped(f"both adapters keep a copy of {shared}; such adapters cannot be active together")
+    rows = set(expected_tokens(scenario, both, "default")[0]) & set(expected_tokens(scenario, both, OTHER)[0])
+    if rows:
+        raise Skipped(f"both adapters train rows of {sorted(rows)}; such adapters cannot be active together")
     wrapped = wrap(backend, scenario)
     backend.add_adapter(wrapped.model, OTHER, second)
     if second.use_dora:
@@ -130,7 +166,9 @@ def multi_active_additive(backend: Backend, scenario: Scenario) -> None:
     out = wrapped.out()
     exact = exact_unmerged(wrapped, scenario.dtype)
     wrapped.targets = {**expected_targets(scenario, adapters=both, adapter=OTHER), **wrapped.targets}
-    for path in wrapped.targets:
+    other_rows, other_tied = expected_tokens(scenario, both, OTHER)
+    wrapped.tokens, wrapped.tied = {**other_rows, **wrapped.tokens}, {**other_tied, **wrapped.tied}
+    for path in wrapped.weight_paths():
         wrapped.base_weights.setdefault(path, backend.base_weight(wrapped.model, path).detach().clone())
     backend.merge(wrapped.model, ["default", OTHER])
     check_merged_weights(

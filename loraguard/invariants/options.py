@@ -28,7 +28,7 @@ def zero_b_init_is_a_noop(backend: Backend, scenario: Scenario) -> None:
     inits = ZERO_B_INITS if not scenario.config.lora_bias else (True,)  # peft refuses lora_bias with 'gaussian'
     for init in inits:
         config = dataclasses.replace(scenario.config, init_lora_weights=init, modules_to_save=None)
-        wrapped = wrap(backend, scenario, config)
+        wrapped = wrap(backend, scenario, config, train=False)  # fresh trainable tokens are the rows themselves
         for path, (a, b) in backend.lora_factors(wrapped.model, "default").items():
             zero = [not bool(t.detach().any()) for t in (a, b)]
             expect(zero.count(True) == 1, f"init_lora_weights={init!r}: '{path}' factors all-zero (A, B): {zero}")

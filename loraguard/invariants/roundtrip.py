@@ -24,6 +24,7 @@ PRESERVED_FIELDS = (
     "lora_bias",
     "lora_dropout",
     "task_type",
+    "trainable_token_indices",
 )
 
 
@@ -87,7 +88,7 @@ def save_load_exact(backend: Backend, scenario: Scenario) -> None:
         assert_equal(run(loaded, wrapped.inputs), out, "output after load vs before save")
     backend.merge(wrapped.model)
     backend.merge(loaded)
-    for path in wrapped.targets:
+    for path in wrapped.weight_paths():
         assert_equal(
             backend.base_weight(loaded, path),
             backend.base_weight(wrapped.model, path),

@@ -6,7 +6,7 @@ import functools
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,10 +14,10 @@ from torch import nn
 
 from loraguard.backends.base import Backend, optional_methods
 from loraguard.core.config import WEIGHTS_NAME, LoraConfig
-from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, AdapterKey
+from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey
 from loraguard.core.merge_math import LayerKind
 from loraguard.core.module_access import weight_of
-from loraguard.harness.scenarios import Scenario, expected_targets, layer_kind
+from loraguard.harness.scenarios import Scenario, expected_targets, expected_tokens, layer_kind
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import expect
 
@@ -32,23 +32,31 @@ class Wrapped:
     base_out: torch.Tensor
     base_weights: dict[str, torch.Tensor]
     targets: dict[str, tuple[LayerKind, bool]]
+    tokens: dict[str, list[int]] = field(default_factory=dict)  # embedding path -> rows of trainable tokens
+    tied: dict[str, str] = field(default_factory=dict)  # a module tied to such an embedding -> the embedding
 
     def out(self) -> torch.Tensor:
         with torch.no_grad():
             return run(self.model, self.inputs)
 
+    def weight_paths(self) -> list[str]:
+        """Every module whose weight an adapter changes at merge: LoRA targets, token embeddings, their tied heads."""
+        return [*self.targets, *self.tokens, *self.tied]
 
-def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None) -> Wrapped:
+
+def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None, train: bool = True) -> Wrapped:
     """Build the base, record its output and target weights, wrap it, and check the backend wrapped exactly the
-    modules the oracle selects (dot-boundary names, never LoRA internals)."""
+    modules the oracle selects (dot-boundary names, never LoRA internals). With `train`, DoRA magnitudes and
+    trainable tokens are moved off their initial values (where they change nothing)."""
     config = config or scenario.config
     base, x = scenario.base(), scenario.inputs()
     targets = expected_targets(scenario, config)
+    tokens, tied = expected_tokens(scenario, [("default", config)]) if config.trainable_token_indices else ({}, {})
     with torch.no_grad():
         base_out = run(base, x)
-    w0 = {p: weight_of(base.get_submodule(p)).detach().clone() for p in targets}
+    w0 = {p: weight_of(base.get_submodule(p)).detach().clone() for p in [*targets, *tokens, *tied]}
     model = backend.wrap(base, config)
-    if config.use_dora:
+    if config.use_dora and train:
         train_magnitudes(backend, model, "default", scenario.seed)
     got = set(backend.lora_factors(model, "default"))
     expect(
@@ -56,7 +64,38 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None)
         f"wrapped modules differ from target_modules={config.target_modules!r}: unexpected "
         f"{sorted(got - set(targets))}, missing {sorted(set(targets) - got)}",
     )
-    return Wrapped(model, base, x, base_out, w0, targets)
+    if tokens:
+        check_token_rows(backend, model, "default", tokens, config)
+        if train:
+            train_tokens(backend, model, "default", scenario.seed)
+    return Wrapped(model, base, x, base_out, w0, targets, tokens, tied)
+
+
+def check_token_rows(
+    backend: Backend, model: nn.Module, adapter: str, tokens: dict[str, list[int]], config: LoraConfig
+) -> None:
+    """The backend trains rows of exactly the oracle's embeddings, one value row per listed index."""
+    rows = optional_methods(backend).token_rows(model, adapter)
+    expect(
+        set(rows) == set(tokens),
+        f"trainable_token_indices={config.trainable_token_indices!r} gave rows on {sorted(rows)}, "
+        f"expected {sorted(tokens)}",
+    )
+    for path, values in rows.items():
+        expect(
+            values.shape[0] == len(tokens[path]),
+            f"'{path}': {values.shape[0]} trainable rows for {len(tokens[path])} indices",
+        )
+
+
+def train_tokens(backend: Backend, model: nn.Module, adapter: str, seed: int = 0) -> None:
+    """Simulated training of trainable tokens: each row moves off the value it started from (the row itself), by
+    noise 1.5x the rows' mean magnitude."""
+    gen = torch.Generator().manual_seed(seed + 11)
+    with torch.no_grad():
+        for values in optional_methods(backend).token_rows(model, adapter).values():
+            noise = torch.randn(values.shape, generator=gen) * 1.5 * values.detach().abs().mean().item()
+            values.add_(noise.to(values.device, values.dtype))
 
 
 def magnitudes(backend: Backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
@@ -78,6 +117,7 @@ def perturb(backend: Backend, model: nn.Module, adapter: str, seed: int = 1) -> 
     gen = torch.Generator().manual_seed(seed)
     tensors = [t for ab in backend.lora_factors(model, adapter).values() for t in ab]
     tensors += list(magnitudes(backend, model, adapter).values())
+    tensors += list(token_rows(backend, model, adapter).values())
     tensors += [t for state in backend.saved_copies(model, adapter).values() for t in state.values()]
     with torch.no_grad():
         for t in tensors:
@@ -107,7 +147,14 @@ def adapter_tensors(backend: Backend, model: nn.Module, adapter: str, scenario: 
     for path, state in backend.saved_copies(model, adapter).items():
         for k, v in state.items():
             out[AdapterKey(path, MODULES_TO_SAVE, k).saved()] = v
+    for path, values in token_rows(backend, model, adapter).items():
+        out[AdapterKey(path, TOKENS).saved()] = values
     return out
+
+
+def token_rows(backend: Backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+    """Trainable token values of `adapter` by embedding path ({} for a backend without trainable tokens)."""
+    return optional_methods(backend).token_rows(model, adapter) if "trainable_tokens" in backend.capabilities else {}
 
 
 def module_kinds(scenario: Scenario) -> dict[str, LayerKind]:

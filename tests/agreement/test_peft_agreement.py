@@ -17,6 +17,7 @@ from loraguard.frontends.agreement import (  # noqa: E402
     DTYPES,
     PEFT_SUFFIX_BUG,
     PEFT_TIED_BUG,
+    TOKENS,
     VARIANTS,
     Variant,
     compare,
@@ -80,6 +81,16 @@ def test_bias_options_and_dropout_agree(zoo_name: str, variant: Variant) -> None
 def test_dora_agrees(zoo_name: str, dtype: str) -> None:
     # Linear, Conv1d/2d, GPT-2 Conv1D (fan_in_fan_out) and Embedding, with magnitudes moved off the norm.
     row = compare(ZOO[zoo_name], dtype, DORA)
+    _assert_agrees(row)
+    assert row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
+
+
+@pytest.mark.parametrize(
+    ("zoo_name", "dtype"), [("scaled-embedding", "float32"), ("scaled-embedding", "bfloat16"), ("gpt2", "float32")]
+)
+def test_trainable_tokens_agree(zoo_name: str, dtype: str) -> None:
+    # Rows of a scaled embedding, and of gpt2's wte with its tied lm_head following them (tie_word_embeddings).
+    row = compare(ZOO[zoo_name], dtype, TOKENS)
     _assert_agrees(row)
     assert row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
 

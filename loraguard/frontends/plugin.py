@@ -36,7 +36,7 @@ _OPTIONS: list[tuple[str, Literal["args", "string"], object, str]] = [
     ("known-failures", "args", [], "your own known-failures file (repeatable), in the format of the builtin ones"),
     ("builtin-known-failures", "string", "on", "on (default): the known bugs shipped for the installed release; off"),
     ("shrink", "string", None, "full, or seconds a failing drawn test may shrink (default: the profile's)"),
-    ("reproducers", "string", ".loraguard/reproducers", "where each failing test's reproducer script is written"),
+    ("reproducers", "string", ".loraguard/reproducers", "where each failing test's reproducer is written; off: none"),
     ("baseline", "string", None, "compare against a snapshot taken with `loraguard snapshot` (upgrade gating)"),
     ("zero3", "string", "0", "also run the ZeRO-3 invariants on N DeepSpeed ranks"),
     ("fsdp", "string", "0", "also run the PyTorch FSDP invariants on N ranks (gloo on CPU, NCCL on CUDA)"),
@@ -82,6 +82,13 @@ def _count(config: pytest.Config, name: str) -> int:
     return count
 
 
+def _reproducer_dir(config: pytest.Config) -> Path | None:
+    """Where reproducers go; None for ``off`` (a run that wants only outcomes: each standalone reproducer is
+    confirmed in a fresh interpreter, seconds to a minute per failing test)."""
+    value = _option(config, "reproducers")
+    return None if str(value).lower() == "off" else config.invocation_params.dir / value
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "loraguard(invariant_id): a test of one loraguard invariant")
     if not config.getoption("loraguard"):
@@ -104,7 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 known_failures=_option(config, "known-failures"),
                 builtin_known_failures=builtin == "on",
                 shrink=_option(config, "shrink"),
-                reproducer_dir=config.invocation_params.dir / _option(config, "reproducers"),
+                reproducer_dir=_reproducer_dir(config),
                 baseline=_option(config, "baseline"),
                 update_baseline=config.getoption("loraguard_update_baseline"),
                 zero3=_count(config, "zero3"),

@@ -26,17 +26,20 @@ _VERSIONS = (
 @dataclass(frozen=True)
 class Suite:
     """What each release's `pytest --loraguard` run checks (profile, and the zoo models and dtypes it narrows to;
-    empty: the profile's) and with how many pytest-xdist workers (0: in the pytest process itself)."""
+    empty: the profile's), with how many pytest-xdist workers (0: in the pytest process itself), and whether each
+    failing test leaves a reproducer (confirmed in a fresh interpreter: seconds to a minute per failing test)."""
 
     profile: str = "ci"
     zoo: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ()
     workers: int = 2
+    reproducers: bool = True
 
-    def pytest_args(self) -> list[str]:
-        """The plugin's options for this suite, and xdist's."""
+    def pytest_args(self, folder: Path) -> list[str]:
+        """The plugin's options for this suite (reproducers under `folder`), and xdist's."""
         args = [f"--loraguard-profile={self.profile}"]
         args += [f"--loraguard-zoo={name}" for name in self.zoo] + [f"--loraguard-dtype={d}" for d in self.dtypes]
+        args.append(f"--loraguard-reproducers={folder / 'reproducers' if self.reproducers else 'off'}")
         return args + (["-n", str(self.workers)] if self.workers else [])
 
 
@@ -110,7 +113,7 @@ def run_release(
     junit.unlink(missing_ok=True)
     # the baseline is compared below, with drift kinds; its pytest form would only repeat it as skips here
     step(f"peft {rel.version}: pytest --loraguard")
-    _capture(
+    done = _run(
         [
             str(python),
             "-m",
@@ -120,8 +123,7 @@ def run_release(
             "--loraguard",
             "--loraguard-backend",
             "peft",
-            *suite.pytest_args(),
-            f"--loraguard-reproducers={folder / 'reproducers'}",
+            *suite.pytest_args(folder),
             "-k",
             "not test_baseline",
             "-q",
@@ -130,8 +132,8 @@ def run_release(
         folder,
         folder / "pytest.log",
     )
-    if not junit.exists():
-        result.error = f"pytest wrote no report; see {folder / 'pytest.log'}"
+    if done.returncode not in (0, 1) or not junit.exists():  # 2-5: interrupted, internal or usage error, no tests
+        result.error = f"pytest stopped (exit {done.returncode}) before the suite ran; see {folder / 'pytest.log'}"
         return result
     result.outcomes, result.failures = read_junit(junit)
     if baseline is not None:
@@ -150,9 +152,14 @@ def run_release(
 
 def _capture(cmd: list[str], cwd: Path, log: Path) -> str:
     """Run `cmd`, keep its stdout and stderr in `log`, and return stdout (its exit code is read from reports)."""
+    return _run(cmd, cwd, log).stdout
+
+
+def _run(cmd: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` in `cwd`, keeping the command, its exit code, stdout and stderr in `log`."""
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     log.write_text(f"$ {' '.join(cmd)}\n[exit {done.returncode}]\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    return done
 
 
 def save_results(results: list[ReleaseResult], path: Path) -> None:

@@ -53,6 +53,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="pytest-xdist workers per release (default: 2; 0: no xdist, one process, which starts faster)",
     )
     parser.add_argument(
+        "--no-reproducers",
+        dest="reproducers",
+        action="store_false",
+        help="write no reproducer per failing test (each is confirmed in a fresh interpreter, seconds to a minute "
+        "each: the bulk of the time on old releases with many failures); outcomes and failing tests are the same",
+    )
+    parser.add_argument(
         "--reinstall",
         action="store_true",
         help="install each release's packages again even if its environment already has them",
@@ -159,7 +166,7 @@ def _suite(args: argparse.Namespace):
             raise ValueError(f"{option} {unknown[0]!r}: choose from {sorted(known)}")
     if args.workers < 0:
         raise ValueError(f"--workers {args.workers}: give a number of pytest-xdist workers, 0 for none")
-    return Suite(args.profile, tuple(args.zoo), tuple(args.dtype), args.workers)
+    return Suite(args.profile, tuple(args.zoo), tuple(args.dtype), args.workers, args.reproducers)
 
 
 def write_page(results: list, path: Path) -> Path:

@@ -53,7 +53,7 @@ class Settings:
     known_failures: list[KnownFailure] = field(default_factory=list)
     known_failure_files: list[Path] = field(default_factory=list)  # the files they came from, builtin ones first
     shrink_seconds: float | None = None
-    reproducer_dir: Path = Path(".loraguard/reproducers")
+    reproducer_dir: Path | None = Path(".loraguard/reproducers")  # None: no reproducers written
     baseline: Path | None = None
     update_baseline: bool = False
     zero3: int = 0
@@ -82,7 +82,7 @@ class RunOptions:
     known_failures: list[str] = field(default_factory=list)
     builtin_known_failures: bool = True
     shrink: str | None = None  # "full" or seconds; None: the profile's
-    reproducer_dir: Path = Path(".loraguard/reproducers")
+    reproducer_dir: Path | None = Path(".loraguard/reproducers")  # None: no reproducers written
     baseline: str | None = None
     update_baseline: bool = False
     zero3: int = 0

@@ -60,8 +60,8 @@ def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Set
 
 
 def _reproducer(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item):
-    """The failing test's reproducer; none for a known failure (it is filed already)."""
-    if test.get_closest_marker("xfail") is not None:
+    """The failing test's reproducer; none for a known failure (it is filed already) or with reproducers off."""
+    if test.get_closest_marker("xfail") is not None or settings.reproducer_dir is None:
         return None
     path = write_reproducer(invariant_id, backend, scenario, settings, test.name)
     CURRENT["reproducer"] = str(path)
@@ -77,7 +77,11 @@ def _fail(
     message = (
         f"loraguard invariant {invariant_id!r} violated by {backend.name} {backend.version()}:\n  {what}\n"
         f"minimal example: {describe(scenario)}{extra}"
-        + (f"\nreproducer: python {path}" if path is not None else "\n(a known failure: no reproducer written)")
+        + (
+            f"\nreproducer: python {path}"
+            if path is not None
+            else "\n(no reproducer written: a known failure, or reproducers off)"
+        )
     )
     if not isinstance(err, InvariantViolation):  # a crash: where in the library, without loraguard's frames
         frames = [f for f in traceback.extract_tb(err.__traceback__) if f"{os.sep}loraguard{os.sep}" not in f.filename]

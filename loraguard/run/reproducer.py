@@ -49,8 +49,11 @@ def write_reproducer(
 ) -> Path:
     """Write the reproducer of one failing test, named after its ID: the standalone script where the backend can
     write one and it fails as it should when run on its own, else the loraguard replay."""
-    settings.reproducer_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.reproducer_dir / f"{safe_name(test_name)}.py"
+    folder = settings.reproducer_dir
+    if folder is None:
+        raise ValueError("reproducers are off in these settings (--loraguard-reproducers off)")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{safe_name(test_name)}.py"
     standalone = getattr(backend, "standalone_reproducer", None)
     source = None
     if standalone is not None:

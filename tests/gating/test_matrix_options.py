@@ -13,14 +13,16 @@ from loraguard.gating.environments import EnvSetupError, install_stamp, make_env
 from loraguard.gating.matrix import ReleaseResult, Suite, read_junit
 
 
-def test_the_suite_narrows_the_release_run_only_when_asked() -> None:
-    assert Suite().pytest_args() == ["--loraguard-profile=ci", "-n", "2"]  # the default: the whole ci profile
-    narrowed = Suite("quick", ("mlp", "gpt2"), ("f32",), 0).pytest_args()
+def test_the_suite_narrows_the_release_run_only_when_asked(tmp_path: Path) -> None:
+    default = Suite().pytest_args(tmp_path)  # the whole ci profile, reproducers kept
+    assert default == ["--loraguard-profile=ci", f"--loraguard-reproducers={tmp_path / 'reproducers'}", "-n", "2"]
+    narrowed = Suite("quick", ("mlp", "gpt2"), ("f32",), 0, reproducers=False).pytest_args(tmp_path)
     assert narrowed == [
         "--loraguard-profile=quick",
         "--loraguard-zoo=mlp",
         "--loraguard-zoo=gpt2",
         "--loraguard-dtype=f32",
+        "--loraguard-reproducers=off",
     ]
 
 

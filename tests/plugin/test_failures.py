@@ -94,3 +94,11 @@ def test_rewrap_passes_only_on_the_librarys_refusal(pytester: pytest.Pytester) -
         "test_zoo and rewrap and r4",
     )
     result.stdout.fnmatch_lines(["rewrap*1 partial*"])
+
+
+def test_with_reproducers_off_a_failure_is_reported_and_nothing_is_written(pytester: pytest.Pytester) -> None:
+    """What `loraguard matrix --no-reproducers` passes: the same failure, no script written or confirmed."""
+    result = pytester.runpytest(*MUTANT, "--loraguard-reproducers", "off", "-k", "test_zoo and merge-forward")
+    assert result.parseoutcomes().get("failed", 0) >= 1
+    result.stdout.fnmatch_lines(["*violated by mutant-no-scale*", "*no reproducer written: *reproducers off*"])
+    assert not (pytester.path / ".loraguard").exists() and not (pytester.path / "off").exists()

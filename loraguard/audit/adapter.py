@@ -14,7 +14,7 @@ from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import TensorRef
 from loraguard.audit.tensors import TensorSource, torch_dtype, value_flags
 from loraguard.core.config import LoraConfig
-from loraguard.core.keys import PEFT_PREFIX, embedded_adapter_name, parse_factor_key, split, strip_prefix
+from loraguard.core.keys import PEFT_PREFIX, TOKENS, embedded_adapter_name, parse_factor_key, split, strip_prefix
 from loraguard.core.matching import ALL_LINEAR, PatternError, ambiguous_entries, false_suffix_matches, spec_matches
 
 _A_ROLES = {"lora_A": "lora_B", "lora_embedding_A": "lora_embedding_B"}
@@ -219,6 +219,9 @@ def _saved_module(key: str, layout: KeyLayout, config: LoraConfig) -> str | None
     segs = split(strip_prefix(key))
     if segs[-2:] == ["base_layer", "bias"] and ".".join(segs[:-2]) in layout.factors:
         return "" if config.bias in ("all", "lora_only") else None
+    if segs[-2:] == split(TOKENS) and len(segs) > 2:  # trainable tokens' rows (a list: the input embedding's)
+        rows = config.trainable_token_indices
+        return "" if isinstance(rows, list) or (rows and spec_matches(".".join(segs[:-2]), list(rows))) else None
     for cut in range(len(segs) - 1, 0, -1):
         module = ".".join(segs[:cut])
         if spec_matches(module, config.modules_to_save):

@@ -39,6 +39,15 @@ def test_clean_adapter_has_no_findings(saved, library, zoo_name):
     assert any(f.endswith(WEIGHTS_NAME) for f in result.files)
 
 
+@pytest.mark.parametrize("library", sorted(SAVERS))
+def test_trainable_tokens_are_clean_and_named_by_the_config(library, tmp_path):
+    # Rows of wte saved as wte.token_adapter.trainable_tokens_delta; a config that does not name wte explains nothing.
+    SAVERS[library]("tied-embedding", tmp_path, target_modules=["proj"], trainable_token_indices={"wte": [1, 4]})
+    assert audit(tmp_path).findings == []
+    rewrite_config(tmp_path, trainable_token_indices=None)
+    assert rules(audit(tmp_path)) == {"LG203"}
+
+
 def test_reference_nested_names_are_clean(tmp_path):
     save_reference("nested", tmp_path)
     assert audit(tmp_path).findings == []

@@ -12,7 +12,7 @@ from torch import nn
 
 from loraguard.backends.peft import PeftBackend
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.core.keys import PEFT_PREFIX
+from loraguard.core.keys import MODULE_BIAS, PEFT_PREFIX
 from loraguard.core.merge_math import delta_weight
 from loraguard.reference import LoraModel
 from loraguard.reference import io as reference_io
@@ -246,6 +246,17 @@ class TiedHeadIgnoresTokens(_Mutant):
     name, model_class, defect = "mutant-token-untied", _UntiedTokensModel, "tied output head ignores trainable tokens"
 
 
+# -- 14. bias="all" trained like "lora_only": biases of modules LoRA does not wrap are neither trained nor saved ------
+class _BiasAllAsLoraOnlyModel(LoraModel):
+    def adapter_keys(self, adapter_name):
+        return [k for k in super().adapter_keys(adapter_name) if k.role != MODULE_BIAS]
+
+
+class BiasAllDropsModuleBiases(_Mutant):
+    name, model_class = "mutant-bias-all", _BiasAllAsLoraOnlyModel
+    defect = "bias='all' trains and saves only the wrapped layers' biases"
+
+
 # -- a release broken in many ways at once: for benchmarks of a red run (benchmarks/red_run_bench.py) --------------
 class _ManyDefectsModel(_BareSuffixModel, _NamedKeysModel, _SkippingLoadModel, _layer_model(_NoScaleAtMerge)):  # type: ignore[misc]
     pass
@@ -271,6 +282,7 @@ MUTANTS: list[type[_Mutant]] = [
     LaterAdapterNoTaskHead,
     TokenRowsMisplaced,
     TiedHeadIgnoresTokens,
+    BiasAllDropsModuleBiases,
 ]
 
 

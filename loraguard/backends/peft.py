@@ -73,6 +73,7 @@ class PeftBackend:
             "float16",
             "cuda",
             "task_type",
+            "bias",
         }
         if "lora_bias" in self._config_fields():
             caps.add("lora_bias")

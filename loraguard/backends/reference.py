@@ -30,6 +30,7 @@ class ReferenceBackend:
             "rslora",
             "patterns",
             "lora_bias",
+            "bias",
             "dora",
             "all_linear",
             "layers",

@@ -29,6 +29,8 @@ MODULES_TO_SAVE = "modules_to_save"
 BASE_BIAS = "base_bias"
 #: Role of trainable tokens' row values (``trainable_token_indices``), saved bare under the embedding's path.
 TOKENS = "token_adapter.trainable_tokens_delta"
+#: Role of a bias trained with ``bias="all"`` on a module LoRA does not wrap: saved and held as ``<module>.bias``.
+MODULE_BIAS = "module_bias"
 
 _TENSOR_PARAMS = ("weight", "bias")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -50,6 +52,8 @@ class AdapterKey:
             parts = [self.module, self.role, self.param or "weight"]
         elif self.role == BASE_BIAS:
             parts = [self.module, "base_layer", "bias"]
+        elif self.role == MODULE_BIAS:
+            parts = [self.module, "bias"]
         else:  # modules_to_save: the copy is saved under the original module's own path
             parts = [self.module, self.param]
         return PEFT_PREFIX + ".".join(p for p in parts if p)
@@ -64,6 +68,8 @@ class AdapterKey:
             return f"{self.module}.{self.role}.{adapter}.{self.param or 'weight'}"
         if self.role == BASE_BIAS:
             return f"{self.module}.base_layer.bias"
+        if self.role == MODULE_BIAS:
+            return f"{self.module}.bias" if self.module else "bias"
         return f"{self.module}.{MODULES_TO_SAVE}.{adapter}.{self.param}"
 
 

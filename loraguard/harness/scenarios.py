@@ -125,6 +125,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("patterns")
         if cfg.lora_bias:
             needs.add("lora_bias")
+        if cfg.bias != "none":
+            needs.add("bias")
         if cfg.use_dora:
             needs.add("dora")
         if cfg.modules_to_save:

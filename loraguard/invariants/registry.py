@@ -31,6 +31,7 @@ _MODULES = (
     "modules_to_save",
     "naming",
     "options",
+    "biases",
     "roundtrip",
     "targets",
     "wrapping",

@@ -50,7 +50,10 @@ def read_weights(directory: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 def save_adapter(model: LoraModel, directory: Path, adapter_name: str) -> None:
     """Write `adapter_config.json` and `adapter_model.safetensors` for one adapter."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in model.adapter_state_dict(adapter_name).items()}
+    tensors, seen = {}, set()
+    for k, v in model.adapter_state_dict(adapter_name).items():  # a tied tensor (BERT's decoder bias) is copied,
+        tensors[k] = v.clone() if v.data_ptr() in seen else v.contiguous()  # as peft saves it under both keys
+        seen.add(v.data_ptr())
     for key, tensor in tensors.items():
         if tensor.numel() == 0:
             raise ValueError(
@@ -102,8 +105,8 @@ def _copy_into(model: LoraModel, path: Path, tensors: dict[str, torch.Tensor], a
     expected = {k.saved(): k for k in model.adapter_keys(adapter_name)}
     state = model.model.state_dict(keep_vars=True)
     for key, tensor in tensors.items():
-        try:
-            parsed = parse_saved_key(key, lora_paths, saved_paths, token_paths)
+        try:  # a key the config creates is taken as it is (a plain module's bias under bias='all' among them)
+            parsed = expected[key] if key in expected else parse_saved_key(key, lora_paths, saved_paths, token_paths)
         except KeyError as err:
             embedded = embedded_adapter_name(key)
             hint = (

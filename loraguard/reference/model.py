@@ -16,8 +16,9 @@ from torch import nn
 
 from loraguard.core import combine_math
 from loraguard.core.config import LoraConfig
-from loraguard.core.keys import BASE_BIAS, MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey, check_adapter_name
+from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey, check_adapter_name
 from loraguard.core.matching import spec_matches
+from loraguard.reference.biases import bias_keys
 from loraguard.reference.layers import LoraLayer, wrap_layer
 from loraguard.reference.saved import ModulesToSave
 from loraguard.reference.selection import (
@@ -75,8 +76,6 @@ class LoraModel(nn.Module):
         check_adapter_name(adapter_name)
         if adapter_name in self.peft_config:
             raise ValueError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
-        if config.bias == "all":
-            raise ValueError("bias='all' is not implemented by the reference; use 'none' or 'lora_only'")
         config, targets, saved, tokens = plan_adapter(self, config)
         # Validate every target before changing anything, so a failure leaves the model as it was.
         new_layers = {
@@ -206,8 +205,7 @@ class LoraModel(nn.Module):
                 keys.append(AdapterKey(path, "lora_B", "bias"))
             if layer.use_dora[adapter_name]:
                 keys.append(AdapterKey(path, MAGNITUDE))
-            if config.bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
-                keys.append(AdapterKey(path, BASE_BIAS, "bias"))
+        keys += bias_keys(self.model, config.bias)
         for path, tokens in self.token_layers().items():
             if tokens.leader is None and adapter_name in tokens.indices:
                 keys.append(AdapterKey(path, TOKENS))

@@ -119,6 +119,39 @@ def _batchnorm_model():
     )
 
 
+def _biased_model() -> ZooModel:
+    import torch
+    from torch import nn
+
+    return ZooModel(
+        "biased",
+        lambda: nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 4)),
+        lambda g: (torch.randn(4, 8, generator=g),),
+        ["0"],
+        [],
+    )
+
+
+BIAS_ALL = Variant("bias=all", r=4, lora_alpha=32, bias="all")
+
+
+def test_bias_all_agrees() -> None:
+    # The untargeted layer's bias is trained and saved as '2.bias', the targeted one's as '0.base_layer.bias'.
+    row = compare(_biased_model(), "float32", BIAS_ALL)
+    _assert_agrees(row)
+    assert row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
+
+
+def test_bias_all_with_modules_to_save_differs_only_by_peft_saving_wrapper_internals() -> None:
+    # reproducers/peft/bias_all_saves_copy_internals.py: peft also saves head.modules_to_save.bias and
+    # head.original_module.bias; outputs and every other key agree.
+    row = compare(ZOO["mlp"], "float32", BIAS_ALL)
+    assert row.unmerged <= row.bound and row.merged <= row.bound and row.disabled <= row.bound
+    texts = [p.text for p in row.problems]
+    assert texts and all("head.modules_to_save.bias" in t for t in texts), texts
+    assert "only reference []" in texts[0] and "head.original_module.bias" in texts[0], texts
+
+
 def test_modules_to_save_with_buffers_agrees() -> None:
     # BatchNorm's running statistics are saved with the copy but are buffers, never trainable parameters.
     row = compare(_batchnorm_model(), "float32", VARIANTS["plain"])

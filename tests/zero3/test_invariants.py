@@ -22,15 +22,10 @@ def scenario(name: str) -> str:
     return f"{SCENARIOS}:{name}"
 
 
-def test_every_invariant_passes_for_peft_on_two_ranks():
-    results = run_suite(2, "peft")
-    assert [r.id for r in results] == invariant_ids()
-    assert all(r.status == "passed" for r in results), "\n".join(f"{r.id} {r.status}: {r.message}" for r in results)
-
-
-def test_wrong_saves_merges_and_exports_are_caught_and_the_suite_runs_in_an_existing_world(tmp_path):
-    """One world (starting ranks is most of the cost): three mutants, each failing alike on every rank, then
-    run_suite called inside the ranks. The ungathered save is kept for the audit."""
+def test_invariants_pass_for_peft_and_wrong_saves_merges_and_exports_are_caught(tmp_path):
+    """One world (starting ranks is most of the cost): every invariant as `run_suite(2, "peft")` runs them, then
+    three mutants, each failing alike on every rank, then run_suite called inside the ranks. The ungathered save
+    is kept for the audit."""
     out = tmp_path / "ungathered"
     names = [
         "ungathered_save_checked",
@@ -38,11 +33,15 @@ def test_wrong_saves_merges_and_exports_are_caught_and_the_suite_runs_in_an_exis
         "export_by_merging_in_place",
         "suite_in_existing_world",
     ]
-    outcomes = launch([scenario(n) for n in names], 2, timeout=60, options={"out": str(out)})
-    by_name = {o.invariant.rpartition(":")[2]: o for o in outcomes}
-    assert [o.status for o in outcomes] == ["failed", "failed", "failed", "passed"], "\n".join(
-        f"{o.invariant} {o.status}: {o.message}" for o in outcomes
-    )
+    ids = invariant_ids()
+    options = {"backend": "peft", "model": "mlp", "out": str(out)}  # run_suite's options, and the save's copy
+    outcomes = launch(ids + [scenario(n) for n in names], 2, timeout=60, options=options)
+    report = "\n".join(f"{o.invariant} {o.status}: {o.message}" for o in outcomes)
+    assert [o.invariant for o in outcomes[: len(ids)]] == ids, report
+    assert all(o.status == "passed" for o in outcomes[: len(ids)]), report
+    mutants = outcomes[len(ids) :]
+    by_name = {o.invariant.rpartition(":")[2]: o for o in mutants}
+    assert [o.status for o in mutants] == ["failed", "failed", "failed", "passed"], report
     assert len({tuple(o.pids) for o in outcomes}) == 1  # failures every rank saw alike keep the world
 
     ungathered = by_name["ungathered_save_checked"]
@@ -56,3 +55,8 @@ def test_wrong_saves_merges_and_exports_are_caught_and_the_suite_runs_in_an_exis
     result = audit_paths([str(out)])
     flagged = {f.key for f in result.findings if f.rule == "LG303"}
     assert flagged and all(k.startswith("base_model.model.") for k in flagged), result.findings
+
+
+def test_run_suite_refuses_an_unknown_invariant_before_starting_ranks():
+    with pytest.raises(ValueError, match="no-such"):
+        run_suite(2, ids=["no-such"])

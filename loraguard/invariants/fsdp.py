@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,8 +19,8 @@ from torch import nn
 from loraguard.backends.base import Unsupported
 from loraguard.core.config import LoraConfig
 from loraguard.harness.distributed.context import RankContext
-from loraguard.harness.distributed.recipe import Recipe, build, probe_inputs, train_single
-from loraguard.harness.fsdp.sharding import check_api, full_state, inner, is_sharded, shard
+from loraguard.harness.distributed.recipe import Recipe, build, probe_inputs
+from loraguard.harness.fsdp.sharding import full_state, inner
 from loraguard.harness.fsdp.training import (
     load_checkpoint,
     merge_sharded,
@@ -33,97 +32,24 @@ from loraguard.invariants.checks import (
     InvariantViolation,
     assert_close,
     assert_effect,
-    assert_equal,
     assert_no_empty_tensors,
-    assert_same_keys,
     assert_state_equal,
     expect,
 )
-from loraguard.invariants.ranks import adapter_effect, check_saved_adapter, factors, outputs, rank0, workdir
+from loraguard.invariants.fsdp_steps import (
+    F32,
+    Prepare,
+    check_same_state,
+    cpu_state,
+    frozen_names,
+    gathered_save,
+    setup,
+    sharded_model,
+    train_with_twin,
+    unsharded_copy,
+)
+from loraguard.invariants.ranks import adapter_effect, check_saved_adapter, factors, outputs, workdir
 from loraguard.invariants.registry import invariant
-
-F32 = torch.float32
-Prepare = Callable[[nn.Module], None]
-
-
-# -- shared steps ---------------------------------------------------------------------------------------------
-def _setup(ctx: RankContext, *needs: str):
-    """The backend under test and the recipe, or Unsupported naming the capabilities the invariant needs."""
-    backend = ctx.backend()
-    missing = sorted(set(needs) - set(backend.capabilities))
-    if missing:
-        raise Unsupported(f"backend {backend.name!r} lacks {', '.join(missing)}")
-    caps = set(backend.capabilities)
-    return backend, Recipe(model=ctx.options.get("model", "mlp"), modules_to_save="modules_to_save" in caps)
-
-
-def _api(ctx: RankContext) -> str:
-    return check_api(ctx.options.get("api", "fsdp2"))
-
-
-def _sharded(ctx: RankContext, recipe: Recipe, backend, prepare: Prepare = lambda m: None) -> nn.Module:
-    """The recipe's model, prepared, then sharded with the run's FSDP API."""
-    model = build(backend, recipe, ctx.device)
-    prepare(model)
-    sharded = shard(model, _api(ctx), ctx.device)
-    expect(is_sharded(sharded), f"{_api(ctx)} left the model unsharded; nothing to check")
-    return sharded
-
-
-def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Prepare = lambda m: None):
-    """A model trained under FSDP (with its optimizer) and its single-process twin, both after `prepare`."""
-    model = _sharded(ctx, recipe, backend, prepare)
-    opt = optimizer_for(model, recipe)
-    ctx.step(f"train under {_api(ctx)}")
-    train_sharded(model, opt, recipe, ctx.rank, ctx.device)
-    twin = build(backend, recipe, ctx.device)
-    prepare(twin)
-    train_single(twin, recipe, ctx.world_size, ctx.device)
-    return model, opt, twin
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _unsharded_copy(backend, recipe: Recipe, state: dict[str, torch.Tensor], prepare: Prepare = lambda m: None):
-    """A single-process model holding `state` (a gathered full state dict), strictly loaded."""
-    copy = build(backend, recipe)
-    prepare(copy)
-    copy.load_state_dict(state, strict=True)
-    return copy
-
-
-def _gathered_save(ctx: RankContext, backend, model: nn.Module, recipe: Recipe, directory: Path, prepare=None):
-    """The correct FSDP save: gather the full state dict on every rank, then rank 0 saves it.
-
-    peft takes it as ``save_pretrained(dir, state_dict=...)`` on the sharded model (what accelerate and the
-    Trainer do); another library saves a single-process copy that holds the gathered state.
-    """
-    state = full_state(model)
-
-    def write() -> None:
-        if backend.name == "peft":
-            peft_model: Any = inner(model)
-            peft_model.save_pretrained(str(directory), state_dict=state)
-        else:
-            backend.save(_unsharded_copy(backend, recipe, state, prepare or (lambda m: None)), directory)
-
-    rank0(ctx, write)
-
-
-def _check_same_state(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], frozen: set[str], what: str):
-    """Same keys; frozen tensors bit-identical, trained ones within the float32 bound (reduction order differs)."""
-    assert_same_keys(got, want, what)
-    for key in sorted(want):
-        if key in frozen:
-            assert_equal(got[key], want[key], f"{what}: {key} (frozen)")
-        else:
-            assert_close(got[key], want[key], F32, f"{what}: {key}")
-
-
-def _frozen(model: nn.Module) -> set[str]:
-    return {n for n, p in model.named_parameters() if not p.requires_grad}
 
 
 # -- the invariants -------------------------------------------------------------------------------------------
@@ -134,11 +60,13 @@ def _frozen(model: nn.Module) -> set[str]:
     "model's state dict key for key: frozen tensors bit for bit, trained ones within the float32 bound.",
 )
 def full_state_dict(ctx: RankContext) -> None:
-    backend, recipe = _setup(ctx, "disable")
-    model, _, twin = _trained(ctx, recipe, backend)
+    backend, recipe = setup(ctx, "disable")
+    model, _, twin = train_with_twin(ctx, recipe, backend)
     adapter_effect(backend, twin, recipe, ctx.device)
     ctx.step("gather the full state dict")
-    _check_same_state(full_state(model), _state(twin), _frozen(twin), "full state dict under FSDP vs one process")
+    check_same_state(
+        full_state(model), cpu_state(twin), frozen_names(twin), "full state dict under FSDP vs one process"
+    )
 
 
 @invariant(
@@ -148,17 +76,17 @@ def full_state_dict(ctx: RankContext) -> None:
     "tensor for tensor and loads back exactly.",
 )
 def save_matches_single_process(ctx: RankContext, save: Callable | None = None) -> None:
-    backend, recipe = _setup(ctx, "disable", "save_load")
-    model, _, twin = _trained(ctx, recipe, backend)
+    backend, recipe = setup(ctx, "disable", "save_load")
+    model, _, twin = train_with_twin(ctx, recipe, backend)
     adapter_effect(backend, twin, recipe, ctx.device)
     saved, single = workdir(ctx, "save"), workdir(ctx, "save-single", own=True)
     ctx.step("save under FSDP")
-    (save or _gathered_save)(ctx, backend, model, recipe, saved)
+    (save or gathered_save)(ctx, backend, model, recipe, saved)
     backend.save(twin, single)
     check_saved_adapter(saved, single, "adapter saved under FSDP vs single process")
 
     ctx.step("load the saved adapter")
-    trained = _unsharded_copy(backend, recipe, full_state(model))
+    trained = unsharded_copy(backend, recipe, full_state(model))
     loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device="cpu"), saved)
     assert_state_equal(
         factors(backend, loaded, "default"), factors(backend, trained, "default"), "adapter saved under FSDP, loaded"
@@ -174,8 +102,8 @@ def save_matches_single_process(ctx: RankContext, save: Callable | None = None) 
     "shape and zero-size checks, never accepted.",
 )
 def ungathered_save_detected(ctx: RankContext) -> None:
-    backend, recipe = _setup(ctx, "save_load")
-    model, _, twin = _trained(ctx, recipe, backend)
+    backend, recipe = setup(ctx, "save_load")
+    model, _, twin = train_with_twin(ctx, recipe, backend)
     saved, single = workdir(ctx, "ungathered"), workdir(ctx, "ungathered-single", own=True)
     ctx.step("save without gathering")
     refused = torch.zeros(1)
@@ -206,15 +134,15 @@ def _merge_correctly(ctx: RankContext, backend, model: nn.Module) -> None:
     "unmerged forward.",
 )
 def merge_matches_single_process(ctx: RankContext, merge: Callable = _merge_correctly) -> None:
-    backend, recipe = _setup(ctx, "disable")
-    model, _, twin = _trained(ctx, recipe, backend)
+    backend, recipe = setup(ctx, "disable")
+    model, _, twin = train_with_twin(ctx, recipe, backend)
     inputs = probe_inputs(recipe, ctx.device)
     want_out = adapter_effect(backend, twin, recipe, ctx.device)
     unmerged_out = outputs(model, inputs)
     ctx.step("merge under FSDP")
     merge(ctx, backend, model)
     backend.merge(twin)
-    merged, want = full_state(model), _state(twin)
+    merged, want = full_state(model), cpu_state(twin)
     for path in backend.lora_factors(twin, "default"):
         key = next(n for n, p in twin.named_parameters() if p is backend.base_weight(twin, path))
         assert_close(merged[key], want[key], F32, f"merged weight of {path}")
@@ -259,19 +187,19 @@ def _wrapped_twice(model: nn.Module) -> list[str]:
     "original and the other adapter's copy stay bit-identical, nothing is wrapped twice, and both round-trip.",
 )
 def modules_to_save_per_adapter(ctx: RankContext) -> None:
-    backend, recipe = _setup(ctx, "multi_adapter", "modules_to_save", "save_load", "load_adapter")
+    backend, recipe = setup(ctx, "multi_adapter", "modules_to_save", "save_load", "load_adapter")
     prepare = _other_adapter(backend, recipe)
-    model, _, twin = _trained(ctx, recipe, backend, prepare)
+    model, _, twin = train_with_twin(ctx, recipe, backend, prepare)
     expect(
         not _wrapped_twice(inner(model)), f"modules_to_save wrapped twice under FSDP: {_wrapped_twice(inner(model))}"
     )
     fresh = build(backend, recipe)
     prepare(fresh)
-    trained = _unsharded_copy(backend, recipe, full_state(model), prepare)
-    originals = {k: v for k, v in _state(fresh).items() if ".original_module." in k}
+    trained = unsharded_copy(backend, recipe, full_state(model), prepare)
+    originals = {k: v for k, v in cpu_state(fresh).items() if ".original_module." in k}
     expect(bool(originals), "no original_module tensor in the state dict; cannot check the original stays put")
     assert_state_equal(
-        {k: v for k, v in _state(trained).items() if k in originals}, originals, "original modules after training"
+        {k: v for k, v in cpu_state(trained).items() if k in originals}, originals, "original modules after training"
     )
     for path, copy in backend.saved_copies(fresh, "other").items():
         assert_state_equal(backend.saved_copies(trained, "other")[path], copy, f"'other' adapter's copy of {path}")
@@ -287,7 +215,7 @@ def modules_to_save_per_adapter(ctx: RankContext) -> None:
 
     ctx.step("save and load both adapters")
     directory = workdir(ctx, "two")
-    _gathered_save(ctx, backend, model, recipe, directory, prepare)
+    gathered_save(ctx, backend, model, recipe, directory, prepare)
     loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device="cpu"), directory)
     backend.load_adapter(loaded, directory / "other", "other")
     expect(not _wrapped_twice(loaded), f"modules_to_save wrapped twice after loading: {_wrapped_twice(loaded)}")
@@ -304,9 +232,9 @@ def modules_to_save_per_adapter(ctx: RankContext) -> None:
     "a fresh sharded model, resumes to the same weights bit for bit as uninterrupted training.",
 )
 def checkpoint_resume(ctx: RankContext) -> None:
-    backend, recipe = _setup(ctx)
+    backend, recipe = setup(ctx)
     split = max(1, recipe.steps - 1)
-    model = _sharded(ctx, recipe, backend)
+    model = sharded_model(ctx, recipe, backend)
     opt = optimizer_for(model, recipe)
     start = full_state(model)
     train_sharded(model, opt, recipe, ctx.rank, ctx.device, range(split))
@@ -323,7 +251,7 @@ def checkpoint_resume(ctx: RankContext) -> None:
     )
 
     ctx.step("resume from the checkpoint")
-    resumed = _sharded(ctx, recipe, backend)
+    resumed = sharded_model(ctx, recipe, backend)
     resumed_opt = optimizer_for(resumed, recipe)
     load_checkpoint(resumed, resumed_opt, directory)
     assert_state_equal(full_state(resumed), middle, "model loaded from the sharded checkpoint")
@@ -354,9 +282,9 @@ def _layout(model: nn.Module) -> dict[str, tuple]:
 def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], object] | None = None) -> None:
     from loraguard.harness.fsdp.export import export_merged, merged_state_dict
 
-    backend, recipe = _setup(ctx, "disable")
+    backend, recipe = setup(ctx, "disable")
     prepare = _train_base_too(backend)
-    model, _, _ = _trained(ctx, recipe, backend, prepare)
+    model, _, _ = train_with_twin(ctx, recipe, backend, prepare)
     inputs = probe_inputs(recipe, ctx.device)
     trained_out = outputs(model, inputs)
     with backend.disabled(inner(model)):
@@ -380,7 +308,7 @@ def mixed_training_export(ctx: RankContext, export: Callable[[nn.Module, Path], 
     assert_close(outputs(plain, inputs), trained_out, F32, "exported merged model vs trained forward", depth=3)
 
     ctx.step("export from one process")
-    single = _unsharded_copy(backend, recipe, before, prepare)
+    single = unsharded_copy(backend, recipe, before, prepare)
     assert_state_equal(
         exported, merged_state_dict(single), f"merged file from {ctx.world_size} FSDP ranks vs one process"
     )

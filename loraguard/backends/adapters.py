@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraguard.backends.base import BackendBase, BackendError, Unsupported
+from loraguard.backends.base import BackendBase, BackendError, Unsupported, refuse
 from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
 from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
@@ -236,19 +236,19 @@ class AdaptersBackend(BackendBase):
 
 def _check_config(config: LoraConfig) -> None:
     """Refuse, as Unsupported, every config field adapters' LoRAConfig cannot express."""
-    refused = (
-        ("use_rslora", config.use_rslora),
-        ("rank_pattern", config.rank_pattern),
-        ("alpha_pattern", config.alpha_pattern),
-        ("lora_bias", config.lora_bias),
-        ("modules_to_save", config.modules_to_save),
-        (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-        (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
-        (f"bias={config.bias!r}", config.bias != "none"),
+    refuse(
+        "adapters' LoRAConfig has no",
+        (
+            ("use_rslora", config.use_rslora),
+            ("rank_pattern", config.rank_pattern),
+            ("alpha_pattern", config.alpha_pattern),
+            ("lora_bias", config.lora_bias),
+            ("modules_to_save", config.modules_to_save),
+            (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
+            (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
+            (f"bias={config.bias!r}", config.bias != "none"),
+        ),
     )
-    asked = [name for name, used in refused if used]
-    if asked:
-        raise Unsupported(f"adapters' LoRAConfig has no {', '.join(asked)}")
 
 
 def _role(path: str, layer: Any) -> tuple[str, str | None]:

@@ -25,6 +25,7 @@ backend can wrap (``plain`` torch modules, ``transformers`` models); scenarios o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, cast, runtime_checkable
@@ -82,6 +83,14 @@ class BackendError(RuntimeError):
 
 class Unsupported(BackendError):
     """This release of the library lacks a feature the scenario needs: the check is skipped with this reason."""
+
+
+def refuse(lacks: str, fields: Iterable[tuple[str, object]]) -> None:
+    """Unsupported naming, all at once, every config field a library cannot honour: `fields` pairs each field as the
+    message names it with its value in the config, refused when truthy; `lacks` opens the message ("loralib has no")."""
+    asked = [name for name, used in fields if used]
+    if asked:
+        raise Unsupported(f"{lacks} {', '.join(asked)}")
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ import loralib as lora
 import torch
 from torch import nn
 
-from loraguard.backends.base import BackendError, Unsupported
+from loraguard.backends.base import BackendError, Unsupported, refuse
 from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
 from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
@@ -134,19 +134,19 @@ def _check_config(config: LoraConfig, adapter: str) -> None:
     """Refuse, as Unsupported, every config field loralib cannot honour (so the check skips with the reason)."""
     if adapter != "default":
         raise Unsupported(f"{_ONE_ADAPTER}: use adapter 'default', not {adapter!r}")
-    refused = (
-        ("use_rslora", config.use_rslora),
-        ("rank_pattern", config.rank_pattern),
-        ("alpha_pattern", config.alpha_pattern),
-        ("lora_bias", config.lora_bias),
-        ("use_dora", config.use_dora),
-        ("modules_to_save", config.modules_to_save),
-        (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-        (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
+    refuse(
+        "loralib has no",
+        (
+            ("use_rslora", config.use_rslora),
+            ("rank_pattern", config.rank_pattern),
+            ("alpha_pattern", config.alpha_pattern),
+            ("lora_bias", config.lora_bias),
+            ("use_dora", config.use_dora),
+            ("modules_to_save", config.modules_to_save),
+            (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
+            (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
+        ),
     )
-    asked = [name for name, used in refused if used]
-    if asked:
-        raise Unsupported(f"loralib has no {', '.join(asked)}")
 
 
 def _replacement(path: str, module: nn.Module, config: LoraConfig) -> nn.Module:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraguard.backends.base import BackendBase, BackendError, Unsupported
+from loraguard.backends.base import BackendBase, BackendError, Unsupported, refuse
 from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
 from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
@@ -179,19 +179,19 @@ def _check_config(config: LoraConfig, adapter: str) -> None:
     """Refuse, as Unsupported, every config field torchtune's LoRA layers cannot honour."""
     if adapter != "default":
         raise Unsupported(f"{_ONE_ADAPTER}: use adapter 'default', not {adapter!r}")
-    refused = (
-        ("use_rslora", config.use_rslora),
-        ("rank_pattern (get_merged_lora_ckpt takes one rank)", config.rank_pattern),
-        ("alpha_pattern (get_merged_lora_ckpt takes one alpha)", config.alpha_pattern),
-        ("lora_bias", config.lora_bias),
-        ("modules_to_save", config.modules_to_save),
-        (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-        (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
-        (f"bias={config.bias!r}", config.bias != "none"),
+    refuse(
+        "torchtune's LoRA layers have no",
+        (
+            ("use_rslora", config.use_rslora),
+            ("rank_pattern (get_merged_lora_ckpt takes one rank)", config.rank_pattern),
+            ("alpha_pattern (get_merged_lora_ckpt takes one alpha)", config.alpha_pattern),
+            ("lora_bias", config.lora_bias),
+            ("modules_to_save", config.modules_to_save),
+            (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
+            (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
+            (f"bias={config.bias!r}", config.bias != "none"),
+        ),
     )
-    asked = [name for name, used in refused if used]
-    if asked:
-        raise Unsupported(f"torchtune's LoRA layers have no {', '.join(asked)}")
 
 
 def _replacement(path: str, module: nn.Module, config: LoraConfig) -> nn.Module:

@@ -22,6 +22,10 @@ from loraguard.invariants.checks import InvariantViolation
 from loraguard.invariants.registry import Partial, Skipped, all_invariants, run_invariant
 from loraguard.run.reproducer import describe, write_reproducer
 
+#: loraguard's own source folder: its frames are left out of a crash's trace (a library installed under a path
+#: with "loraguard" in it, such as the release matrix's ~/.cache/loraguard/envs, keeps its frames).
+_OWN = str(Path(__file__).resolve().parents[1]) + os.sep
+
 
 class RunExtras(TypedDict, total=False):
     """What a loraguard test leaves for the plugin's report, beside its outcome."""
@@ -84,7 +88,7 @@ def _fail(
         )
     )
     if not isinstance(err, InvariantViolation):  # a crash: where in the library, without loraguard's frames
-        frames = [f for f in traceback.extract_tb(err.__traceback__) if f"{os.sep}loraguard{os.sep}" not in f.filename]
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_OWN)]
         message += "\nin the library:\n" + "".join(traceback.format_list(frames[-6:])).rstrip()
     pytest.fail(message, pytrace=False)
 

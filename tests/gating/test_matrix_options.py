@@ -88,3 +88,31 @@ def test_a_known_failure_is_a_failure_of_that_release(tmp_path: Path) -> None:
     assert failures == {"isolation": ["test_zoo[isolation-peft-nested-r4-f32]"]}
     (row,) = matrix_table.rows([ReleaseResult("0.21.2", outcomes=outcomes, failures=failures)])
     assert row.cells == ["FAIL 1/2"]
+
+
+def test_a_crash_keeps_the_library_frames_when_it_lives_under_a_loraguard_folder(tmp_path: Path) -> None:
+    """The matrix's environments live in ~/.cache/loraguard/envs: their peft's frames must still be shown."""
+    import importlib.util
+
+    import torch
+
+    from loraguard.backends.reference import ReferenceBackend
+    from loraguard.harness.scenarios import zoo_scenarios
+    from loraguard.harness.zoo import available
+    from loraguard.run.in_pytest import _fail
+
+    source = tmp_path / "loraguard" / "envs" / "site" / "fakelib.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("def set_adapter(name):\n    raise ValueError(f'Adapter {name} not found')\n")
+    spec = importlib.util.spec_from_file_location("fakelib", source)
+    assert spec is not None and spec.loader is not None
+    lib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lib)
+    try:
+        lib.set_adapter("other")
+    except ValueError as err:
+        crash = err
+    scenario = zoo_scenarios(available(["mlp"]), [torch.float32])[0]
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _fail("isolation", ReferenceBackend(), scenario, crash, None)
+    assert f"{source}" in str(failed.value) and "set_adapter" in str(failed.value)

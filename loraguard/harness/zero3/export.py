@@ -39,15 +39,25 @@ class _LoraLayer(Protocol):
     """What the export reads of a LoRA layer; peft's and the reference's use the same names."""
 
     base_layer: nn.Module
-    lora_A: _ByAdapter[_Weighted]
-    lora_B: _ByAdapter[_Weighted]
-    lora_embedding_A: _ByAdapter[torch.Tensor]
-    lora_embedding_B: _ByAdapter[torch.Tensor]
     scaling: dict[str, float]
     active_adapters: list[str]
     merged_adapters: list[str]
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+class _LayerFactors(Protocol):
+    """A linear or conv LoRA layer's factor layers (peft's embedding layers hold these too, empty)."""
+
+    lora_A: _ByAdapter[_Weighted]
+    lora_B: _ByAdapter[_Weighted]
+
+
+class _EmbeddingFactors(Protocol):
+    """An embedding LoRA layer's factor tensors (the reference's embedding layers hold only these)."""
+
+    lora_embedding_A: _ByAdapter[torch.Tensor]
+    lora_embedding_B: _ByAdapter[torch.Tensor]
 
 
 class _SavedCopies(Protocol):
@@ -99,7 +109,18 @@ def _base_of(model: nn.Module) -> nn.Module:
 
 
 def _is_lora_layer(module: object) -> TypeGuard[_LoraLayer]:
-    return hasattr(module, "base_layer") and hasattr(module, "lora_A") and hasattr(module, "scaling")
+    factors = hasattr(module, "lora_A") or hasattr(module, "lora_embedding_A")
+    return hasattr(module, "base_layer") and factors and hasattr(module, "scaling")
+
+
+def _has_layer_factors(layer: object, name: str) -> TypeGuard[_LayerFactors]:
+    factors = getattr(layer, "lora_A", None)
+    return factors is not None and name in factors
+
+
+def _has_embedding_factors(layer: object, name: str) -> TypeGuard[_EmbeddingFactors]:
+    factors = getattr(layer, "lora_embedding_A", None)
+    return factors is not None and name in factors
 
 
 def _is_saved_copy(module: object) -> TypeGuard[_SavedCopies]:
@@ -152,7 +173,7 @@ def _collect_lora_layer(layer: _LoraLayer, prefix: str, out: dict[str, torch.Ten
         pending = [] if _disabled(layer) else [a for a in layer.active_adapters if a not in layer.merged_adapters]
         for name in pending:
             _refuse_unsupported(layer, name, prefix)
-            a, b = _factors(layer, name)
+            a, b = _factors(layer, name, prefix)
             wide = wide + delta_weight(
                 a.detach().cpu(),
                 b.detach().cpu(),
@@ -164,10 +185,13 @@ def _collect_lora_layer(layer: _LoraLayer, prefix: str, out: dict[str, torch.Ten
     out.update(base_state)
 
 
-def _factors(layer: _LoraLayer, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if name in layer.lora_A:
+def _factors(layer: _LoraLayer, name: str, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapter `name`'s (A, B): the factor layers' weights, or an embedding's factor tensors."""
+    if _has_layer_factors(layer, name):
         return layer.lora_A[name].weight, layer.lora_B[name].weight
-    return layer.lora_embedding_A[name], layer.lora_embedding_B[name]
+    if _has_embedding_factors(layer, name):
+        return layer.lora_embedding_A[name], layer.lora_embedding_B[name]
+    raise ValueError(f"{prefix.rstrip('.')}: adapter {name!r} is active but this layer holds no factors for it")
 
 
 def _kind(base: nn.Module) -> LayerKind:

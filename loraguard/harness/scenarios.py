@@ -94,8 +94,7 @@ def expected_targets(
 
     With `adapters`, the oracle adds them all in order (a later adapter cannot target inside an earlier copy).
     """
-    ref = oracle(scenario, adapters or [("default", config or scenario.config)])
-    return {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items() if adapter in layer.scaling}
+    return expected_layout(scenario, adapters or [("default", config or scenario.config)], adapter)[0]
 
 
 def expected_tokens(
@@ -103,11 +102,20 @@ def expected_tokens(
 ) -> tuple[dict[str, list[int]], dict[str, str]]:
     """Per the reference: embedding path -> the rows `adapter` trains there, and each module tied to one of those
     embeddings (it must follow the rows) -> the embedding's path."""
-    ref = oracle(scenario, adapters or [("default", scenario.config)])
+    _, rows, tied = expected_layout(scenario, adapters or [("default", scenario.config)], adapter)
+    return rows, tied
+
+
+def expected_layout(
+    scenario: Scenario, adapters: list[tuple[str, LoraConfig]], adapter: str = "default"
+) -> tuple[dict[str, tuple[LayerKind, bool]], dict[str, list[int]], dict[str, str]]:
+    """`expected_targets` and `expected_tokens` from one oracle model (building it is most of a wrap's cost)."""
+    ref = oracle(scenario, adapters)
+    targets = {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items() if adapter in layer.scaling}
     layers = ref.token_layers()
     rows = {p: t.indices[adapter] for p, t in layers.items() if t.leader is None and adapter in t.indices}
     tied = {p: q for p, t in layers.items() for q in rows if t.leader is not None and t.leader is layers[q]}
-    return rows, tied
+    return targets, rows, tied
 
 
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:

@@ -17,7 +17,7 @@ from loraguard.core.config import WEIGHTS_NAME, LoraConfig
 from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey
 from loraguard.core.merge_math import LayerKind
 from loraguard.core.module_access import weight_of
-from loraguard.harness.scenarios import Scenario, expected_targets, expected_tokens, layer_kind
+from loraguard.harness.scenarios import Scenario, expected_layout, layer_kind
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import expect
 
@@ -50,8 +50,7 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None,
     trainable tokens are moved off their initial values (where they change nothing)."""
     config = config or scenario.config
     base, x = scenario.base(), scenario.inputs()
-    targets = expected_targets(scenario, config)
-    tokens, tied = expected_tokens(scenario, [("default", config)]) if config.trainable_token_indices else ({}, {})
+    targets, tokens, tied = expected_layout(scenario, [("default", config)])
     with torch.no_grad():
         base_out = run(base, x)
     w0 = {p: weight_of(base.get_submodule(p)).detach().clone() for p in [*targets, *tokens, *tied]}

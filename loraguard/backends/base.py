@@ -53,6 +53,7 @@ CAPABILITIES = {
     "patterns": "rank_pattern / alpha_pattern",
     "lora_bias": "lora_bias=True (a bias on lora_B)",
     "bias": 'bias="lora_only" / "all": base biases trained and saved with the adapter',
+    "autocast_adapter_dtype": "adapter weights in float32 on a bf16/fp16 model (True) or in the model's dtype (False)",
     "dora": "use_dora=True, with lora_magnitudes(model, adapter): each DoRA layer's magnitude vector by path",
     "all_linear": 'target_modules="all-linear"',
     "layers": "layers_to_transform / layers_pattern (which layer indices a target list adapts)",

@@ -81,6 +81,8 @@ class PeftBackend:
             caps.add("dora")
         if "trainable_token_indices" in self._config_fields():  # LoRA's trainable tokens arrived in 0.15
             caps.add("trainable_tokens")
+        if _has_autocast(_peft().get_peft_model):
+            caps.add("autocast_adapter_dtype")
         if hasattr(_peft().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)
             caps.add("conv")
         caps.update(kind for kind, cls in _TUNER_CLASSES.items() if hasattr(_peft(), cls))
@@ -239,13 +241,25 @@ class PeftBackend:
     # -- actions ---------------------------------------------------------------------------------------------
     def wrap(self, base: nn.Module, config: LoraConfig, adapter: str = "default") -> nn.Module:
         peft_config = self.peft_config(config)
+        get_peft_model = _peft().get_peft_model
         with self._all_linear_limit():
-            return _peft().get_peft_model(base, peft_config, adapter_name=adapter)
+            return get_peft_model(base, peft_config, adapter_name=adapter, **self._autocast(get_peft_model, config))
 
     def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
         peft_config = self.peft_config(config)
         with self._all_linear_limit():
-            model.add_adapter(adapter, peft_config)
+            model.add_adapter(adapter, peft_config, **self._autocast(model.add_adapter, config))
+
+    def _autocast(self, call: Callable, config: LoraConfig | TunerConfig) -> dict[str, bool]:
+        """`autocast_adapter_dtype` for `call` when the config sets it; releases before the option never cast."""
+        wanted = getattr(config, "autocast_adapter_dtype", None)
+        if wanted is None or (wanted is False and not _has_autocast(call)):
+            return {}
+        if not _has_autocast(call):
+            raise Unsupported(
+                f"peft {self.version()} has no autocast_adapter_dtype (adapters stay in the model's dtype)"
+            )
+        return {"autocast_adapter_dtype": wanted}
 
     @contextmanager
     def _all_linear_limit(self) -> Iterator[None]:
@@ -320,6 +334,11 @@ class PeftBackend:
 
     def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
         model.load_adapter(str(directory), adapter_name=adapter, is_trainable=trainable)
+
+
+def _has_autocast(call: Callable) -> bool:
+    """Does this release's `call` (get_peft_model, add_adapter) take autocast_adapter_dtype?"""
+    return "autocast_adapter_dtype" in inspect.signature(call).parameters
 
 
 def _outermost(base: nn.Module, is_layer: Callable[[nn.Module], bool]) -> dict[str, nn.Module]:

@@ -31,6 +31,7 @@ class ReferenceBackend:
             "patterns",
             "lora_bias",
             "bias",
+            "autocast_adapter_dtype",
             "dora",
             "all_linear",
             "layers",

@@ -53,6 +53,10 @@ class LoraConfig:
     task_type: str | None = None
     layers_to_transform: int | list[int] | None = None
     layers_pattern: str | list[str] | None = None
+    #: Not a field of peft's adapter_config.json but of get_peft_model: keep adapter weights in float32 on a
+    #: bf16/fp16 model (True, peft's default) or in the model's dtype (False); None: each library's default (the
+    #: reference's: False).
+    autocast_adapter_dtype: bool | None = None
     #: Rows of the input embedding (a list) or of named embeddings (a dict) trained in place of full copies.
     trainable_token_indices: list[int] | dict[str, list[int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +92,11 @@ class LoraConfig:
             mts is None or (isinstance(mts, list) and all(isinstance(m, str) and m for m in mts)),
             "modules_to_save",
             f"must be null or a list of module names, got {_show(mts)}",
+        )
+        need(
+            self.autocast_adapter_dtype is None or isinstance(self.autocast_adapter_dtype, bool),
+            "autocast_adapter_dtype",
+            f"must be null, true or false, got {_show(self.autocast_adapter_dtype)}",
         )
         for name in ("fan_in_fan_out", "use_rslora", "lora_bias", "use_dora"):
             need(
@@ -169,6 +178,7 @@ class LoraConfig:
         out.update(self.extra)
         body = asdict(self)
         body.pop("extra")
+        body.pop("autocast_adapter_dtype")  # an option of the wrapping call, never saved
         out.update(body)
         return out
 

@@ -135,6 +135,8 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("lora_bias")
         if cfg.bias != "none":
             needs.add("bias")
+        if cfg.autocast_adapter_dtype is not None:
+            needs.add("autocast_adapter_dtype")
         if cfg.use_dora:
             needs.add("dora")
         if cfg.modules_to_save:

@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from loraguard.backends.base import Backend
 from loraguard.harness.scenarios import Scenario
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
-from loraguard.invariants.steps import wrap
+from loraguard.invariants.steps import magnitudes, wrap
 
 
 @invariant(
     "dtype",
     "Outputs are finite and in the model's dtype; merge, unmerge and merge_and_unload keep every base "
-    "weight's dtype and device.",
+    "weight's dtype and device; on bf16/fp16 models adapter weights are float32 with autocast_adapter_dtype=True "
+    "and in the model's dtype with False.",
 )
 def dtype_preserved(backend: Backend, scenario: Scenario) -> None:
     check_dtypes_kept(backend, scenario, wrap(backend, scenario))
+    if scenario.dtype in HALF and "autocast_adapter_dtype" in backend.capabilities:
+        for autocast in (True, False):  # peft's get_peft_model option, each way
+            config = dataclasses.replace(scenario.config, autocast_adapter_dtype=autocast)
+            wrapped = wrap(backend, scenario, config)
+            check_adapter_dtypes(backend, wrapped.model, torch.float32 if autocast else scenario.dtype, autocast)
+            check_dtypes_kept(backend, scenario, wrapped)
+
+
+#: Dtypes whose adapter weights autocast_adapter_dtype=True keeps in float32.
+HALF = (torch.bfloat16, torch.float16)
+
+
+def check_adapter_dtypes(backend: Backend, model, want: torch.dtype, autocast: bool) -> None:
+    """Every LoRA factor, lora_B bias and DoRA magnitude of adapter 'default' is held in `want`."""
+    tensors = {f"{p} lora_A": a for p, (a, _) in backend.lora_factors(model, "default").items()}
+    tensors |= {f"{p} lora_B": b for p, (_, b) in backend.lora_factors(model, "default").items()}
+    tensors |= {f"{p} lora_B bias": t for p, t in backend.lora_biases(model, "default").items()}
+    tensors |= {f"{p} magnitude": t for p, t in magnitudes(backend, model, "default").items()}
+    odd = sorted(f"{name}: {t.dtype}" for name, t in tensors.items() if t.dtype != want)
+    expect(not odd, f"autocast_adapter_dtype={autocast}: adapter weights not in {want}: {odd[:5]}")
 
 
 def check_dtypes_kept(backend: Backend, scenario: Scenario, wrapped) -> None:

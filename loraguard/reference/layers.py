@@ -23,6 +23,11 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def adapter_dtype(model_dtype: torch.dtype, autocast: bool) -> torch.dtype:
+    """The dtype adapter weights are held in: float32 for a bf16/fp16 model with `autocast`, else the model's."""
+    return torch.float32 if autocast and model_dtype in (torch.bfloat16, torch.float16) else model_dtype
+
+
 def is_conv1d_transposed(layer: nn.Module) -> bool:
     """transformers' GPT-2 `Conv1D`: a linear layer whose weight is stored (in, out)."""
     return type(layer).__name__ == "Conv1D" and hasattr(layer, "nf")
@@ -69,10 +74,13 @@ class LoraLayer(nn.Module):
         lora_bias: bool,
         init: bool | str,
         use_dora: bool = False,
+        autocast: bool = False,
     ) -> None:
         """Create adapter `name`'s factors: B zero by default (`init=True`), both random with `init=False`.
 
-        With `use_dora` it also gets a magnitude vector, ``||W + s*B@A||`` per output channel, as in peft.
+        With `use_dora` it also gets a magnitude vector, ``||W + s*B@A||`` per output channel, as in peft. The
+        factors take the base weight's dtype, or float32 on a bf16/fp16 base with `autocast` (peft's
+        autocast_adapter_dtype).
         """
         if self.merged_adapters:
             raise RuntimeError(f"cannot add adapter {name!r} while {self.merged_adapters} are merged; unmerge first")
@@ -86,7 +94,7 @@ class LoraLayer(nn.Module):
         if use_dora:
             self.lora_magnitude_vector[name] = Magnitude(initial_magnitude(self, name))
         weight = self.base_weight()
-        self._factor_modules_to(name, weight.device, weight.dtype)
+        self._factor_modules_to(name, weight.device, adapter_dtype(weight.dtype, autocast))
 
     def delete(self, name: str) -> None:
         """Remove adapter `name` from this layer (it must not be merged)."""
@@ -263,8 +271,13 @@ class LoraLayer(nn.Module):
 
     def _factor_modules_to(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         for store in self.adapter_stores():
-            if name in store:
-                store[name].to(device=device, dtype=dtype)
+            if name not in store:
+                continue
+            held = store[name]
+            if isinstance(held, nn.Parameter):  # a bare factor (the embedding's): `.to` makes a copy, so replace it
+                store[name] = nn.Parameter(held.detach().to(device=device, dtype=dtype), held.requires_grad)
+            else:
+                held.to(device=device, dtype=dtype)
 
     def _lora_b_bias(self, name: str) -> torch.Tensor:
         """lora_B's bias for an adapter created with lora_bias."""

@@ -96,6 +96,7 @@ class LoraModel(nn.Module):
                 config.lora_bias,
                 config.init_lora_weights,
                 config.use_dora,
+                bool(config.autocast_adapter_dtype),
             )
             layer.active_adapters = list(self.active_adapters)
         for path in saved:

@@ -73,6 +73,7 @@ class Invariant:
     needs: frozenset[str] = frozenset()
     needs_second: bool = False
     needs_modules_to_save: bool = False
+    needs_task_type: bool = False  # runs on task models only: drawn module trees have no task_type
 
     @property
     def needs_oracle(self) -> bool:
@@ -113,11 +114,14 @@ def invariant(
     needs: tuple[str, ...] = (),
     needs_second: bool = False,
     needs_modules_to_save: bool = False,
+    needs_task_type: bool = False,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator form of `register` for the function that checks the promise."""
 
     def wrap(check: Callable[..., None]) -> Callable[..., None]:
-        register(Invariant(id, promise, check, kind, frozenset(needs), needs_second, needs_modules_to_save))
+        register(
+            Invariant(id, promise, check, kind, frozenset(needs), needs_second, needs_modules_to_save, needs_task_type)
+        )
         return check
 
     return wrap
@@ -156,6 +160,8 @@ def applicable(inv: Invariant, backend: Backend, scenario: Scenario) -> str | No
         return "scenario has no second adapter"
     if inv.needs_modules_to_save and not scenario.config.modules_to_save:
         return "scenario has no modules_to_save"
+    if inv.needs_task_type and scenario.config.task_type is None:
+        return "scenario has no task_type"
     missing = sorted((inv.needs | needed_capabilities(scenario, inv.needs_second)) - set(backend.capabilities))
     if missing:
         return f"backend {backend.name!r} lacks {', '.join(missing)}"

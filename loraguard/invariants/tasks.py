@@ -44,10 +44,9 @@ def _heads(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]) -> dict[s
     "copy of the task's head; training one leaves the others and the original untouched; switching switches heads.",
     needs=("multi_adapter", "save_load", "load_adapter", "modules_to_save", "task_type"),
     needs_second=True,
+    needs_task_type=True,
 )
 def task_heads_per_adapter(backend: Backend, scenario: Scenario) -> None:
-    if scenario.config.task_type is None:
-        raise Skipped("scenario has no task_type")
     adapters = _adapters(scenario)
     want = _heads(scenario, adapters)
     if not any(want.values()):

@@ -14,7 +14,15 @@ from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import TensorRef
 from loraguard.audit.tensors import TensorSource, torch_dtype, value_flags
 from loraguard.core.config import LoraConfig
-from loraguard.core.keys import PEFT_PREFIX, TOKENS, embedded_adapter_name, parse_factor_key, split, strip_prefix
+from loraguard.core.keys import (
+    MAGNITUDE,
+    PEFT_PREFIX,
+    TOKENS,
+    embedded_adapter_name,
+    parse_factor_key,
+    split,
+    strip_prefix,
+)
 from loraguard.core.matching import ALL_LINEAR, PatternError, ambiguous_entries, false_suffix_matches, spec_matches
 
 _A_ROLES = {"lora_A": "lora_B", "lora_embedding_A": "lora_embedding_B"}
@@ -28,6 +36,7 @@ class Factors:
     a: TensorRef | None = None
     b: TensorRef | None = None
     bias: TensorRef | None = None
+    magnitude: TensorRef | None = None  # DoRA's lora_magnitude_vector
 
 
 @dataclass
@@ -99,6 +108,8 @@ def _classify(ref: TensorRef, layout: KeyLayout, findings: list[Finding]) -> Non
         slot.bias = ref
     elif parsed.role in _B_ROLES:
         slot.b = ref
+    elif parsed.role == MAGNITUDE:
+        slot.magnitude = ref
 
 
 def _pair_and_rank(layout: KeyLayout, config: LoraConfig | None) -> list[Finding]:
@@ -167,7 +178,7 @@ def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource)
     listed = [] if isinstance(targets, str) or targets is None else list(targets)
     checkable = targets is not None and targets != ALL_LINEAR
     for module, f in layout.factors.items():
-        ref = f.a or f.b or f.bias  # None for a module with only a DoRA magnitude vector
+        ref = f.a or f.b or f.bias or f.magnitude
         if ref is not None and checkable and not spec_matches(module, targets) and ref.name not in layout.flagged:
             out.append(_unselected(ref, module, "target_modules", listed, "LG202"))
         if f.bias is not None and not config.lora_bias:

@@ -204,3 +204,12 @@ def test_standalone_adapter_file_gets_config_free_checks(saved, tmp_path):
     single = tmp_path / "lonely.safetensors"
     shutil.copy(copy / WEIGHTS_NAME, single)
     assert rules(audit(single)) == {"LG201"}
+
+
+def test_a_dora_magnitude_on_an_untargeted_module_is_an_untargeted_factor(saved, tmp_path):
+    """A module holding only a magnitude vector (no lora_A/lora_B) is still checked against target_modules."""
+    copy = tmp_path / "adapter"
+    shutil.copytree(saved("reference", "mlp"), copy)
+    rewrite_tensors(copy, lambda t: t.update({"base_model.model.elsewhere.lora_magnitude_vector": torch.ones(4)}))
+    rewrite_config(copy, use_dora=True)
+    assert rules(audit(copy)) == {"LG202"}

@@ -96,7 +96,7 @@ def _tb(backend: Backend) -> TunerBackend:
 
 def _tuner(scenario: Scenario) -> TunerConfig:
     expect(scenario.tuner is not None, f"scenario {scenario.id} has no tuner")
-    return scenario.tuner  # type: ignore[return-value]
+    return cast(TunerConfig, scenario.tuner)  # not None: expect raised otherwise
 
 
 @oracle_free("merge-forward")

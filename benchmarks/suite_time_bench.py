@@ -1,11 +1,12 @@
-"""Where `make test`'s time goes: one run of the default suite, its wall time, and the time per area.
+"""Where `make test`'s time goes: its lint steps, one run of the default suite, and the time per area.
 
-Runs ``pytest -n 2 -m "not slow and not gpu"`` (what `make test` runs after the import contract) once, reads
-each test's duration from a JUnit report, and prints the seconds per area (tests/<area>/, or the file for tests at
-the top of tests/), the slowest tests, and the wall time against the 180 s target of issue 16. Area times add
-up the two workers' time, so together they exceed the wall time.
+Times the steps of `make lint` (import contract, ruff, mypy), then runs ``pytest -n 2 -m "not slow and not gpu"``
+(what `make test` runs next) once, reads each test's duration from a JUnit report, and prints the seconds per
+area (tests/<area>/, or the file for tests at the top of tests/), the slowest tests, and lint + pytest wall time
+against the 180 s target of issue 16, as a ratio. Area times add up the two workers' time, so together they
+exceed the pytest wall time. On a shared or loaded machine every figure is inflated: compare ratios of one run.
 
-Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10]``.
+Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10] [--no-lint] [-- PYTEST ARGS]``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 180.0
+#: `make lint`'s commands, in its order (the Makefile is the source; keep these in step with it)
+LINT = [["lint-imports", "--no-cache"], ["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]]
 
 
 def area_of(classname: str) -> str:
@@ -32,7 +35,10 @@ def area_of(classname: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=10, help="how many of the slowest tests to list")
+    parser.add_argument("--no-lint", action="store_true", help="time the tests only")
+    parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. test paths)")
     args = parser.parse_args(argv)
+    lint = 0.0 if args.no_lint else time_lint()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
         cmd = [
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             "-p",
             "no:cacheprovider",
             f"--junitxml={report}",
+            *args.pytest_args,
         ]
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -59,15 +66,34 @@ def main(argv: list[str] | None = None) -> int:
     per_area: dict[str, float] = defaultdict(float)
     for area, _, seconds in timings:
         per_area[area] += seconds
-    print(f"{'area':<24} {'seconds':>8}")
+    busy = sum(per_area.values()) or 1.0
+    print(f"{'area':<24} {'seconds':>8} {'share':>6}  (both workers' time)")
     for area, seconds in sorted(per_area.items(), key=lambda kv: -kv[1]):
-        print(f"{area:<24} {seconds:8.1f}")
+        print(f"{area:<24} {seconds:8.1f} {seconds / busy:6.0%}")
+    print(
+        f"{'(outside any test)':<24} {max(2 * wall - busy, 0.0):8.1f}  2 x wall - the above: start-up, collection, idle"
+    )
     print(f"\nslowest {args.top} tests:")
     for _, name, seconds in sorted(timings, key=lambda t: -t[2])[: args.top]:
         print(f"  {seconds:7.1f} s  {name}")
     print(f"\n{done.stdout.strip().splitlines()[-1] if done.stdout.strip() else 'no pytest output'}")
-    print(f"wall {wall:.0f} s for {len(timings)} tests; target {TARGET_S:.0f} s: ratio {wall / TARGET_S:.2f}")
+    total = lint + wall
+    print(f"lint {lint:.0f} s + pytest wall {wall:.0f} s for {len(timings)} tests = {total:.0f} s")
+    print(
+        f"make test: {total:.0f} s against the {TARGET_S:.0f} s target: ratio {total / TARGET_S:.2f} (<= 1.00 meets it)"
+    )
     return done.returncode
+
+
+def time_lint() -> float:
+    """Seconds `make lint`'s commands take, run from .venv/bin like the Makefile; a failing one is reported."""
+    bin_dir = Path(sys.executable).parent
+    start = time.perf_counter()
+    for cmd in LINT:
+        done = subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode:
+            print(f"lint step failed: {' '.join(cmd)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

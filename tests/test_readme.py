@@ -116,6 +116,7 @@ def _run_all(tmp_path: Path, wanted: set[str], timeout: int) -> dict[str, subpro
     return done
 
 
+@pytest.mark.spawns
 def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     done = _run_all(tmp_path, {RUN}, timeout=300)

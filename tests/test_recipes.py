@@ -103,6 +103,7 @@ def _check_outputs(project: Path) -> None:
     assert "mlp-r4-f32" in (project / "step-summary.md").read_text()
 
 
+@pytest.mark.spawns
 def test_the_workflow_runs_green_in_a_user_project(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     project = _user_project(tmp_path / "project", narrow=True)
@@ -124,6 +125,7 @@ def test_the_workflow_as_written_on_the_installed_peft(tmp_path: Path) -> None:
     assert "peft" in ran["Invariant suite against the installed peft"].stdout
 
 
+@pytest.mark.spawns
 def test_the_audit_step_fails_the_job_on_a_damaged_adapter(tmp_path: Path) -> None:
     from loraguard.frontends.demo import _damaged_copy, _save_good_adapter
 
@@ -141,6 +143,7 @@ def _hook_files(project: Path, pattern: str) -> list[str]:
     return sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file() and re.search(pattern, str(p)))
 
 
+@pytest.mark.spawns
 def test_the_pre_commit_hook_passes_a_good_adapter_and_stops_a_damaged_one(tmp_path: Path) -> None:
     from loraguard.frontends.demo import _damaged_copy, _save_good_adapter
 

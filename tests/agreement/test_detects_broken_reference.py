@@ -59,6 +59,7 @@ def test_a_broken_reference_disagrees(
     assert any(symptom in p.text for p in row.problems), [p.text for p in row.problems]
 
 
+@pytest.mark.spawns
 def test_demo_passes_when_the_only_differences_are_documented_peft_bugs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,6 +44,7 @@ print("capability", torch.backends.cpu.get_cpu_capability())
 """
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize(
     ("env", "capability"),
     [

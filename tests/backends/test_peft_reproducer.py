@@ -78,12 +78,14 @@ def emitted(invariant: str, case: Scenario, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.spawns
 def test_the_suffix_bug_fails_standalone_with_a_readable_assertion(tmp_path: Path) -> None:
     done = run_without_loraguard(emitted("naming", SUFFIX_BUG, tmp_path), tmp_path)
     assert done.returncode == 1, done.stderr
     assert "AssertionError: modules_to_save=['fc'] should copy exactly ['fc']; peft copied ['fc', 'xfc']" in done.stderr
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("invariant", ["merge-forward", "roundtrip", "continue-training"])
 def test_where_peft_keeps_the_promise_the_script_says_so(invariant: str, tmp_path: Path) -> None:
     case = scenario([("fc", "linear"), ("blocks.0.proj", "conv1d")], target_modules=["fc", "proj"])

@@ -40,6 +40,7 @@ def _installed_wheel(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return wheel, env
 
 
+@pytest.mark.spawns
 def test_from_a_wheel_the_matrix_installs_that_wheel_and_says_when_uv_is_missing(tmp_path: Path) -> None:
     wheel, env = _installed_wheel(tmp_path)
     probe = (

@@ -10,7 +10,7 @@ from loraguard.backends.base import Backend
 from loraguard.harness.scenarios import Scenario
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
-from loraguard.invariants.steps import magnitudes, wrap
+from loraguard.invariants.steps import magnitudes, token_rows, wrap
 
 
 @invariant(
@@ -34,11 +34,13 @@ HALF = (torch.bfloat16, torch.float16)
 
 
 def check_adapter_dtypes(backend: Backend, model, want: torch.dtype, autocast: bool) -> None:
-    """Every LoRA factor, lora_B bias and DoRA magnitude of adapter 'default' is held in `want`."""
+    """Every LoRA factor, lora_B bias, DoRA magnitude and trainable-token row of adapter 'default' is held in
+    `want`."""
     tensors = {f"{p} lora_A": a for p, (a, _) in backend.lora_factors(model, "default").items()}
     tensors |= {f"{p} lora_B": b for p, (_, b) in backend.lora_factors(model, "default").items()}
     tensors |= {f"{p} lora_B bias": t for p, t in backend.lora_biases(model, "default").items()}
     tensors |= {f"{p} magnitude": t for p, t in magnitudes(backend, model, "default").items()}
+    tensors |= {f"{p} trainable tokens": t for p, t in token_rows(backend, model, "default").items()}
     odd = sorted(f"{name}: {t.dtype}" for name, t in tensors.items() if t.dtype != want)
     expect(not odd, f"autocast_adapter_dtype={autocast}: adapter weights not in {want}: {odd[:5]}")
 

@@ -107,7 +107,7 @@ class LoraModel(nn.Module):
             wrapper.add(adapter_name)
             wrapper.active_adapters = list(self.active_adapters)
         for path, indices in tokens.items():
-            self._token_layer(path).add(adapter_name, indices)
+            self._token_layer(path).add(adapter_name, indices, bool(config.autocast_adapter_dtype))
         self.peft_config[adapter_name] = config
         self._update_trainable()
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from loraguard.core.matching import is_within, no_match_message
+from loraguard.reference.layers import adapter_dtype
 
 
 class TokenAdapter(nn.Module):
@@ -63,16 +64,17 @@ class TrainableTokens(nn.Module):
         return weight
 
     # -- adapters ------------------------------------------------------------------------------------------
-    def add(self, name: str, indices: list[int]) -> None:
-        """Give adapter `name` trainable values for rows `indices`, starting at the rows' current values."""
+    def add(self, name: str, indices: list[int], autocast: bool = False) -> None:
+        """Give adapter `name` trainable values for rows `indices`, starting at the rows' current values (held in
+        float32 on a bf16/fp16 embedding with `autocast`, as peft's autocast_adapter_dtype)."""
         if self.leader is not None:
             raise RuntimeError("a tied module follows its embedding's token adapters; add them there")
         if self.merged_adapters:
             raise RuntimeError(f"cannot add adapter {name!r} while {self.merged_adapters} are merged; unmerge first")
         weight = self.base_weight()
         self.indices[name] = list(indices)
-        rows = weight.detach()[torch.tensor(indices, device=weight.device)].clone()
-        self.token_adapter.trainable_tokens_delta[name] = nn.Parameter(rows)
+        rows = weight.detach()[torch.tensor(indices, device=weight.device)]
+        self.token_adapter.trainable_tokens_delta[name] = nn.Parameter(rows.to(adapter_dtype(weight.dtype, autocast)))
 
     def delete(self, name: str) -> None:
         """Remove adapter `name` (it must not be merged)."""

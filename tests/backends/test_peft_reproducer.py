@@ -44,13 +44,15 @@ class NoLoraguard:
             raise ImportError("a standalone reproducer must not import loraguard")
 
 sys.meta_path.insert(0, NoLoraguard)
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+for script in sys.argv[1:]:  # one after the other, each as __main__ with its own globals
+    sys.argv = [script]
+    runpy.run_path(script, run_name="__main__")
 """
 
 
-def run_without_loraguard(script: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run `script` in a fresh interpreter in which `import loraguard` fails (an import blocker goes first)."""
+def run_without_loraguard(scripts: list[Path], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run `scripts` in turn in a fresh interpreter in which `import loraguard` fails (an import blocker goes first);
+    the first that raises ends the run."""
     blocker = tmp_path / "no_loraguard.py"
     blocker.write_text(BLOCKER)
     probe = tmp_path / "probe.py"
@@ -59,7 +61,7 @@ def run_without_loraguard(script: Path, tmp_path: Path) -> subprocess.CompletedP
     tried = subprocess.run([sys.executable, str(blocker), str(probe)], env=env, capture_output=True, text=True)
     assert tried.returncode != 0 and "must not import loraguard" in tried.stderr, tried.stderr
     return subprocess.run(
-        [sys.executable, str(blocker), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, str(blocker), *map(str, scripts)], cwd=tmp_path, env=env, capture_output=True, text=True
     )
 
 
@@ -80,19 +82,22 @@ def emitted(invariant: str, case: Scenario, tmp_path: Path) -> Path:
 
 @pytest.mark.spawns
 def test_the_suffix_bug_fails_standalone_with_a_readable_assertion(tmp_path: Path) -> None:
-    done = run_without_loraguard(emitted("naming", SUFFIX_BUG, tmp_path), tmp_path)
+    done = run_without_loraguard([emitted("naming", SUFFIX_BUG, tmp_path)], tmp_path)
     assert done.returncode == 1, done.stderr
     assert "AssertionError: modules_to_save=['fc'] should copy exactly ['fc']; peft copied ['fc', 'xfc']" in done.stderr
 
 
 @pytest.mark.spawns
-@pytest.mark.parametrize("invariant", ["merge-forward", "roundtrip", "continue-training"])
-def test_where_peft_keeps_the_promise_the_script_says_so(invariant: str, tmp_path: Path) -> None:
+def test_where_peft_keeps_the_promise_the_scripts_say_so(tmp_path: Path) -> None:
+    """merge-forward, roundtrip and continue-training: three scripts, one interpreter (importing peft is most of
+    each run)."""
     case = scenario([("fc", "linear"), ("blocks.0.proj", "conv1d")], target_modules=["fc", "proj"])
-    done = run_without_loraguard(emitted(invariant, case, tmp_path), tmp_path)
-    assert done.returncode == 0 and "no failure" in done.stdout, done.stderr
+    scripts = [emitted(invariant, case, tmp_path) for invariant in ("merge-forward", "roundtrip", "continue-training")]
+    done = run_without_loraguard(scripts, tmp_path)
+    assert done.returncode == 0 and done.stdout.count("no failure") == len(scripts), done.stdout + done.stderr
 
 
+@pytest.mark.spawns  # write_reproducer confirms the script fails in a fresh interpreter
 def test_the_run_writes_the_standalone_form_named_after_the_test_id(tmp_path: Path) -> None:
     settings = resolve(RunOptions(backends=["peft"], reproducer_dir=tmp_path / "repro", builtin_known_failures=False))
     path = write_reproducer("naming", settings.backends[0], SUFFIX_BUG, settings, "test_drawn[naming-peft]")

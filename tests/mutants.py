@@ -16,7 +16,8 @@ from loraguard.core.keys import MODULE_BIAS, PEFT_PREFIX
 from loraguard.core.merge_math import delta_weight
 from loraguard.reference import LoraModel
 from loraguard.reference import io as reference_io
-from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear, wrap_layer
+from loraguard.reference.kinds import LoraConv, LoraEmbedding, LoraLinear, wrap_layer
+from loraguard.reference.layers import LoraLayer
 from loraguard.reference.tokens import TrainableTokens
 
 

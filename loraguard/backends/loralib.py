@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol, cast
 
 import loralib as lora
 import torch
@@ -29,6 +30,20 @@ _LINEAR_ROLES = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", **TORCH_B
 _EMBEDDING_ROLES = {"lora_A": "lora_embedding_A", "lora_B": "lora_embedding_B", **TORCH_BASE}
 
 
+class _Layer(Protocol):
+    """What loraguard reads of a loralib layer (an nn.Module and a loralib.LoRALayer at once, so torch's typing
+    of Module attributes knows none of these)."""
+
+    r: int
+    lora_A: nn.Parameter
+    lora_B: nn.Parameter
+    weight: nn.Parameter
+
+    def eval(self) -> nn.Module: ...
+
+    def train(self, mode: bool = True) -> nn.Module: ...
+
+
 class LoralibBackend:
     """Drives loralib: targeted layers are replaced by loralib's, sharing the original weight and bias tensors."""
 
@@ -42,9 +57,9 @@ class LoralibBackend:
 
     # -- structure -------------------------------------------------------------------------------------------
     @staticmethod
-    def _layers(model: nn.Module) -> dict[str, nn.Module]:
+    def _layers(model: nn.Module) -> dict[str, _Layer]:
         """Path -> loralib layer with a rank, in module order."""
-        return {n: m for n, m in model.named_modules() if isinstance(m, lora.LoRALayer) and m.r > 0}
+        return {n: cast(_Layer, m) for n, m in model.named_modules() if isinstance(m, lora.LoRALayer) and m.r > 0}
 
     def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         if adapter != "default":
@@ -110,7 +125,7 @@ class LoralibBackend:
         self.merge(model)
         for path, layer in self._layers(model).items():
             parent, _, leaf = path.rpartition(".")
-            setattr(model.get_submodule(parent), leaf, _plain(layer))
+            setattr(model.get_submodule(parent), leaf, _plain(cast(nn.Module, layer)))
         return model
 
     def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
@@ -213,11 +228,13 @@ def _plain(layer: nn.Module) -> nn.Module:
             _weight=layer.weight,
             _freeze=not layer.weight.requires_grad,
         )
-    if layer.fan_in_fan_out:
+    linear = cast(nn.Linear, layer)  # lora.Linear subclasses nn.Linear
+    plain: nn.Module
+    if getattr(layer, "fan_in_fan_out", False):
         from transformers.pytorch_utils import Conv1D
 
-        plain = Conv1D(layer.out_features, layer.in_features)
+        plain = Conv1D(linear.out_features, linear.in_features)
     else:
-        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
-    plain.weight, plain.bias = layer.weight, layer.bias
+        plain = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+    plain.weight, plain.bias = linear.weight, linear.bias
     return plain

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -151,9 +152,10 @@ class PeftBackend:
     # -- structure -------------------------------------------------------------------------------------------
     @staticmethod
     def _base(model: nn.Module) -> nn.Module:
-        return model.base_model.model
+        return _api(model).base_model.model
 
-    def _lora_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+    def _lora_layers(self, model: nn.Module) -> dict[str, Any]:
+        """peft's LoRA layers by path (typed Any: their attributes are peft's and vary by release)."""
         return _outermost(self._base(model), lambda m: hasattr(m, "lora_A") and hasattr(m, "base_layer"))
 
     def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -187,7 +189,7 @@ class PeftBackend:
             return layers[path].get_base_layer().weight
         module = self._base(model).get_submodule(path)  # trainable tokens' embedding, or a module tied to it
         tokens = getattr(module, "token_adapter", None)
-        return tokens.get_base_layer().weight if tokens is not None else module.weight
+        return tokens.get_base_layer().weight if tokens is not None else cast(torch.Tensor, module.weight)
 
     def token_rows(self, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
         """Trainable tokens' values (`trainable_tokens_delta`: despite the name, the rows themselves)."""
@@ -198,7 +200,7 @@ class PeftBackend:
                 out[path] = tokens.trainable_tokens_delta[adapter]
         return out
 
-    def _tuner_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+    def _tuner_layers(self, model: nn.Module) -> dict[str, Any]:
         """Every adapted layer of any tuner (LoRA, LoHa, IA3...), by its path in the base model."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -249,7 +251,7 @@ class PeftBackend:
     def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
         peft_config = self.peft_config(config)
         with self._all_linear_limit(), self._dora_limit():
-            model.add_adapter(adapter, peft_config, **self._autocast(model.add_adapter, config))
+            _api(model).add_adapter(adapter, peft_config, **self._autocast(_api(model).add_adapter, config))
 
     @contextmanager
     def _dora_limit(self) -> Iterator[None]:
@@ -286,30 +288,30 @@ class PeftBackend:
 
     def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
         if len(adapters) == 1:
-            model.set_adapter(adapters[0])
+            _api(model).set_adapter(adapters[0])
             return
-        tuner = model.base_model
+        tuner = _api(model).base_model
         if "adapter_names" not in inspect.signature(tuner.set_adapter).parameters and _release() < (0, 10):
             raise Unsupported(f"peft {self.version()} cannot activate several adapters at once")
         tuner.set_adapter(adapters)
 
     def delete_adapter(self, model: nn.Module, adapter: str) -> None:
-        model.delete_adapter(adapter)
+        _api(model).delete_adapter(adapter)
 
     def merge(self, model: nn.Module, adapters: list[str] | None = None) -> None:
-        model.merge_adapter(adapter_names=adapters) if adapters is not None else model.merge_adapter()
+        _api(model).merge_adapter(adapter_names=adapters) if adapters is not None else _api(model).merge_adapter()
 
     def unmerge(self, model: nn.Module) -> None:
-        model.unmerge_adapter()
+        _api(model).unmerge_adapter()
 
     def merge_and_unload(self, model: nn.Module) -> nn.Module:
-        return model.merge_and_unload()
+        return _api(model).merge_and_unload()
 
     def unload(self, model: nn.Module) -> nn.Module:
-        return model.unload()
+        return _api(model).unload()
 
     def disabled(self, model: nn.Module) -> AbstractContextManager[None]:
-        return model.disable_adapter()
+        return _api(model).disable_adapter()
 
     def add_weighted_adapter(
         self,
@@ -321,13 +323,13 @@ class PeftBackend:
         **options,
     ) -> None:
         """peft's add_weighted_adapter; options this release lacks, or a type it does not know, are Unsupported."""
-        accepted = inspect.signature(model.add_weighted_adapter).parameters
+        accepted = inspect.signature(_api(model).add_weighted_adapter).parameters
         kwargs = {k: v for k, v in options.items() if v is not None and k in accepted}
         dropped = sorted(k for k, v in options.items() if k not in accepted and v not in (None, 1.0, "total"))
         if dropped:
             raise Unsupported(f"peft {self.version()}: add_weighted_adapter has no option {dropped}")
         try:
-            model.add_weighted_adapter(adapters, weights, name, combination_type=combination_type, **kwargs)
+            _api(model).add_weighted_adapter(adapters, weights, name, combination_type=combination_type, **kwargs)
         except ValueError as err:  # a documented refusal, raised before anything changes, is a limitation
             text = str(err)
             if "same target modules type" in text or "same module with modules_to_save" in text:
@@ -338,15 +340,21 @@ class PeftBackend:
 
     def save(self, model: nn.Module, directory: Path, adapters: list[str] | None = None) -> None:
         if adapters is None:
-            model.save_pretrained(str(directory))
+            _api(model).save_pretrained(str(directory))
         else:
-            model.save_pretrained(str(directory), selected_adapters=adapters)
+            _api(model).save_pretrained(str(directory), selected_adapters=adapters)
 
     def load(self, base: nn.Module, directory: Path, adapter: str = "default", trainable: bool = False) -> nn.Module:
         return _peft().PeftModel.from_pretrained(base, str(directory), adapter_name=adapter, is_trainable=trainable)
 
     def load_adapter(self, model: nn.Module, directory: Path, adapter: str, trainable: bool = False) -> None:
-        model.load_adapter(str(directory), adapter_name=adapter, is_trainable=trainable)
+        _api(model).load_adapter(str(directory), adapter_name=adapter, is_trainable=trainable)
+
+
+def _api(model: nn.Module) -> Any:
+    """`model` as the PeftModel it is: merge_adapter, add_adapter... are peft's API, which torch's Module typing
+    does not know and which differs between releases (this module detects features before using them)."""
+    return model
 
 
 def _has_autocast(call: Callable) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -71,15 +72,19 @@ class ReferenceBackend:
 
     def lora_biases(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
         return {
-            p: layer.lora_B[adapter].bias for p, layer in model.lora_layers().items() if layer.lora_bias.get(adapter)
+            p: layer.lora_b_bias(adapter) for p, layer in model.lora_layers().items() if layer.lora_bias.get(adapter)
         }
 
     def lora_magnitudes(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
         return {p: layer.magnitude(adapter) for p, layer in model.lora_layers().items() if layer.use_dora.get(adapter)}
 
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
-        layers = {**model.lora_layers(), **model.token_layers()}
-        return layers[path].base_weight() if path in layers else model.model.get_submodule(path).weight
+        lora, tokens = model.lora_layers(), model.token_layers()
+        if path in lora:
+            return lora[path].base_weight()
+        if path in tokens:
+            return tokens[path].base_weight()
+        return cast(torch.Tensor, model.model.get_submodule(path).weight)
 
     def token_rows(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
         return {

@@ -160,11 +160,11 @@ def applicable(inv: Invariant, backend: Backend, scenario: Scenario) -> str | No
         return "scenario has no second adapter"
     if inv.needs_modules_to_save and not scenario.config.modules_to_save:
         return "scenario has no modules_to_save"
-    if inv.needs_task_type and scenario.config.task_type is None:
-        return "scenario has no task_type"
     missing = sorted((inv.needs | needed_capabilities(scenario, inv.needs_second)) - set(backend.capabilities))
     if missing:
         return f"backend {backend.name!r} lacks {', '.join(missing)}"
+    if inv.needs_task_type and scenario.config.task_type is None:
+        return "scenario has no task_type"
     return None
 
 

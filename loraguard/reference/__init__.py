@@ -1,7 +1,8 @@
 """loraguard's reference LoRA implementation: the oracle every backend is compared against."""
 
 from loraguard.reference.io import AdapterLoadError
-from loraguard.reference.layers import LoraConv, LoraEmbedding, LoraLayer, LoraLinear
+from loraguard.reference.kinds import LoraConv, LoraEmbedding, LoraLinear
+from loraguard.reference.layers import LoraLayer
 from loraguard.reference.model import LoraModel
 from loraguard.reference.saved import ModulesToSave
 from loraguard.reference.selection import AlreadyAdaptedError, all_linear_targets, carries_adapters

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 from loraguard.core.merge_math import out_first, output_norm
 
 if TYPE_CHECKING:
-    from loraguard.reference.layers import LoraEmbedding, LoraLayer
+    from loraguard.reference.kinds import LoraEmbedding
+    from loraguard.reference.layers import LoraLayer
 
 
 class Magnitude(nn.Module):

@@ -1,4 +1,4 @@
-"""Reference LoRA layers: Linear (and GPT-2's transposed Conv1D), Embedding and Conv1d/2d/3d, with DoRA.
+"""The reference LoRA layer: a base layer plus named adapters, with DoRA; its kinds are in `reference.kinds`.
 
 Module and parameter names mirror peft's (`base_layer`, `lora_A.<adapter>`, `lora_embedding_A.<adapter>`,
 `modules_to_save.<adapter>`, `original_module`) so state dicts line up key for key. State changes (merge,
@@ -12,10 +12,9 @@ from typing import cast
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from loraguard.core.merge_math import LayerKind, delta_weight, dora_merged_weight
-from loraguard.reference.dora import Magnitude, dora_embedding_forward, dora_forward, initial_magnitude
+from loraguard.reference.dora import Magnitude, dora_forward, initial_magnitude
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -44,6 +43,10 @@ class LoraLayer(nn.Module):
     kind: LayerKind
     #: Attribute names of the A and B containers; they are part of every state-dict key, as in peft.
     factor_stores: tuple[str, str] = ("lora_A", "lora_B")
+    # Submodules, declared for type checkers (nn.Module's __getattr__ types them all as Tensor | Module).
+    base_layer: nn.Module
+    lora_dropout: nn.ModuleDict
+    lora_magnitude_vector: nn.ModuleDict
 
     def __init__(self, base_layer: nn.Module):
         super().__init__()
@@ -59,7 +62,7 @@ class LoraLayer(nn.Module):
         self.merged_adapters: list[str] = []
         self._unmerged: torch.Tensor | None = None  # the weight before the first merge (DoRA's norm is of it)
         self._before_merge: dict[str, torch.Tensor] = {}  # the weight before each DoRA merge: unmerge restores it
-        self._tied: nn.Parameter | None = None  # a shared weight the merge went around (see merge's `untie`)
+        self._tied: torch.Tensor | None = None  # a shared weight the merge went around (see merge's `untie`)
         self.active_adapters: list[str] = []
         self.disabled = False
         self.fan_in_fan_out = False
@@ -114,7 +117,8 @@ class LoraLayer(nn.Module):
         return list(self.scaling)
 
     def base_weight(self) -> torch.Tensor:
-        return self.base_layer.weight
+        """The base layer's weight (a Parameter of every kind the reference wraps)."""
+        return cast(torch.Tensor, self.base_layer.weight)
 
     def unmerged_weight(self) -> torch.Tensor:
         """The base weight without any merged adapter in it (DoRA's norm is taken over this one, as in peft)."""
@@ -149,8 +153,8 @@ class LoraLayer(nn.Module):
         weight = self.base_weight()
         if untie and not self.merged_adapters and any(n in self.scaling for n in names):
             self._tied = weight
-            weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
-            self.base_layer.weight = weight
+            copy = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+            self.base_layer.weight = weight = copy
         for name in names:
             if name not in self.scaling or name in self.merged_adapters:
                 continue
@@ -163,7 +167,7 @@ class LoraLayer(nn.Module):
                 self._before_merge[name] = weight.detach().clone()
             weight.copy_(new)
             if self.lora_bias[name]:
-                self._base_bias_for(name).add_(self._lora_b_bias(name) * self.scaling[name])
+                self._base_bias_for(name).add_(self.lora_b_bias(name) * self.scaling[name])
             self.merged_adapters.append(name)
 
     @torch.no_grad()
@@ -185,7 +189,7 @@ class LoraLayer(nn.Module):
             name = self.merged_adapters.pop()
             weight.copy_(self.unmerged_value(name, weight))
             if self.lora_bias[name]:
-                self._base_bias_for(name).sub_(self._lora_b_bias(name) * self.scaling[name])
+                self._base_bias_for(name).sub_(self.lora_b_bias(name) * self.scaling[name])
         self._unmerged = None
         if self._tied is not None:
             self.base_layer.weight, self._tied = self._tied, None
@@ -211,10 +215,10 @@ class LoraLayer(nn.Module):
             return result
         for name in self.active_adapters:
             if name in self.scaling and name not in self.merged_adapters:
-                result = self._apply(name, x, result)
+                result = self._adapted(name, x, result)
         return result
 
-    def _apply(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    def _adapted(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """The running output with adapter `name` applied: ``+ B(A(x)) * s``, or DoRA's rescaling of it."""
         if self.use_dora[name]:
             return dora_forward(self, name, x, result)
@@ -222,13 +226,14 @@ class LoraLayer(nn.Module):
 
     # -- factors (shared by every kind; the embedding layer overrides what differs) ----------------------------
     @staticmethod
-    def _new_store() -> nn.Module:
+    def _new_store() -> nn.ModuleDict | nn.ParameterDict:
         """An empty container for one factor of every adapter."""
         return nn.ModuleDict()
 
-    def adapter_stores(self) -> tuple[nn.Module, ...]:
+    def adapter_stores(self) -> tuple[nn.ModuleDict | nn.ParameterDict, ...]:
         """Every container holding per-adapter tensors (deleted and moved together): A, B, then magnitudes."""
-        return (*(getattr(self, store) for store in self.factor_stores), self.lora_magnitude_vector)
+        stores = (cast(nn.ModuleDict | nn.ParameterDict, getattr(self, store)) for store in self.factor_stores)
+        return (*stores, self.lora_magnitude_vector)
 
     def factor_modules(self, name: str) -> tuple[nn.Module, nn.Module]:
         """Adapter `name`'s A and B modules (Linear and Conv; the embedding holds bare tensors instead)."""
@@ -267,117 +272,18 @@ class LoraLayer(nn.Module):
                     f"init_lora_weights={init!r} is not implemented by the reference; use true, false or 'gaussian'"
                 )
             if init is not False and self.lora_bias.get(name):  # B starts at zero, and so does its bias (peft)
-                nn.init.zeros_(self._lora_b_bias(name))
+                nn.init.zeros_(self.lora_b_bias(name))
 
     def _factor_modules_to(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         for store in self.adapter_stores():
             if name not in store:
                 continue
-            held = store[name]
-            if isinstance(held, nn.Parameter):  # a bare factor (the embedding's): `.to` makes a copy, so replace it
+            if isinstance(store, nn.ParameterDict):  # a bare factor (the embedding's): `.to` copies, so replace it
+                held: torch.Tensor = store[name]
                 store[name] = nn.Parameter(held.detach().to(device=device, dtype=dtype), held.requires_grad)
             else:
-                held.to(device=device, dtype=dtype)
+                store[name].to(device=device, dtype=dtype)
 
-    def _lora_b_bias(self, name: str) -> torch.Tensor:
+    def lora_b_bias(self, name: str) -> torch.Tensor:
         """lora_B's bias for an adapter created with lora_bias."""
         return cast(torch.Tensor, self.factor_modules(name)[1].bias)
-
-
-class LoraLinear(LoraLayer):
-    """LoRA on `nn.Linear`, or on GPT-2 `Conv1D` (weight stored transposed: fan_in_fan_out)."""
-
-    kind: LayerKind = "linear"
-
-    def __init__(self, base_layer: nn.Module):
-        super().__init__(base_layer)
-        self.fan_in_fan_out = is_conv1d_transposed(base_layer)
-        # Sizes come from the layer's attributes, not its weight: under DeepSpeed zero.Init the weight is a shard.
-        if self.fan_in_fan_out:  # Conv1D.nx arrived in transformers 4.46; before it, the weight is whole anyway
-            self.in_features = getattr(base_layer, "nx", None) or base_layer.weight.shape[0]
-            self.out_features = base_layer.nf
-        else:
-            self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
-
-    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
-        self.lora_A[name] = nn.Linear(self.in_features, rank, bias=False)
-        self.lora_B[name] = nn.Linear(rank, self.out_features, bias=lora_bias)
-
-
-class LoraEmbedding(LoraLayer):
-    """LoRA on `nn.Embedding`: A is (r, num_embeddings), B is (embedding_dim, r), as peft stores them."""
-
-    kind: LayerKind = "embedding"
-    factor_stores = ("lora_embedding_A", "lora_embedding_B")
-
-    @staticmethod
-    def _new_store() -> nn.Module:
-        return nn.ParameterDict()
-
-    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
-        if lora_bias:
-            raise ValueError("lora_bias is not supported for embedding layers (peft refuses it too)")
-        num, dim = self.base_layer.weight.shape
-        self.lora_embedding_A[name] = nn.Parameter(torch.empty(rank, num))
-        self.lora_embedding_B[name] = nn.Parameter(torch.empty(dim, rank))
-
-    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lora_embedding_A[name], self.lora_embedding_B[name]
-
-    def embed(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Look `x` up in `weight` with the base embedding's options."""
-        base = self.base_layer
-        return F.embedding(
-            x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse
-        )
-
-    def embed_scale(self) -> torch.Tensor | None:
-        """The constant a scaled embedding (Gemma's) multiplies its output by; the LoRA part gets it too."""
-        scale = getattr(self.base_layer, "embed_scale", None)
-        if isinstance(scale, (int, float)):
-            return torch.tensor(scale, device=self.base_weight().device, dtype=self.base_weight().dtype)
-        return scale if isinstance(scale, torch.Tensor) and scale.numel() == 1 else None
-
-    def _lora_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        # Dropout is not applied to token ids, as in peft.
-        out = (self.embed(x, self.lora_embedding_A[name].T) @ self.lora_embedding_B[name].T) * self.scaling[name]
-        scale = self.embed_scale()
-        return out if scale is None else out * scale.to(out.dtype)
-
-    def _apply(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-        if self.use_dora[name]:
-            return dora_embedding_forward(self, name, x, result)
-        return super()._apply(name, x, result)
-
-
-class LoraConv(LoraLayer):
-    """LoRA on `nn.Conv1d/2d/3d`: A copies the base kernel geometry, B is a 1x1 convolution."""
-
-    kind: LayerKind = "conv"
-
-    def __init__(self, base_layer: nn.modules.conv._ConvNd):
-        if base_layer.groups != 1:
-            raise ValueError(f"grouped convolutions (groups={base_layer.groups}) are not supported by the reference")
-        super().__init__(base_layer)
-
-    def _create(self, name: str, rank: int, lora_bias: bool) -> None:
-        base = self.base_layer
-        conv = type(base)
-        self.lora_A[name] = conv(
-            base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation, bias=False
-        )
-        self.lora_B[name] = conv(rank, base.out_channels, 1, 1, 0, bias=lora_bias)
-
-
-def wrap_layer(module: nn.Module) -> LoraLayer:
-    """The reference LoRA wrapper for `module`, or a ValueError naming the unsupported type."""
-    if isinstance(module, nn.Linear) or is_conv1d_transposed(module):
-        return LoraLinear(module)
-    if isinstance(module, nn.Embedding):
-        return LoraEmbedding(module)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return LoraConv(module)
-    raise ValueError(
-        f"target module type {type(module).__name__} is not supported; LoRA applies to Linear, GPT-2 Conv1D, "
-        "Embedding and Conv1d/2d/3d layers"
-    )

@@ -19,7 +19,8 @@ from loraguard.core.config import LoraConfig
 from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey, check_adapter_name
 from loraguard.core.matching import spec_matches
 from loraguard.reference.biases import bias_keys
-from loraguard.reference.layers import LoraLayer, wrap_layer
+from loraguard.reference.kinds import wrap_layer
+from loraguard.reference.layers import LoraLayer
 from loraguard.reference.saved import ModulesToSave
 from loraguard.reference.selection import (
     inside_wrappers,

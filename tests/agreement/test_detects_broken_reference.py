@@ -14,7 +14,7 @@ from loraguard.core.keys import AdapterKey, strip_prefix  # noqa: E402
 from loraguard.frontends import demo  # noqa: E402
 from loraguard.frontends.agreement import VARIANTS, compare  # noqa: E402
 from loraguard.harness.zoo import ZOO  # noqa: E402
-from loraguard.reference import layers  # noqa: E402
+from loraguard.reference import kinds, layers  # noqa: E402
 
 
 def _ignore_rslora(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,7 +28,7 @@ def _drop_transpose(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _forward_without_scaling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        layers.LoraLinear,
+        kinds.LoraLinear,
         "_lora_forward",
         lambda self, name, x: self.lora_B[name](self.lora_A[name](x.to(self.lora_A[name].weight.dtype))),
     )

@@ -160,3 +160,23 @@ def test_unload_returns_the_base_model_unchanged() -> None:
     assert set(plain.state_dict()) == set(want)
     assert_close(plain.fc1.weight, want["fc1.weight"])
     assert torch.equal(plain.head.weight, want["head.weight"])
+
+
+@pytest.mark.parametrize("zoo_name", ["mlp", "embedding"])
+def test_model_moves_with_to_and_keeps_its_output(zoo_name: str) -> None:
+    # LoraLayer once defined its own `_apply`, the name nn.Module.to() calls: moving a wrapped model crashed.
+    model = wrapped(zoo_name, target_modules=ZOO[zoo_name].target_modules)
+    x = ZOO[zoo_name].example(0)
+    want = run(model, x).double()
+    model.to(torch.float64)
+    got = run(model, tuple(t.double() if t.is_floating_point() else t for t in x))
+    assert got.dtype == torch.float64
+    assert_close(got.float(), want.float())
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_autocast_adapter_dtype_decides_the_factors_dtype(autocast: bool) -> None:
+    base = ZOO["embedding"].make(0, torch.bfloat16)
+    model = LoraModel(base, LoraConfig(target_modules=["wte", "proj"], autocast_adapter_dtype=autocast))
+    want = torch.float32 if autocast else torch.bfloat16
+    assert {t.dtype for layer in model.lora_layers().values() for t in layer.factors("default")} == {want}

@@ -1,10 +1,11 @@
 """Where `make test`'s time goes: its lint steps, one run of the default suite, and the time per area.
 
-Times the steps of `make lint` (import contract, ruff, mypy), then runs ``pytest -n 2 -m "not slow and not gpu"``
-(what `make test` runs next) once, reads each test's duration from a JUnit report, and prints the seconds per
-area (tests/<area>/, or the file for tests at the top of tests/), the slowest tests, and lint + pytest wall time
-against the 180 s target of issue 16, as a ratio. Area times add up the two workers' time, so together they
-exceed the pytest wall time. On a shared or loaded machine every figure is inflated: compare ratios of one run.
+Times the steps of `make lint` (import contract, ruff, mypy), then runs what `make test` runs next once
+(``pytest -n 2 --maxschedchunk 1 -m "not slow and not gpu"``), reads each test's duration from a JUnit report,
+and prints the seconds per area (tests/<area>/, or the file for tests at the top of tests/), the slowest tests,
+and lint + pytest wall time against the 180 s target of issue 16, as a ratio. Area times add up the two
+workers' time, so together they exceed the pytest wall time. On a shared or loaded machine every figure is
+inflated: compare ratios of one run.
 
 Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10] [--no-lint] [-- PYTEST ARGS]``.
 """
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             "pytest",
             "-n",
             "2",
+            "--maxschedchunk",
+            "1",
             "-m",
             "not slow and not gpu",
             "-q",

@@ -13,6 +13,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from loraguard.harness import zoo_hf as hf
+
 #: Model families (loraguard.backends.base.FAMILIES): a backend wraps only the families in its ``wrappable``.
 PLAIN, TRANSFORMERS = "plain", "transformers"
 
@@ -166,112 +168,6 @@ class NestedNames(nn.Module):
         return self.head(self.model(x)) + self.xhead(self.img_model(x))
 
 
-def _llama() -> nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(cfg)
-
-
-def _gpt2() -> nn.Module:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = GPT2Config(
-        vocab_size=32,
-        n_positions=32,
-        n_embd=16,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    return GPT2LMHeadModel(cfg)
-
-
-def _bert_tokcls() -> nn.Module:
-    from transformers import BertConfig, BertForTokenClassification
-
-    cfg = BertConfig(
-        vocab_size=32,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    cfg.num_labels = 3
-    return BertForTokenClassification(cfg)
-
-
-def _llama_seqcls() -> nn.Module:
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-        pad_token_id=0,  # the classifier reads the last non-padding token
-    )
-    cfg.num_labels = 3
-    return LlamaForSequenceClassification(cfg)
-
-
-def _bart_seq2seq() -> nn.Module:
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    cfg = BartConfig(
-        vocab_size=32,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=32,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        tie_word_embeddings=False,  # lm_head its own module, so modules_to_save copies only it
-    )
-    return BartForConditionalGeneration(cfg)
-
-
-def _bert() -> nn.Module:
-    """A BERT (Linear layers with biases, LayerNorms); the family AdapterHub adapters was built around."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    cfg = BertConfig(
-        vocab_size=32,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.05,  # BERT's 0.02 leaves LoRA's effect on the logits under the bfloat16 bound
-    )
-    return BertForMaskedLM(cfg)
-
-
 def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
     return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
 
@@ -307,7 +203,7 @@ ZOO: dict[str, ZooModel] = {
         ),
         ZooModel(
             "llama",
-            _llama,
+            hf.llama,
             _ids(32, 6),
             ["q_proj", "v_proj", "gate_proj"],
             ["lm_head"],
@@ -315,10 +211,10 @@ ZOO: dict[str, ZooModel] = {
             second_modules_to_save=["model.norm"],
             **_T,
         ),
-        ZooModel("gpt2", _gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], second_targets=["c_fc"], **_T),
+        ZooModel("gpt2", hf.gpt2, _ids(32, 6), ["c_attn", "c_proj"], ["ln_f"], second_targets=["c_fc"], **_T),
         ZooModel(  # adapters' LoRA roles: attention q/v, then v and the MLP's first linear ("intermediate")
             "bert",
-            _bert,
+            hf.bert,
             _ids(32, 6),
             ["query", "value"],
             ["cls.predictions.transform.dense"],
@@ -329,7 +225,7 @@ ZOO: dict[str, ZooModel] = {
         # reach past the attention (dense, fc, gate_proj), so the adapter's effect clears the bfloat16 bound
         ZooModel(
             "bert-tokcls",
-            _bert_tokcls,
+            hf.bert_tokcls,
             _ids(32, 6),
             ["query", "value", "dense"],
             needs=_TF,
@@ -338,7 +234,7 @@ ZOO: dict[str, ZooModel] = {
         ),
         ZooModel(
             "llama-seqcls",
-            _llama_seqcls,
+            hf.llama_seqcls,
             _ids(32, 6),
             ["q_proj", "v_proj", "gate_proj"],
             needs=_TF,
@@ -346,11 +242,11 @@ ZOO: dict[str, ZooModel] = {
             family=TRANSFORMERS,
         ),
         ZooModel(
-            "llama-causal", _llama, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "CAUSAL_LM", TRANSFORMERS
+            "llama-causal", hf.llama, _ids(32, 6), ["q_proj", "v_proj"], ["lm_head"], _TF, "CAUSAL_LM", TRANSFORMERS
         ),
         ZooModel(
             "bart-seq2seq",
-            _bart_seq2seq,
+            hf.bart_seq2seq,
             _ids(32, 6),
             ["q_proj", "v_proj", "fc1", "fc2"],
             ["lm_head"],

@@ -13,8 +13,8 @@ import torch
 
 from loraguard.backends import BUILTIN, BackendError, load_backend
 from loraguard.harness.known_failures import builtin_files, read_known_failures
-from loraguard.harness.scenarios import profile_scenarios
 from loraguard.harness.zoo import available
+from loraguard.harness.zoo_scenarios import profile_scenarios
 from loraguard.run.in_process import run_all
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -95,9 +95,10 @@ def import_cost_ms(pre: str) -> tuple[float, bool]:
 
 def first_failures() -> list[tuple[str, str, str, float]]:
     """(mutant, invariant, scenario, seconds) of the first failure of each mutant on the ci zoo scenarios."""
-    from loraguard.harness.scenarios import DTYPES, zoo_scenarios
+    from loraguard.harness.scenarios import DTYPES
     from loraguard.harness.settings import PROFILES
     from loraguard.harness.zoo import available
+    from loraguard.harness.zoo_scenarios import zoo_scenarios
     from loraguard.invariants.registry import all_invariants
     from loraguard.run.in_process import run_all
     from tests.mutants import MUTANTS

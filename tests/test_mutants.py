@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from loraguard.backends.reference import ReferenceBackend
-from loraguard.harness.scenarios import profile_scenarios
 from loraguard.harness.settings import PROFILES
 from loraguard.harness.zoo import available
+from loraguard.harness.zoo_scenarios import profile_scenarios
 from loraguard.run.in_process import run_all
 from tests.mutants import MUTANTS, PEFT_MUTANTS
 

@@ -40,11 +40,11 @@ class Variant:
     lora_bias: bool = False
     lora_dropout: float = 0.0
     use_dora: bool = False
-    tokens: bool = False  # trainable tokens, with the targets and rows of harness.scenarios.TOKEN_MODELS
+    tokens: bool = False  # trainable tokens, with the targets and rows of harness.zoo_scenarios.TOKEN_MODELS
 
     def config(self, zoo_model: ZooModel, base: nn.Module) -> LoraConfig:
         """The config for `zoo_model`; `patterned` gives its first target rank 2 and its last target alpha 24."""
-        from loraguard.harness.scenarios import TOKEN_MODELS
+        from loraguard.harness.zoo_scenarios import TOKEN_MODELS
 
         targets = zoo_model.target_modules
         rows = None

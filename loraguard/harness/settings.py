@@ -14,8 +14,9 @@ from loraguard.backends import Backend, load_backend
 from loraguard.core.imports import import_user_module
 from loraguard.harness.fsdp.sharding import APIS as FSDP_APIS
 from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
-from loraguard.harness.scenarios import DTYPES, Scenario, profile_scenarios
+from loraguard.harness.scenarios import DTYPES, Scenario
 from loraguard.harness.zoo import ZooModel, available
+from loraguard.harness.zoo_scenarios import profile_scenarios
 
 
 @dataclass(frozen=True)

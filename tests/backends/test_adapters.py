@@ -8,8 +8,8 @@ pytest.importorskip("adapters")
 
 from loraguard.backends import load_backend  # noqa: E402
 from loraguard.harness.known_failures import read_known_failures  # noqa: E402
-from loraguard.harness.scenarios import zoo_scenarios  # noqa: E402
 from loraguard.harness.zoo import ZOO  # noqa: E402
+from loraguard.harness.zoo_scenarios import zoo_scenarios  # noqa: E402
 from loraguard.invariants.registry import all_invariants  # noqa: E402
 from loraguard.run.in_process import run_all  # noqa: E402
 from tests.backends.helpers import KNOWN_FAILURES  # noqa: E402

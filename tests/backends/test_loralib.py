@@ -7,8 +7,9 @@ pytest.importorskip("loralib")
 
 from loraguard.backends import load_backend  # noqa: E402
 from loraguard.backends.loralib import LoralibBackend  # noqa: E402
-from loraguard.harness.scenarios import without_modules_to_save, zoo_scenarios  # noqa: E402
+from loraguard.harness.scenarios import without_modules_to_save  # noqa: E402
 from loraguard.harness.zoo import ZOO, available  # noqa: E402
+from loraguard.harness.zoo_scenarios import zoo_scenarios
 from loraguard.invariants.registry import all_invariants  # noqa: E402
 from loraguard.run.in_process import run_all  # noqa: E402
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from loraguard.harness.scenarios import zoo_scenarios
 from loraguard.harness.zoo import ZOO, available
+from loraguard.harness.zoo_scenarios import zoo_scenarios
 from loraguard.invariants.registry import all_invariants
 from loraguard.run.in_process import run_all
 

@@ -7,8 +7,8 @@ import torch
 from loraguard.backends.base import Unsupported
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.core.tuners import TunerConfig
-from loraguard.harness.scenarios import TUNERS, zoo_scenarios
 from loraguard.harness.zoo import available
+from loraguard.harness.zoo_scenarios import TUNERS, zoo_scenarios
 from loraguard.invariants.registry import ORACLE_FREE, all_invariants
 from loraguard.run.in_process import run_all
 

@@ -10,8 +10,8 @@ import torch
 
 from loraguard.backends.reference import ReferenceBackend
 from loraguard.gating.snapshot import take_snapshot
-from loraguard.harness.scenarios import zoo_scenarios
 from loraguard.harness.zoo import available
+from loraguard.harness.zoo_scenarios import zoo_scenarios
 
 ZOO = ["mlp", "embedding", "nested"]
 

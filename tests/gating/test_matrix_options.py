@@ -97,8 +97,8 @@ def test_a_crash_keeps_the_library_frames_when_it_lives_under_a_loraguard_folder
     import torch
 
     from loraguard.backends.reference import ReferenceBackend
-    from loraguard.harness.scenarios import zoo_scenarios
     from loraguard.harness.zoo import available
+    from loraguard.harness.zoo_scenarios import zoo_scenarios
     from loraguard.run.in_pytest import _fail
 
     source = tmp_path / "loraguard" / "envs" / "site" / "fakelib.py"

@@ -12,8 +12,8 @@ from loraguard.backends.reference import ReferenceBackend
 from loraguard.gating.compare import compare_snapshot
 from loraguard.gating.layout import ADAPTER_DIR, IO_FILE, MANIFEST, SnapshotError, read_manifest
 from loraguard.gating.snapshot import take_snapshot
-from loraguard.harness.scenarios import zoo_scenarios
 from loraguard.harness.zoo import available
+from loraguard.harness.zoo_scenarios import zoo_scenarios
 
 
 def _rewrite_manifest(snapshot: Path, **changes) -> None:

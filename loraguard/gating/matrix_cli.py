@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from loraguard.core.progress import on_terminal
-from loraguard.core.vocabulary import format_option
+from loraguard.core.vocabulary import dtype_option, format_option
 from loraguard.gating.environments import EnvSetupError
 from loraguard.gating.formats import FORMATS
 
@@ -39,13 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="run the suite on this built-in zoo model only (repeatable; default: the profile's models)",
     )
-    parser.add_argument(
-        "--dtype",
-        action="append",
-        default=[],
-        metavar="DTYPE",
-        help="run the suite in this dtype only: f32, bf16, f16, f64 (repeatable; default: the profile's dtypes)",
-    )
+    dtype_option(parser, "the profile's dtypes; given, the suite runs in these only")
     parser.add_argument(
         "--workers",
         type=int,
@@ -151,19 +145,18 @@ def _run_releases(args: argparse.Namespace) -> list:
 
 
 def _suite(args: argparse.Namespace):
-    """The suite each release runs, from the options; a misspelt profile, model or dtype is refused here, before
+    """The suite each release runs, from the options; a misspelt profile or model is refused here (a dtype by
+    its option's choices), before
     any environment is made, naming the option."""
-    from loraguard.core.vocabulary import DTYPE_NAMES
     from loraguard.gating.matrix import Suite
     from loraguard.harness.settings import PROFILES
     from loraguard.harness.zoo import ZOO
 
     if args.profile not in PROFILES:
         raise ValueError(f"--profile {args.profile!r}: choose one of {sorted(PROFILES)}")
-    for option, given, known in (("--zoo", args.zoo, ZOO), ("--dtype", args.dtype, DTYPE_NAMES)):
-        unknown = [name for name in given if name not in known]
-        if unknown:
-            raise ValueError(f"{option} {unknown[0]!r}: choose from {sorted(known)}")
+    unknown = [name for name in args.zoo if name not in ZOO]
+    if unknown:
+        raise ValueError(f"--zoo {unknown[0]!r}: choose from {sorted(ZOO)}")
     if args.workers < 0:
         raise ValueError(f"--workers {args.workers}: give a number of pytest-xdist workers, 0 for none")
     return Suite(args.profile, tuple(args.zoo), tuple(args.dtype), args.workers, args.reproducers)

@@ -30,7 +30,6 @@ def test_the_suite_narrows_the_release_run_only_when_asked(tmp_path: Path) -> No
     "option, message",
     [
         (["--zoo", "mlpp"], "--zoo 'mlpp': choose from"),
-        (["--dtype", "f8"], "--dtype 'f8': choose from"),
         (["--profile", "fast"], "--profile 'fast': choose one of"),
         (["--workers", "-1"], "--workers -1: give a number"),
     ],
@@ -41,6 +40,14 @@ def test_a_misspelt_suite_option_is_refused_before_any_environment(
     envs = tmp_path / "envs"
     assert main(["matrix", "--release", "0.21.2", "--envs", str(envs), "--out", str(tmp_path), *option]) == 2
     assert message in capsys.readouterr().err
+    assert not envs.exists()
+
+
+def test_a_misspelt_dtype_is_refused_by_its_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    envs = tmp_path / "envs"
+    with pytest.raises(SystemExit) as exit_:
+        main(["matrix", "--release", "0.21.2", "--envs", str(envs), "--out", str(tmp_path), "--dtype", "f8"])
+    assert exit_.value.code == 2 and "--dtype: invalid choice: 'f8'" in capsys.readouterr().err
     assert not envs.exists()
 
 

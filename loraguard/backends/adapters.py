@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraguard.backends.base import BackendBase, BackendError, Unsupported, refuse
+from loraguard.backends.base import BackendBase, BackendError, Unsupported, beyond_plain_lora, refuse
 from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
-from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
+from loraguard.core.matching import no_match_message, spec_matches, unmatched_entries
 
 #: adapters' parameter names below a LoRA layer, in the canonical naming (loraguard.backends.naming).
 _ROLES = {
@@ -239,13 +239,9 @@ def _check_config(config: LoraConfig) -> None:
     refuse(
         "adapters' LoRAConfig has no",
         (
-            ("use_rslora", config.use_rslora),
+            *beyond_plain_lora(config),
             ("rank_pattern", config.rank_pattern),
             ("alpha_pattern", config.alpha_pattern),
-            ("lora_bias", config.lora_bias),
-            ("modules_to_save", config.modules_to_save),
-            (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-            (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
             (f"bias={config.bias!r}", config.bias != "none"),
         ),
     )

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from loraguard.core.config import LoraConfig
+from loraguard.core.matching import ALL_LINEAR
 from loraguard.core.tuners import KINDS as TUNER_KINDS
 from loraguard.core.tuners import TunerConfig
 
@@ -92,6 +93,18 @@ def refuse(lacks: str, fields: Iterable[tuple[str, object]]) -> None:
     asked = [name for name, used in fields if used]
     if asked:
         raise Unsupported(f"{lacks} {', '.join(asked)}")
+
+
+def beyond_plain_lora(config: LoraConfig) -> tuple[tuple[str, object], ...]:
+    """The config fields of peft's that the other LoRA libraries lack, as `refuse` pairs (each backend adds its own)."""
+    return (
+        ("use_rslora", config.use_rslora),
+        ("lora_bias", config.lora_bias),
+        ("modules_to_save", config.modules_to_save),
+        ("trainable_token_indices", config.trainable_token_indices),
+        (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
+        (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
+    )
 
 
 @runtime_checkable

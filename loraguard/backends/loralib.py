@@ -18,10 +18,10 @@ import loralib as lora
 import torch
 from torch import nn
 
-from loraguard.backends.base import BackendError, Unsupported, refuse
+from loraguard.backends.base import BackendError, Unsupported, beyond_plain_lora, refuse
 from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
-from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
+from loraguard.core.matching import no_match_message, spec_matches, unmatched_entries
 from loraguard.reference.layers import is_conv1d_transposed
 
 _ONE_ADAPTER = "loralib holds one unnamed adapter per layer"
@@ -152,14 +152,10 @@ def _check_config(config: LoraConfig, adapter: str) -> None:
     refuse(
         "loralib has no",
         (
-            ("use_rslora", config.use_rslora),
+            *beyond_plain_lora(config),
             ("rank_pattern", config.rank_pattern),
             ("alpha_pattern", config.alpha_pattern),
-            ("lora_bias", config.lora_bias),
             ("use_dora", config.use_dora),
-            ("modules_to_save", config.modules_to_save),
-            (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-            (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
         ),
     )
 

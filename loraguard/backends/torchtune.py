@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraguard.backends.base import BackendBase, BackendError, Unsupported, refuse
+from loraguard.backends.base import BackendBase, BackendError, Unsupported, beyond_plain_lora, refuse
 from loraguard.backends.naming import TORCH_BASE, translate_names
 from loraguard.core.config import LoraConfig
-from loraguard.core.matching import ALL_LINEAR, no_match_message, spec_matches, unmatched_entries
+from loraguard.core.matching import no_match_message, spec_matches, unmatched_entries
 
 _ONE_ADAPTER = "torchtune's LoRALinear holds one unnamed adapter"
 _WEIGHTS, _CONFIG = "adapter_model.pt", "adapter_config.json"
@@ -182,13 +182,9 @@ def _check_config(config: LoraConfig, adapter: str) -> None:
     refuse(
         "torchtune's LoRA layers have no",
         (
-            ("use_rslora", config.use_rslora),
+            *beyond_plain_lora(config),
             ("rank_pattern (get_merged_lora_ckpt takes one rank)", config.rank_pattern),
             ("alpha_pattern (get_merged_lora_ckpt takes one alpha)", config.alpha_pattern),
-            ("lora_bias", config.lora_bias),
-            ("modules_to_save", config.modules_to_save),
-            (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
-            (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
             (f"bias={config.bias!r}", config.bias != "none"),
         ),
     )

@@ -24,7 +24,11 @@ COMPANIONS: list[tuple[tuple[int, int], str, str]] = [
     ((0, 16), "transformers==4.53.3", "contemporary with peft 0.16"),
     ((0, 17), "transformers==4.56.2", "contemporary with peft 0.17"),
     ((0, 18), "transformers==4.57.1", "contemporary with peft 0.18"),
-    ((0, 19), "transformers", "peft 0.19 and later work with the newest transformers"),
+    # transformers 5.18 removed GenerationMixin._prepare_encoder_decoder_kwargs_for_generation, which peft up to 0.20
+    # patches on every seq2seq model: 0.19 and 0.20 get the newest transformers of their release date (PyPI).
+    ((0, 19), "transformers==5.5.4", "newest at peft 0.19.0 and 0.19.1 (2026-04-14/16); 5.18 drops what 0.19 patches"),
+    ((0, 20), "transformers==5.14.1", "newest at peft 0.20.0 (2026-07-28); 5.18 drops what peft 0.20 patches"),
+    ((0, 21), "transformers", "peft 0.21 and later work with the newest transformers (no longer patch it)"),
 ]
 
 

@@ -88,6 +88,23 @@ def test_companion_pins_follow_the_release_and_can_be_overridden() -> None:
     assert release("0.14.0", {"0.14.0": ["transformers==4.48.3"]}).companions == ("transformers==4.48.3",)
 
 
+def test_companion_pins_never_go_back_and_keep_what_old_peft_patches_on_seq2seq_models() -> None:
+    """Each pin is a transformers no older than the previous release's; peft up to 0.20 patches
+    `_prepare_encoder_decoder_kwargs_for_generation` on seq2seq models, which transformers 5.18 removed (peft 0.20.0
+    with the newest transformers fails every bart-seq2seq test): those releases get one from before 5.18."""
+    from packaging.version import Version
+
+    from loraguard.gating.environments import COMPANIONS
+
+    pinned = [Version(pin.partition("==")[2]) for _, pin, _ in COMPANIONS if "==" in pin]
+    assert pinned == sorted(pinned)
+    for version in ("0.8.2", "0.17.1", "0.19.0", "0.19.1", "0.20.0"):
+        _, eq, pin = release(version).companions[0].partition("==")
+        assert eq and Version(pin) < Version("5.18"), f"peft {version} gets {release(version).companions}"
+    assert release("0.20.0").companions == ("transformers==5.14.1",)
+    assert release("0.21.0").companions == ("transformers",)
+
+
 def test_a_results_file_from_elsewhere_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "results.json").write_text('{"not": "a list"}')
     assert main(["matrix", "--from-results", str(tmp_path / "results.json")]) == 2

@@ -18,6 +18,7 @@ from loraguard.reference import LoraModel
 from loraguard.reference import io as reference_io
 from loraguard.reference.kinds import LoraConv, LoraEmbedding, LoraLinear, wrap_layer
 from loraguard.reference.layers import LoraLayer
+from loraguard.reference.params import LoraParameter
 from loraguard.reference.tokens import TrainableTokens
 
 
@@ -119,6 +120,22 @@ class _EmbedScaleLeftOut:
         return None  # the LoRA part of a scaled embedding (Gemma's) misses the constant the base output has
 
 
+class _ExpertAxisMixup(LoraParameter):
+    def delta(self, name):  # B's columns read expert-major like A's rows: peft's two layouts differ, this one does not
+        if self.kind != "experts":
+            return super().delta(name)
+        a, b = (t.float() for t in self.factors(name))
+        per_a = a.reshape(self.experts, -1, a.shape[-1])
+        per_b = b.reshape(b.shape[0], self.experts, -1).permute(1, 0, 2)
+        return (per_b @ per_a) * self.scaling[name]
+
+
+class _ExpertAxisMixupModel(LoraModel):
+    @staticmethod
+    def _wrap_parameter(module, name):
+        return _ExpertAxisMixup(module, name)
+
+
 class ScalingDroppedAtMerge(_Mutant):
     name, model_class, defect = "mutant-no-scale", _layer_model(_NoScaleAtMerge), "scaling dropped at merge"
 
@@ -129,6 +146,11 @@ class DoubleMerge(_Mutant):
 
 class NoFanInFanOutTranspose(_Mutant):
     name, model_class, defect = "mutant-no-transpose", _layer_model(_NoTranspose), "fan_in_fan_out not transposed"
+
+
+class ExpertAxisMixup(_Mutant):
+    name, model_class = "mutant-expert-axis", _ExpertAxisMixupModel
+    defect = "target_parameters: each expert's delta built from the wrong columns of lora_B"
 
 
 class DoraNotRenormalisedAtUnmerge(_Mutant):
@@ -284,6 +306,7 @@ MUTANTS: list[type[_Mutant]] = [
     TokenRowsMisplaced,
     TiedHeadIgnoresTokens,
     BiasAllDropsModuleBiases,
+    ExpertAxisMixup,
 ]
 
 

@@ -66,6 +66,8 @@ CAPABILITIES = {
     "float16": "models in float16",
     "cuda": "models on a CUDA device",
     "task_type": "LoraConfig.task_type: peft's task models, which add the task's heads to modules_to_save",
+    "target_parameters": "LoraConfig.target_parameters: LoRA on parameters (2D, or 3D MoE expert stacks) instead of "
+    "modules; factors and base_weight keyed by the parameter's path (``moe.experts.gate_up_proj``)",
     "trainable_tokens": "LoraConfig.trainable_token_indices, with token_rows(model, adapter): each embedding's "
     "trained row values by path (a module tied to the embedding follows it)",
     # peft's other tuners: a TunerConfig handed to wrap/add_adapter, and the reads of `TunerBackend` below
@@ -102,6 +104,7 @@ def beyond_plain_lora(config: LoraConfig) -> tuple[tuple[str, object], ...]:
         ("lora_bias", config.lora_bias),
         ("modules_to_save", config.modules_to_save),
         ("trainable_token_indices", config.trainable_token_indices),
+        ("target_parameters", config.target_parameters),
         (f"target_modules={ALL_LINEAR!r}", config.target_modules == ALL_LINEAR),
         (f"init_lora_weights={config.init_lora_weights!r}", not isinstance(config.init_lora_weights, bool)),
     )

@@ -75,6 +75,8 @@ class PeftBackend(PeftReads):
             caps.add("dora")
         if "trainable_token_indices" in self._config_fields():  # LoRA's trainable tokens arrived in 0.15
             caps.add("trainable_tokens")
+        if "target_parameters" in self._config_fields():  # LoRA on nn.Parameter (ParamWrapper) arrived in 0.17
+            caps.add("target_parameters")
         if _has_autocast(peft_module().get_peft_model):
             caps.add("autocast_adapter_dtype")
         if hasattr(peft_module().tuners.lora.layer, "Conv1d"):  # LoRA on nn.Conv1d arrived in 0.15 (Conv2d earlier)

@@ -29,8 +29,8 @@ class PeftReads:
         return peft_api(model).base_model.model
 
     def _lora_layers(self, model: nn.Module) -> dict[str, Any]:
-        """peft's LoRA layers by path (typed Any: their attributes are peft's and vary by release)."""
-        return _outermost(self._base(model), lambda m: hasattr(m, "lora_A") and hasattr(m, "base_layer"))
+        """peft's LoRA layers by what they adapt (typed Any: their attributes are peft's and vary by release)."""
+        return _by_target(_outermost(self._base(model), lambda m: hasattr(m, "lora_A") and hasattr(m, "base_layer")))
 
     def lora_factors(self, model: nn.Module, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
@@ -58,9 +58,9 @@ class PeftReads:
         return out
 
     def base_weight(self, model: nn.Module, path: str) -> torch.Tensor:
-        layers = self._tuner_layers(model)
-        if path in layers:
-            return layers[path].get_base_layer().weight
+        layers = _by_target(self._tuner_layers(model))
+        if path in layers:  # a ParamWrapper's is the parameter it wraps
+            return getattr(layers[path].get_base_layer(), getattr(layers[path], "parameter_name", "weight"))
         module = self._base(model).get_submodule(path)  # trainable tokens' embedding, or a module tied to it
         tokens = getattr(module, "token_adapter", None)
         return tokens.get_base_layer().weight if tokens is not None else cast(torch.Tensor, module.weight)
@@ -130,3 +130,16 @@ def _outermost(base: nn.Module, is_layer: Callable[[nn.Module], bool]) -> dict[s
     layers = {n: m for n, m in base.named_modules() if is_layer(m)}
     inner = {id(m.base_layer) for m in layers.values()}
     return {n: m for n, m in layers.items() if id(m) not in inner}
+
+
+def _by_target(layers: dict[str, Any]) -> dict[str, Any]:
+    """Layers by what they adapt: a module's path, or ``<module>.<parameter>`` for each of the (nested) ParamWrappers
+    of peft's `target_parameters` that sit at one module's path."""
+    out = {}
+    for path, layer in layers.items():
+        if not hasattr(layer, "parameter_name"):
+            out[path] = layer
+        while hasattr(layer, "parameter_name"):
+            out[f"{path}.{layer.parameter_name}"] = layer
+            layer = layer.base_layer
+    return out

@@ -46,6 +46,7 @@ class ReferenceBackend:
             "cuda",
             "task_type",
             "trainable_tokens",
+            "target_parameters",
         }
     )
     model_class: type[LoraModel] = LoraModel
@@ -68,18 +69,20 @@ class ReferenceBackend:
         model.delete_adapter(adapter)
 
     def lora_factors(self, model: LoraModel, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return {p: layer.factors(adapter) for p, layer in model.lora_layers().items() if adapter in layer.scaling}
+        return {p: layer.factors(adapter) for p, layer in model.target_layers().items() if adapter in layer.scaling}
 
     def lora_biases(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
         return {
-            p: layer.lora_b_bias(adapter) for p, layer in model.lora_layers().items() if layer.lora_bias.get(adapter)
+            p: layer.lora_b_bias(adapter) for p, layer in model.target_layers().items() if layer.lora_bias.get(adapter)
         }
 
     def lora_magnitudes(self, model: LoraModel, adapter: str) -> dict[str, torch.Tensor]:
-        return {p: layer.magnitude(adapter) for p, layer in model.lora_layers().items() if layer.use_dora.get(adapter)}
+        return {
+            p: layer.magnitude(adapter) for p, layer in model.target_layers().items() if layer.use_dora.get(adapter)
+        }
 
     def base_weight(self, model: LoraModel, path: str) -> torch.Tensor:
-        lora, tokens = model.lora_layers(), model.token_layers()
+        lora, tokens = model.target_layers(), model.token_layers()
         if path in lora:
             return lora[path].base_weight()
         if path in tokens:

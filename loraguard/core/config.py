@@ -59,6 +59,9 @@ class LoraConfig:
     autocast_adapter_dtype: bool | None = None
     #: Rows of the input embedding (a list) or of named embeddings (a dict) trained in place of full copies.
     trainable_token_indices: list[int] | dict[str, list[int]] | None = None
+    #: peft >= 0.17: parameters adapted directly (``experts.gate_up_proj``, a 2D or a 3D (experts, ., .) tensor),
+    #: matched as ``<module>.<parameter>`` equal to an entry or ending in ``.<entry>`` (see reference.params).
+    target_parameters: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +133,12 @@ class LoraConfig:
             lp is None or isinstance(lp, str) or (isinstance(lp, list) and all(isinstance(p, str) for p in lp)),
             "layers_pattern",
             f"must be null, a name or a list of names, got {_show(lp)}",
+        )
+        tp = self.target_parameters
+        need(
+            tp is None or (isinstance(tp, list) and all(isinstance(t, str) and t for t in tp)),
+            "target_parameters",
+            f"must be null or a list of parameter names (not a regex string), got {_show(tp)}",
         )
         tti = self.trainable_token_indices
         need(

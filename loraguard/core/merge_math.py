@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-LayerKind = Literal["linear", "embedding", "conv"]
+LayerKind = Literal["linear", "embedding", "conv", "experts"]
 
 
 def delta_weight(
@@ -20,12 +20,17 @@ def delta_weight(
     scale: float,
     kind: LayerKind,
     fan_in_fan_out: bool = False,
+    experts: int = 1,
 ) -> torch.Tensor:
     """``s * B @ A`` laid out like the base weight, computed in float32 or wider.
 
     linear: A (r, in), B (out, r) -> (out, in), transposed to (in, out) for fan_in_fan_out (GPT-2 Conv1D).
     embedding: A (r, num), B (dim, r) -> (num, dim).
     conv: A (r, in, *k), B (out, r, 1...) -> (out, in, *k).
+    experts (a 3D parameter of `target_parameters`, peft's ParamWrapper): A (experts*r, d2) with expert e's rows at
+    ``e*r ... e*r+r-1``, B (d1, r*experts) with expert e's columns at ``e, e+experts, ...`` (peft's two layouts
+    differ) -> (experts, d1, d2), expert e's slice ``B_e @ A_e``; transposed per expert for fan_in_fan_out (a
+    module marked ``is_transposed``).
     """
     wide = torch.promote_types(torch.promote_types(lora_a.dtype, lora_b.dtype), torch.float32)
     a, b = lora_a.to(wide), lora_b.to(wide)
@@ -37,8 +42,14 @@ def delta_weight(
         delta = (b @ a).T
     elif kind == "conv":
         delta = torch.einsum("or,r...->o...", b.flatten(1), a)
+    elif kind == "experts":
+        per_a = a.reshape(experts, -1, a.shape[-1])  # (experts, r, d2)
+        per_b = b.reshape(b.shape[0], -1, experts).permute(2, 0, 1)  # (experts, d1, r)
+        delta = per_b @ per_a
+        if fan_in_fan_out:
+            delta = delta.transpose(1, 2)
     else:
-        raise ValueError(f"unknown layer kind {kind!r}: expected 'linear', 'embedding' or 'conv'")
+        raise ValueError(f"unknown layer kind {kind!r}: expected 'linear', 'embedding', 'conv' or 'experts'")
     return delta * scale
 
 
@@ -51,7 +62,8 @@ def merged_weight(
     fan_in_fan_out: bool = False,
 ) -> torch.Tensor:
     """The merged weight in the base weight's dtype; raises if the shapes do not fit together."""
-    delta = delta_weight(lora_a, lora_b, scale, kind, fan_in_fan_out)
+    experts = base.shape[0] if kind == "experts" else 1
+    delta = delta_weight(lora_a, lora_b, scale, kind, fan_in_fan_out, experts)
     if delta.shape != base.shape:
         raise ValueError(
             f"LoRA delta has shape {tuple(delta.shape)} but the base weight has {tuple(base.shape)} "

@@ -12,3 +12,13 @@ def weight_of(module: nn.Module) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{type(module).__name__}.weight is a {type(weight).__name__}, not a tensor")
     return weight
+
+
+def weight_at(model: nn.Module, path: str) -> torch.Tensor:
+    """The weight a LoRA target at `path` changes: its module's `weight`, or the parameter `path` names itself (a
+    `target_parameters` target such as ``moe.experts.gate_up_proj``)."""
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:  # not a module: a parameter
+        return model.get_parameter(path)
+    return weight_of(module)

@@ -51,6 +51,8 @@ class Variant:
         if self.tokens:
             targets, rows, _ = TOKEN_MODELS[zoo_model.name]
         patterned = self.patterned and isinstance(targets, list)
+        # patterns reach parameter targets too: peft keys them by the parameter's name, as the reference does
+        params = list(zip(zoo_model.target_parameters or [], (3, 12)))
         return LoraConfig(
             r=self.r,
             lora_alpha=self.lora_alpha,
@@ -61,11 +63,12 @@ class Variant:
             use_dora=self.use_dora,
             target_modules=copy.copy(targets),
             modules_to_save=list(zoo_model.modules_to_save) or None,
-            rank_pattern={targets[0]: 2} if patterned else {},
-            alpha_pattern={targets[-1]: 24} if patterned else {},
+            rank_pattern={targets[0]: 2, **dict(params[:1])} if patterned else {},
+            alpha_pattern={targets[-1]: 24, **dict(params[1:2])} if patterned else {},
             fan_in_fan_out=_has_transposed_linear(base),
             init_lora_weights=False,
             trainable_token_indices=rows,
+            target_parameters=copy.copy(zoo_model.target_parameters),
         )
 
 

@@ -18,7 +18,8 @@ from loraguard.core.merge_math import LayerKind
 from loraguard.core.tuners import TunerConfig
 from loraguard.core.vocabulary import DTYPE_NAMES
 from loraguard.harness.zoo import ZooModel
-from loraguard.reference.layers import is_conv1d_transposed
+from loraguard.reference.layers import LoraLayer, is_conv1d_transposed
+from loraguard.reference.params import LoraParameter
 
 #: The name a scenario's second adapter is added under (the first is "default").
 OTHER = "other"
@@ -72,6 +73,14 @@ def layer_kind(module: nn.Module) -> tuple[LayerKind, bool]:
     return "linear", is_conv1d_transposed(module)
 
 
+def target_kind(layer: LoraLayer) -> tuple[LayerKind, bool]:
+    """(kind, fan_in_fan_out) of a reference LoRA layer: its base layer's, or its parameter's (`target_parameters`:
+    a 2D parameter is "linear", a 3D one "experts", transposed on a module marked `is_transposed`)."""
+    if isinstance(layer, LoraParameter):
+        return layer.kind, layer.fan_in_fan_out
+    return layer_kind(layer.base_layer)
+
+
 def oracle(scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = None):
     """The reference model for the scenario (adapters added in order; the first is active)."""
     from loraguard.reference import LoraModel
@@ -111,11 +120,19 @@ def expected_layout(
 ) -> tuple[dict[str, tuple[LayerKind, bool]], dict[str, list[int]], dict[str, str]]:
     """`expected_targets` and `expected_tokens` from one oracle model (building it is most of a wrap's cost)."""
     ref = oracle(scenario, adapters)
-    targets = {p: layer_kind(layer.base_layer) for p, layer in ref.lora_layers().items() if adapter in layer.scaling}
+    targets = {p: target_kind(layer) for p, layer in ref.target_layers().items() if adapter in layer.scaling}
     layers = ref.token_layers()
     rows = {p: t.indices[adapter] for p, t in layers.items() if t.leader is None and adapter in t.indices}
     tied = {p: q for p, t in layers.items() for q in rows if t.leader is not None and t.leader is layers[q]}
     return targets, rows, tied
+
+
+def parameter_key_paths(scenario: Scenario) -> dict[str, str]:
+    """`target_parameters` target (``experts.gate_up_proj``) -> the module path its factors are saved under, per the
+    reference: one module's parameters nest one wrapper each, so ``experts.base_layer`` for all but the last."""
+    ref = oracle(scenario)
+    where = {id(layer): path for path, layer in ref.lora_layers().items()}
+    return {t: where[id(layer)] for t, layer in ref.target_layers().items() if where[id(layer)] != t}
 
 
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:
@@ -149,7 +166,11 @@ def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[st
             needs.add("all_linear")
         if cfg.trainable_token_indices is not None:
             needs.add("trainable_tokens")
+        if cfg.target_parameters:
+            needs.add("target_parameters")
         for kind, fifo in expected_targets(scenario, cfg).values():
+            if kind == "experts":
+                continue  # needs target_parameters, added above
             if fifo:
                 needs.add("fan_in_fan_out")
             elif kind != "linear":

@@ -31,6 +31,7 @@ class ZooModel:
     - `needs`: Python modules that must import for the model to be built (``("transformers",)``); a model whose
       needs are missing is left out of the zoo.
     - `task_type`: peft's task type (``"SEQ_CLS"``...), for a model built the way users build task models.
+    - `target_parameters`: parameters adapted directly (MoE expert stacks), by both adapters.
     - `family`: ``"plain"`` (any torch modules) or ``"transformers"`` (a ``PreTrainedModel``); a backend that
       cannot wrap the family skips the model's scenarios with that reason. The layer kinds a scenario needs
       (Linear, Embedding, Conv, GPT-2 Conv1D) are read off the built model, not declared.
@@ -46,6 +47,7 @@ class ZooModel:
     family: str = PLAIN
     second_targets: list[str] | str | None = None
     second_modules_to_save: list[str] | None = None
+    target_parameters: list[str] | None = None  # both adapters' (peft wants one parameter set per model)
 
     def make(self, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
         """A fresh instance with deterministic weights for `seed`."""
@@ -168,6 +170,37 @@ class NestedNames(nn.Module):
         return self.head(self.model(x)) + self.xhead(self.img_model(x))
 
 
+class Experts(nn.Module):
+    """MoE experts as transformers' Llama4 holds them: stacked weights (experts, in, out) as bare parameters, no
+    Linear modules, applied with bmm; only `target_parameters` can adapt them."""
+
+    def __init__(self, experts: int = 3, hidden: int = 8, inner: int = 6) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(experts, hidden, 2 * inner) / hidden**0.5)
+        self.down_proj = nn.Parameter(torch.randn(experts, inner, hidden) / inner**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = torch.bmm(x, self.gate_up_proj).chunk(2, dim=-1)  # x: (experts, tokens, hidden)
+        return torch.bmm(torch.nn.functional.silu(gate) * up, self.down_proj)
+
+
+class MoE(nn.Module):
+    """A soft mixture of experts: every token goes through every expert, weighted by a softmax router (no top-k, so
+    no routing decision flips under rounding and each expert's weights reach the output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = nn.Linear(8, 3, bias=False)
+        self.experts = Experts()
+        self.shared = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.router(x).softmax(-1)  # (tokens, experts)
+        per_expert = self.experts(x.unsqueeze(0).expand(weights.shape[-1], -1, -1))
+        return self.head(torch.einsum("te,eth->th", weights, per_expert) + self.shared(x))
+
+
 def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
     return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
 
@@ -188,6 +221,15 @@ ZOO: dict[str, ZooModel] = {
             ["conv1", "conv2", "seq"],
             ["head"],
             second_targets=["conv2"],
+        ),
+        ZooModel(  # target_parameters: the 3D expert stacks and the router's 2D weight, beside a Linear target
+            "moe",
+            MoE,
+            lambda g: (torch.randn(5, 8, generator=g),),
+            ["shared"],
+            ["head"],
+            target_parameters=["experts.gate_up_proj", "experts.down_proj", "router.weight"],
+            second_targets=[],
         ),
         ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"], second_targets=["proj"]),
         ZooModel("scaled-embedding", ScaledEmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),

@@ -33,14 +33,16 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
             modules_to_save=list(zm.modules_to_save) or None,
             init_lora_weights=False,
             task_type=zm.task_type,
+            target_parameters=zm.target_parameters,
         )
         second = LoraConfig(
             r=2,
             lora_alpha=8,
-            target_modules=zm.second_targets or zm.target_modules,
+            target_modules=zm.target_modules if zm.second_targets is None else zm.second_targets,
             modules_to_save=saved,
             init_lora_weights=False,
             task_type=zm.task_type,
+            target_parameters=zm.target_parameters,
         )
         for dtype in dtypes:
             out.append(Scenario(zm, first, second, dtype, device, seed=0, label="r4"))

@@ -40,6 +40,8 @@ def weighted_combination(backend: Backend, scenario: Scenario) -> None:
     second = scenario.second_config
     if scenario.config.use_dora or second.use_dora:
         raise Skipped("a weighted combination of DoRA adapters has no formula: their magnitudes do not combine")
+    if scenario.config.target_parameters or second.target_parameters:
+        raise Skipped("adapters with target_parameters are not combined (peft 0.21 and the reference refuse them)")
     wrapped = wrap(backend, scenario)
     same = dataclasses.replace(
         second, r=scenario.config.r, rank_pattern=dict(scenario.config.rank_pattern), modules_to_save=None

@@ -50,7 +50,8 @@ def check_merged_weights(
             if path not in factors:
                 continue
             a, b = (t.detach() for t in factors[path])
-            delta = delta_weight(a, b, config.scaling_for(path), kind, fifo).double().to(want.device)
+            experts = unmerged.shape[0] if kind == "experts" else 1  # a 3D parameter of target_parameters
+            delta = delta_weight(a, b, config.scaling_for(path), kind, fifo, experts).double().to(want.device)
             if config.use_dora:
                 magnitude = magnitudes(backend, wrapped.model, name)[path].detach().double().to(want.device)
                 want = dora_merged_weight(want, unmerged, delta, magnitude, kind, fifo)

@@ -16,8 +16,8 @@ from loraguard.backends.base import Backend, optional_methods
 from loraguard.core.config import WEIGHTS_NAME, LoraConfig
 from loraguard.core.keys import MAGNITUDE, MODULES_TO_SAVE, TOKENS, AdapterKey
 from loraguard.core.merge_math import LayerKind
-from loraguard.core.module_access import weight_of
-from loraguard.harness.scenarios import Scenario, expected_layout, layer_kind
+from loraguard.core.module_access import weight_at
+from loraguard.harness.scenarios import Scenario, expected_layout, layer_kind, parameter_key_paths
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import expect
 
@@ -53,7 +53,7 @@ def wrap(backend: Backend, scenario: Scenario, config: LoraConfig | None = None,
     targets, tokens, tied = expected_layout(scenario, [("default", config)])
     with torch.no_grad():
         base_out = run(base, x)
-    w0 = {p: weight_of(base.get_submodule(p)).detach().clone() for p in [*targets, *tokens, *tied]}
+    w0 = {p: weight_at(base, p).detach().clone() for p in [*targets, *tokens, *tied]}
     model = backend.wrap(base, config)
     if config.use_dora and train:
         train_magnitudes(backend, model, "default", scenario.seed)
@@ -132,13 +132,14 @@ def adapter_snapshot(backend: Backend, model: nn.Module, adapter: str, scenario:
 def adapter_tensors(backend: Backend, model: nn.Module, adapter: str, scenario: Scenario) -> dict[str, torch.Tensor]:
     """One adapter's tensors as the backend holds them, keyed by the name peft's format gives them on disk."""
     kinds = module_kinds(scenario)
+    holders = parameter_key_paths(scenario) if scenario.config.target_parameters else {}
     out: dict[str, torch.Tensor] = {}
     for path, (a, b) in backend.lora_factors(model, adapter).items():
         embedding = kinds.get(path) == "embedding"
         roles = ("lora_embedding_A", "lora_embedding_B") if embedding else ("lora_A", "lora_B")
         param = "" if embedding else "weight"
-        out[AdapterKey(path, roles[0], param).saved()] = a
-        out[AdapterKey(path, roles[1], param).saved()] = b
+        out[AdapterKey(holders.get(path, path), roles[0], param).saved()] = a
+        out[AdapterKey(holders.get(path, path), roles[1], param).saved()] = b
     for path, bias in backend.lora_biases(model, adapter).items():
         out[AdapterKey(path, "lora_B", "bias").saved()] = bias
     for path, magnitude in magnitudes(backend, model, adapter).items():

@@ -40,6 +40,9 @@ def add_weighted_adapter(
             f"add_weighted_adapter needs one weight per existing adapter; got adapters {adapters} "
             f"(unknown: {unknown}), weights {weights}; this model has {list(model.peft_config)}"
         )
+    with_parameters = [a for a in adapters if model.peft_config[a].target_parameters]
+    if with_parameters:
+        raise ValueError(f"add_weighted_adapter cannot combine adapters with target_parameters: {with_parameters}")
     kind = "linear" if len(adapters) == 1 else combination_type  # one adapter: every type is a scaled copy
     ranks = [max([model.peft_config[a].r, *model.peft_config[a].rank_pattern.values()]) for a in adapters]
     rank = combine_math.new_rank(kind, ranks, svd_rank)

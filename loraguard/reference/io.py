@@ -89,9 +89,11 @@ def load_adapter(
 
 def _unwrap_new(model: LoraModel, wrapped_before: set[str]) -> None:
     """Put back the plain modules that a failed load wrapped, so the model's structure is as before."""
-    for path, layer in model.lora_layers().items():
-        if path not in wrapped_before:
-            model._replace(path, layer.base_layer)
+    layers = model.lora_layers()
+    inner = {id(layer.base_layer) for layer in layers.values()}  # nested parameter wrappers go with the outer
+    for path, layer in layers.items():
+        if path not in wrapped_before and id(layer) not in inner:
+            model._replace(path, layer.unwrapped())
     for path, wrapper in model.saved_modules().items():
         if path not in wrapped_before:
             model._replace(path, wrapper.original_module)

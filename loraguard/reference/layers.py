@@ -116,6 +116,10 @@ class LoraLayer(nn.Module):
         """Adapters present on this layer, in insertion order."""
         return list(self.scaling)
 
+    def unwrapped(self) -> nn.Module:
+        """The module this layer replaced (what unloading puts back)."""
+        return self.base_layer
+
     def base_weight(self) -> torch.Tensor:
         """The base layer's weight (a Parameter of every kind the reference wraps)."""
         return cast(torch.Tensor, self.base_layer.weight)

@@ -21,6 +21,7 @@ from loraguard.core.matching import spec_matches
 from loraguard.reference.biases import bias_keys
 from loraguard.reference.kinds import wrap_layer
 from loraguard.reference.layers import LoraLayer
+from loraguard.reference.params import LoraParameter, existing_wrapper, parameter_layers
 from loraguard.reference.saved import ModulesToSave
 from loraguard.reference.selection import (
     inside_wrappers,
@@ -54,6 +55,12 @@ class LoraModel(nn.Module):
         """LoRA-wrapped layers by their path in the base model."""
         return {n: m for n, m in self.model.named_modules() if isinstance(m, LoraLayer)}
 
+    def target_layers(self) -> dict[str, LoraLayer]:
+        """LoRA layers by what they adapt: a module's path, or ``<module>.<parameter>`` for `target_parameters`."""
+        params = parameter_layers(self.model)
+        wrapped = {id(layer) for layer in params.values()}
+        return {**{p: m for p, m in self.lora_layers().items() if id(m) not in wrapped}, **params}
+
     def saved_modules(self) -> dict[str, ModulesToSave]:
         """modules_to_save wrappers by their path in the base model."""
         return {n: m for n, m in self.model.named_modules() if isinstance(m, ModulesToSave)}
@@ -77,7 +84,7 @@ class LoraModel(nn.Module):
         check_adapter_name(adapter_name)
         if adapter_name in self.peft_config:
             raise ValueError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
-        config, targets, saved, tokens = plan_adapter(self, config)
+        config, targets, saved, tokens, parameters = plan_adapter(self, config)
         # Validate every target before changing anything, so a failure leaves the model as it was.
         new_layers = {
             p: self._wrap_layer(self.model.get_submodule(p))
@@ -98,6 +105,24 @@ class LoraModel(nn.Module):
                 config.init_lora_weights,
                 config.use_dora,
                 bool(config.autocast_adapter_dtype),
+            )
+            layer.active_adapters = list(self.active_adapters)
+        for path, param in parameters:
+            layer = existing_wrapper(self.model, path, param)
+            if layer is None:  # around what is there: another parameter's wrapper nests inside this one
+                layer = self._wrap_parameter(self.model.get_submodule(path), param)
+                self._replace(path, layer)
+            key = f"{path}.{param}"  # rank_pattern and alpha_pattern see the parameter's name, as in peft
+            autocast = bool(config.autocast_adapter_dtype)
+            layer.add(
+                adapter_name,
+                config.rank_for(key),
+                config.scaling_for(key),
+                0,
+                False,
+                config.init_lora_weights,
+                False,
+                autocast,
             )
             layer.active_adapters = list(self.active_adapters)
         for path in saved:
@@ -128,6 +153,10 @@ class LoraModel(nn.Module):
     @staticmethod
     def _wrap_layer(module: nn.Module) -> LoraLayer:
         return wrap_layer(module)
+
+    @staticmethod
+    def _wrap_parameter(module: nn.Module, name: str) -> LoraParameter:
+        return LoraParameter(module, name)
 
     def _tied_paths(self, path: str) -> list[str]:
         """Modules that share the weight of the embedding at `path`: they follow its trainable tokens."""
@@ -280,8 +309,11 @@ class LoraModel(nn.Module):
         return self._unwrap()
 
     def _unwrap(self) -> nn.Module:
-        for path, layer in self.lora_layers().items():
-            self._replace(path, layer.base_layer)
+        layers = self.lora_layers()
+        inner = {id(layer.base_layer) for layer in layers.values()}  # nested parameter wrappers go with the outer
+        for path, layer in layers.items():
+            if id(layer) not in inner:
+                self._replace(path, layer.unwrapped())
         for path, wrapper in self.saved_modules().items():
             self._replace(path, wrapper.active_copy())
         for path, tokens in self.token_layers().items():

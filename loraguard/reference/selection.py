@@ -12,6 +12,7 @@ from loraguard.core.config import LoraConfig
 from loraguard.core.matching import ALL_LINEAR, is_lora_internal, is_within, no_match_message, unmatched_entries
 from loraguard.core.tasks import with_task_heads
 from loraguard.reference.layers import LoraLayer, is_conv1d_transposed
+from loraguard.reference.params import LoraParameter, select_parameters
 from loraguard.reference.saved import ModulesToSave
 from loraguard.reference.tokens import TrainableTokens, check_token_target, token_targets
 
@@ -78,12 +79,14 @@ def all_linear_targets(model: nn.Module) -> list[str]:
 
 
 class Plan(NamedTuple):
-    """What one adapter wraps: LoRA targets, modules_to_save and trainable-token embeddings (path -> rows)."""
+    """What one adapter wraps: LoRA targets, modules_to_save, trainable-token embeddings (path -> rows) and
+    target_parameters ((module path, parameter name), in the order they nest)."""
 
     config: LoraConfig
     targets: list[str]
     saved: list[str]
     tokens: dict[str, list[int]]
+    parameters: list[tuple[str, str]]
 
 
 def plan_adapter(model: LoraModel, config: LoraConfig) -> Plan:
@@ -99,7 +102,8 @@ def plan_adapter(model: LoraModel, config: LoraConfig) -> Plan:
         targets = all_linear_targets(model.model)
     else:
         targets = [n for n in candidates if model._selects(n, config.target_modules) and config.in_layers(n)]
-    if not targets:
+    parameters = plan_parameters(model, config, targets)
+    if not targets and (config.target_modules or not parameters):
         raise ValueError(no_match_message("target_modules", config.target_modules, names))
     if isinstance(config.target_modules, list):  # one typo in a list would silently train fewer modules
         typos = unmatched_entries(candidates, config.target_modules)
@@ -129,4 +133,42 @@ def plan_adapter(model: LoraModel, config: LoraConfig) -> Plan:
     tokens = token_targets(model.model, config.trainable_token_indices, candidates, model._selects)
     for path, indices in tokens.items():
         check_token_target(model.model, path, indices, targets + saved, model._tied_paths(path))
-    return Plan(config, targets, saved, tokens)
+    return Plan(config, targets, saved, tokens, parameters)
+
+
+def plan_parameters(model: LoraModel, config: LoraConfig, targets: list[str]) -> list[tuple[str, str]]:
+    """The parameters `config.target_parameters` selects, refusing (by option) what peft refuses with them."""
+    entries = config.target_parameters or []
+    if not entries:
+        return []
+    refused = [
+        opt
+        for opt, on in (
+            ("lora_dropout", config.lora_dropout > 0),
+            ("lora_bias", config.lora_bias),
+            ("use_dora", config.use_dora),
+            ("fan_in_fan_out", config.fan_in_fan_out),
+        )
+        if on
+    ]
+    if refused:
+        raise ValueError(f"target_parameters does not work with {', '.join(refused)} (peft refuses it too)")
+    for name, other in model.peft_config.items():
+        if other.target_parameters and set(other.target_parameters) != set(entries):
+            raise ValueError(
+                f"target_parameters={sorted(entries)} differs from adapter {name!r}'s {sorted(other.target_parameters)}"
+                ": every adapter on a model must target the same parameters (peft nests one wrapper per parameter)"
+            )
+    parameters = select_parameters(model.model, entries, inside_wrappers(model.model))
+    keys = [f"{path}.{param}" for path, param in parameters]
+    missing = [e for e in entries if not any(k == e or k.endswith(f".{e}") for k in keys)]
+    if missing:
+        raise ValueError(f"target_parameters entries {missing} match no parameter of the model")
+    for path, _ in parameters:
+        module = model.model.get_submodule(path)
+        if path in targets or (isinstance(module, LoraLayer) and not isinstance(module, LoraParameter)):
+            raise ValueError(
+                f"target_parameters: module '{path}' is also adapted through target_modules; a parameter of a LoRA "
+                "layer cannot be wrapped (peft refuses it too): target one or the other"
+            )
+    return parameters

@@ -108,13 +108,13 @@ class LoraModel(nn.Module):
             )
             layer.active_adapters = list(self.active_adapters)
         for path, param in parameters:
-            layer = existing_wrapper(self.model, path, param)
-            if layer is None:  # around what is there: another parameter's wrapper nests inside this one
-                layer = self._wrap_parameter(self.model.get_submodule(path), param)
-                self._replace(path, layer)
+            found = existing_wrapper(self.model, path, param)
+            param_layer = found or self._wrap_parameter(self.model.get_submodule(path), param)
+            if found is None:  # around what is there: another parameter's wrapper nests inside this one
+                self._replace(path, param_layer)
             key = f"{path}.{param}"  # rank_pattern and alpha_pattern see the parameter's name, as in peft
             autocast = bool(config.autocast_adapter_dtype)
-            layer.add(
+            param_layer.add(
                 adapter_name,
                 config.rank_for(key),
                 config.scaling_for(key),
@@ -124,7 +124,7 @@ class LoraModel(nn.Module):
                 False,
                 autocast,
             )
-            layer.active_adapters = list(self.active_adapters)
+            param_layer.active_adapters = list(self.active_adapters)
         for path in saved:
             module = self.model.get_submodule(path)
             wrapper = module if isinstance(module, ModulesToSave) else ModulesToSave(module)

@@ -1,11 +1,12 @@
 """Where `make test`'s time goes: its lint steps, one run of the default suite, and the time per area.
 
 Times the steps of `make lint` (import contract, ruff, mypy), then runs what `make test` runs next once
-(``pytest -n 2 --maxschedchunk 1 -m "not slow and not gpu"``), reads each test's duration from a JUnit report,
-and prints the seconds per area (tests/<area>/, or the file for tests at the top of tests/), the slowest tests,
-and lint + pytest wall time against the 180 s target of issue 16, as a ratio. Area times add up the two
-workers' time, so together they exceed the pytest wall time. On a shared or loaded machine every figure is
-inflated: compare ratios of one run.
+(``pytest -n 2 --maxschedchunk 1 -m "not slow and not gpu"``), reads each test's duration and CPU seconds (its
+own and its children's, recorded by tests/conftest.py) from a JUnit report, and prints both per area
+(tests/<area>/, or the file for tests at the top of tests/), the slowest tests, the whole run's CPU seconds, and
+lint + pytest wall time against the 180 s target of issue 16, as a ratio. Area wall times add up the two
+workers' time, so together they exceed the pytest wall time. On a shared or loaded machine wall times are
+inflated and CPU seconds much less so: compare CPU seconds, or ratios of one run.
 
 Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10] [--no-lint] [-- PYTEST ARGS]``.
 """
@@ -13,6 +14,7 @@ Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10] [--no-lint] [-
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 180.0
@@ -58,34 +61,55 @@ def main(argv: list[str] | None = None) -> int:
             f"--junitxml={report}",
             *args.pytest_args,
         ]
-        start = time.perf_counter()
+        cpu_before, start = children_cpu(), time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        cases = ET.parse(report).getroot().iter("testcase")
-        timings = [
-            (area_of(c.get("classname", "")), f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0)))
-            for c in cases
-        ]
-    per_area: dict[str, float] = defaultdict(float)
-    for area, _, seconds in timings:
-        per_area[area] += seconds
-    busy = sum(per_area.values()) or 1.0
-    print(f"{'area':<24} {'seconds':>8} {'share':>6}  (both workers' time)")
-    for area, seconds in sorted(per_area.items(), key=lambda kv: -kv[1]):
-        print(f"{area:<24} {seconds:8.1f} {seconds / busy:6.0%}")
-    print(
-        f"{'(outside any test)':<24} {max(2 * wall - busy, 0.0):8.1f}  2 x wall - the above: start-up, collection, idle"
-    )
-    print(f"\nslowest {args.top} tests:")
-    for _, name, seconds in sorted(timings, key=lambda t: -t[2])[: args.top]:
-        print(f"  {seconds:7.1f} s  {name}")
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu_before
+        timings = [timing(case) for case in ET.parse(report).getroot().iter("testcase")]
+    per_area: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for t in timings:
+        per_area[t.area][0] += t.wall
+        per_area[t.area][1] += t.cpu
+    busy = sum(w for w, _ in per_area.values()) or 1.0
+    in_tests = sum(c for _, c in per_area.values()) or 1.0
+    print(f"{'area':<24} {'wall s':>8} {'share':>6} {'CPU s':>8} {'share':>6}  (wall: both workers' time)")
+    for area, (seconds, cpu_s) in sorted(per_area.items(), key=lambda kv: -kv[1][1]):
+        print(f"{area:<24} {seconds:8.1f} {seconds / busy:6.0%} {cpu_s:8.1f} {cpu_s / in_tests:6.0%}")
+    outside = f"{max(2 * wall - busy, 0.0):8.1f} {'':>6} {max(cpu - in_tests, 0.0):8.1f}"
+    print(f"{'(outside any test)':<24} {outside}  start-up, collection (wall: 2 x wall - the above, also idle)")
+    for key, label in ((lambda t: -t.cpu, "CPU"), (lambda t: -t.wall, "wall")):
+        print(f"\nslowest {args.top} tests by {label} (wall s, CPU s):")
+        for t in sorted(timings, key=key)[: args.top]:
+            print(f"  {t.wall:7.1f} {t.cpu:7.1f}  {t.name}")
     print(f"\n{done.stdout.strip().splitlines()[-1] if done.stdout.strip() else 'no pytest output'}")
     total = lint + wall
+    print(f"pytest CPU {cpu:.0f} s (all processes), of it {in_tests:.0f} s inside tests")
     print(f"lint {lint:.0f} s + pytest wall {wall:.0f} s for {len(timings)} tests = {total:.0f} s")
     print(
         f"make test: {total:.0f} s against the {TARGET_S:.0f} s target: ratio {total / TARGET_S:.2f} (<= 1.00 meets it)"
     )
     return done.returncode
+
+
+class Timing(NamedTuple):
+    """One test: its area, its name, its wall seconds and its CPU seconds (0 where none was recorded)."""
+
+    area: str
+    name: str
+    wall: float
+    cpu: float
+
+
+def timing(case: ET.Element) -> Timing:
+    """A JUnit <testcase>'s timing; its CPU seconds from the ``cpu_s`` property tests/conftest.py records."""
+    cpu = sum(float(p.get("value", 0)) for p in case.iter("property") if p.get("name") == "cpu_s")
+    classname = case.get("classname", "")
+    return Timing(area_of(classname), f"{classname}::{case.get('name')}", float(case.get("time", 0)), cpu)
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the finished children of this process (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def time_lint() -> float:

@@ -4,11 +4,12 @@ cleaned up, and nothing outlives the run."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from loraguard.run.distributed.launch import launch
+from loraguard.run.distributed.launch import _watch, launch
 
 pytestmark = pytest.mark.zero3
 SCENARIOS = Path(__file__).with_name("scenarios.py")
@@ -54,9 +55,12 @@ def test_exception_on_rank1_is_reported_with_every_rank_traceback_and_the_run_go
 
 def test_hang_names_the_rank_that_did_not_arrive_and_leaves_no_process(tmp_path):
     pid_file = tmp_path / "pids"
-    # 15 s without progress, not less: on a loaded 2-core machine importing torch in a rank can take 5 s.
-    [outcome] = launch([scenario("hang_on_rank1")], 2, timeout=15, options={"pid_file": str(pid_file)})
+    # 3 s without progress once both ranks have joined; starting (importing torch in a rank can take 10 s on a
+    # loaded 2-core machine) has its own, longer allowance.
+    options = {"pid_file": str(pid_file)}
+    [outcome] = launch([scenario("hang_on_rank1")], 2, timeout=3, options=options, start_timeout=60)
     assert outcome.status == "error"
+    assert "timed out after 3 s without progress" in outcome.message
     assert "rank(s) [1] did not arrive at 'barrier', reached by rank(s) [0]" in outcome.message
     assert "in hang_on_rank1" in outcome.message  # the hung rank's stack
     pids = [int(p) for p in pid_file.read_text().split()] + list(outcome.pids)
@@ -69,3 +73,28 @@ def test_unknown_scenario_is_an_error_naming_the_choices():
     [outcome] = launch(["no-such-invariant"], 1, timeout=30)
     assert outcome.status == "error"
     assert "unknown scenario 'no-such-invariant'" in outcome.message and "zero3-save-gathered" in outcome.message
+
+
+class _Starting:
+    """A world whose rank 1 never gets past "started" (stuck importing torch, say): the start allowance applies."""
+
+    world_size = 2
+
+    def progress(self) -> dict[int, tuple[int, str]]:
+        return {0: (1, "joined the process group"), 1: (0, "started")}
+
+    def running(self) -> list[int]:
+        return [0, 1]
+
+    def dump_stacks(self, ranks: list[int]) -> None:
+        pass
+
+    def tail(self, rank: int, name: str) -> str:
+        return ""
+
+
+def test_ranks_still_starting_are_given_the_start_allowance_not_the_timeout():
+    start = time.monotonic()
+    report = _watch(_Starting(), timeout=0.05, start_timeout=0.5)
+    assert time.monotonic() - start >= 0.5
+    assert "after 0.5 s without progress: rank(s) [1] did not arrive at 'joined the process group'" in report

@@ -33,17 +33,20 @@ def launch(
     timeout: float = 60.0,
     device: str = "cpu",
     options: dict[str, Any] | None = None,
+    start_timeout: float | None = None,
 ) -> list[Outcome]:
     """Run `scenarios` in order on `world_size` fresh ranks; after a hang or a crash, a fresh world runs the rest.
 
     `device`: "cpu" (gloo), "cuda" (NCCL, rank r on cuda:r) or "auto" (CUDA when there is a GPU per rank).
+    `start_timeout`: seconds without progress allowed while the ranks start (import torch, join the group), until
+    every rank has made its first step; `timeout` applies from then on. Default: `timeout` throughout.
     """
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
     outcomes: list[Outcome] = []
     remaining = list(scenarios)
     while remaining:
-        done = _run_world(remaining, world_size, timeout, device, options or {})
+        done = _run_world(remaining, world_size, timeout, start_timeout or timeout, device, options or {})
         outcomes.extend(done)
         remaining = remaining[len(done) :]
     return outcomes
@@ -117,36 +120,42 @@ class _World:
 
 
 def _run_world(
-    scenarios: list[str], world_size: int, timeout: float, device: str, options: dict[str, Any]
+    scenarios: list[str], world_size: int, timeout: float, start_timeout: float, device: str, options: dict[str, Any]
 ) -> list[Outcome]:
     """One world: run until every rank exits or progress stops; return outcomes of the scenarios that ended."""
     with tempfile.TemporaryDirectory(prefix="loraguard-ranks-") as tmp:
         jobdir = Path(tmp)
         (jobdir / "shared").mkdir()
         (jobdir / "job.json").write_text(
-            json.dumps({"scenarios": scenarios, "options": options, "timeout": timeout, "device": device})
+            # the ranks' collectives (the rendezvous too) time out after the watchdog's longer limit
+            json.dumps(
+                {"scenarios": scenarios, "options": options, "timeout": max(timeout, start_timeout), "device": device}
+            )
         )
         start = time.perf_counter()
         world = _World(jobdir, world_size, device, timeout)
         try:
-            hang = _watch(world, timeout)
+            hang = _watch(world, timeout, start_timeout)
         finally:
             world.kill()
         return _outcomes(world, scenarios, hang, time.perf_counter() - start)
 
 
-def _watch(world: _World, timeout: float) -> str:
-    """Wait for every rank to exit; if no rank makes progress for `timeout` s, return the hang report."""
+def _watch(world: _World, timeout: float, start_timeout: float) -> str:
+    """Wait for every rank to exit; if no rank makes progress for `timeout` s (`start_timeout` s until every rank
+    has made a step after "started"), return the hang report."""
     last_marks, last_change = world.progress(), time.monotonic()
     while world.running():
         time.sleep(_POLL_S)
         marks = world.progress()
+        started = len(marks) == world.world_size and all(seq > 0 for seq, _ in marks.values())
+        limit = timeout if started else start_timeout
         if marks != last_marks:
             last_marks, last_change = marks, time.monotonic()
-        elif time.monotonic() - last_change > timeout:
+        elif time.monotonic() - last_change > limit:
             hung = world.running()
             world.dump_stacks(hung)
-            return _hang_report(marks, hung, world, timeout)
+            return _hang_report(marks, hung, world, limit)
     return ""
 
 

@@ -156,6 +156,7 @@ class NoFanInFanOutTranspose(_Mutant):
 class ExpertAxisMixup(_Mutant):
     name, model_class = "mutant-expert-axis", _ExpertAxisMixupModel
     defect = "target_parameters: each expert's delta built from the wrong columns of lora_B"
+    shown_by = ("moe-r4-f32",)
 
 
 class DoraNotRenormalisedAtUnmerge(_Mutant):

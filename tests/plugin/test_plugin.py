@@ -125,11 +125,16 @@ def test_user_model_and_ini_options(pytester: pytest.Pytester) -> None:
     )
     pytester.syspathinsert()  # the user's module must be importable, as with any pytest plugin option
     pytester.makeini("[pytest]\nloraguard_backend = reference\nloraguard_profile = quick\n")
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "--loraguard", "--loraguard-model", "mymodels:tiny", "-k", "not drawn", "-v"
+    result = pytester.runpytest(  # the user's model only: the zoo's rows beside it are tests/test_mutants.py's
+        "-p", "no:cacheprovider", "--loraguard", "--loraguard-model", "mymodels:tiny", "-k", "mynet", "-v"
     )
     assert_green(result)
-    result.stdout.fnmatch_lines(["*test_zoo[[]merge-forward-reference-mynet-r4-f32[]] PASSED*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_zoo[[]merge-forward-reference-mynet-r4-f32[]] PASSED*",
+            "*loraguard summary (reference *; profile quick;*",
+        ]
+    )
 
 
 def test_off_by_default_and_imports_no_torch(pytester: pytest.Pytester) -> None:

@@ -112,6 +112,12 @@ class PeftBackend(PeftReads):
                 raise Unsupported(f"peft {self.version()} has no LoraConfig field {key!r} (needed: {key}={value!r})")
         if isinstance(kwargs.get("target_modules"), list):
             kwargs["target_modules"] = list(kwargs["target_modules"])
+        if kwargs.get("target_parameters") and _release() < (0, 19):
+            raise Unsupported(
+                f"peft {self.version()} lays out the factors of a 3D (experts) parameter the other way round (lora_A "
+                "reads dimension 1; 0.19 swapped it, with `is_transposed` for the old layout): loraguard's oracle "
+                "follows 0.19 and later"
+            )
         return kwargs
 
     def standalone_reproducer(self, invariant: str, promise: str, scenario) -> str | None:
@@ -152,8 +158,18 @@ class PeftBackend(PeftReads):
 
     def add_adapter(self, model: nn.Module, adapter: str, config: LoraConfig) -> None:
         peft_config = self.peft_config(config)
-        with self._all_linear_limit(), self._dora_limit():
+        with self._all_linear_limit(), self._dora_limit(), self._one_parameter_adapter_limit():
             peft_api(model).add_adapter(adapter, peft_config, **self._autocast(peft_api(model).add_adapter, config))
+
+    @contextmanager
+    def _one_parameter_adapter_limit(self) -> Iterator[None]:
+        """Before 0.20 a model held one adapter with target_parameters (refused before anything changes): a limit."""
+        try:
+            yield
+        except ValueError as err:
+            if "only one LoRA adapter per model with `target_parameters`" in str(err):
+                raise Unsupported(f"peft {self.version()}: one adapter with target_parameters per model") from None
+            raise
 
     @contextmanager
     def _dora_limit(self) -> Iterator[None]:

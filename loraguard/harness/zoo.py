@@ -190,7 +190,7 @@ class MoE(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.router = nn.Linear(8, 3, bias=False)
+        self.router = nn.Linear(8, 3)  # its 2D weight is a target_parameters entry; its bias trains with lora_only
         self.experts = Experts()
         self.shared = nn.Linear(8, 8)
         self.head = nn.Linear(8, 4)

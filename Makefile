@@ -25,8 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Tests that start interpreters or ranks are collected first (tests/conftest.py); --maxschedchunk 1 hands tests
-# out one at a time, so those long ones alternate between the two workers and both finish together.
+# The slowest tests are collected first (tests/conftest.py, from tests/durations.json: refresh it with
+# `benchmarks/suite_time_bench.py --record`); --maxschedchunk 1 hands tests out one at a time, so the long ones
+# alternate between the two workers and the short ones left at the end make both finish together.
 test: lint
 	$(BIN)/python -m pytest -n 2 --maxschedchunk 1 -m "not slow and not gpu" $(PYTEST_ARGS)
 

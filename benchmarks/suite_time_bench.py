@@ -8,12 +8,16 @@ lint + pytest wall time against the 180 s target of issue 16, as a ratio. Area w
 workers' time, so together they exceed the pytest wall time. On a shared or loaded machine wall times are
 inflated and CPU seconds much less so: compare CPU seconds, or ratios of one run.
 
-Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10] [--no-lint] [-- PYTEST ARGS]``.
+``--record`` writes each test's wall seconds (those over a second) to tests/durations.json, the order in which
+tests/conftest.py hands tests to the xdist workers: slowest first, so both finish together.
+
+Run: ``.venv/bin/python benchmarks/suite_time_bench.py [--top 10] [--no-lint] [--record] [-- PYTEST ARGS]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -26,6 +30,9 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 180.0
+DURATIONS = ROOT / "tests" / "durations.json"
+#: tests faster than this are left out of DURATIONS (they count as 0 s there)
+RECORD_MIN_S = 1.0
 #: `make lint`'s commands, in its order (the Makefile is the source; keep these in step with it)
 LINT = [["lint-imports", "--no-cache"], ["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]]
 
@@ -40,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=10, help="how many of the slowest tests to list")
     parser.add_argument("--no-lint", action="store_true", help="time the tests only")
+    parser.add_argument("--record", action="store_true", help=f"write the tests' wall seconds to {DURATIONS.name}")
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. test paths)")
     args = parser.parse_args(argv)
+    if args.record and args.pytest_args:
+        parser.error("--record writes the whole suite's times: give no pytest arguments")
     lint = 0.0 if args.no_lint else time_lint()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
@@ -87,7 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"make test: {total:.0f} s against the {TARGET_S:.0f} s target: ratio {total / TARGET_S:.2f} (<= 1.00 meets it)"
     )
+    if args.record:
+        record(timings)
     return done.returncode
+
+
+def record(timings: list[Timing]) -> None:
+    """Write the wall seconds of the tests that took over RECORD_MIN_S, by node ID, slowest first."""
+    slow = sorted((t for t in timings if t.wall >= RECORD_MIN_S), key=lambda t: -t.wall)
+    DURATIONS.write_text(json.dumps({t.node_id: round(t.wall, 1) for t in slow}, indent=1) + "\n")
+    print(f"recorded {len(slow)} tests over {RECORD_MIN_S:g} s in {DURATIONS.relative_to(ROOT)}")
 
 
 class Timing(NamedTuple):
@@ -97,13 +116,15 @@ class Timing(NamedTuple):
     name: str
     wall: float
     cpu: float
+    node_id: str
 
 
 def timing(case: ET.Element) -> Timing:
     """A JUnit <testcase>'s timing; its CPU seconds from the ``cpu_s`` property tests/conftest.py records."""
     cpu = sum(float(p.get("value", 0)) for p in case.iter("property") if p.get("name") == "cpu_s")
-    classname = case.get("classname", "")
-    return Timing(area_of(classname), f"{classname}::{case.get('name')}", float(case.get("time", 0)), cpu)
+    classname, name = case.get("classname", ""), case.get("name", "")
+    module = classname.replace(".", "/") + ".py"  # tests.audit.test_cli -> tests/audit/test_cli.py (no test classes)
+    return Timing(area_of(classname), f"{classname}::{name}", float(case.get("time", 0)), cpu, f"{module}::{name}")
 
 
 def children_cpu() -> float:

@@ -1,9 +1,11 @@
 """Shared test configuration: pytester drives the plugin in its own sessions; one torch thread per xdist worker;
-tests that start interpreters or ranks run first; each test's CPU seconds (its own and its children's) are recorded
-in the JUnit report (property ``cpu_s``), which benchmarks/suite_time_bench.py reads."""
+the slowest tests run first; each test's CPU seconds (its own and its children's) are recorded in the JUnit report
+(property ``cpu_s``), which benchmarks/suite_time_bench.py reads."""
 
+import json
 import os
 import resource
+from pathlib import Path
 
 import pytest
 
@@ -14,14 +16,38 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
 
     torch.set_num_threads(1)
 
-#: Markers of tests that start interpreters or ranks (tens of seconds each, much of it waiting).
+#: Wall seconds of the tests over a second in the last `benchmarks/suite_time_bench.py --record` run.
+_DURATIONS: dict[str, float] = json.loads(Path(__file__).with_name("durations.json").read_text())
+#: Markers of tests that start interpreters or ranks (tens of seconds each, much of it waiting); such a test that no
+#: recorded run lists (new, or under a second) counts as a few seconds: ahead of the hundreds of short tests.
 _LONG = ("spawns", "zero3", "fsdp")
+_LONG_UNRECORDED_S = 5.0
 _CPU_START = pytest.StashKey[float]()
 
 
+def _expected_seconds(item: pytest.Item) -> float:
+    if item.nodeid in _DURATIONS:
+        return _DURATIONS[item.nodeid]
+    return _LONG_UNRECORDED_S if any(item.get_closest_marker(m) for m in _LONG) else 0.0
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    """Uses a fixture set up once per module (or class), which splitting the module's tests would set up again."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else []
+    return any(d[-1].scope in ("module", "class", "package") for d in defs if d)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests first, so xdist hands them out while the short ones are left to even out the workers' ends."""
-    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in _LONG))
+    """Slowest first (`make test` hands them out one at a time: --maxschedchunk 1), so the short tests left at the
+    end even out the two workers' finish. A module whose tests share a module fixture moves as one block, at its
+    slowest test's place; ties keep pytest's order."""
+    cost = {item.nodeid: _expected_seconds(item) for item in items}
+    block: dict[str, float] = {}
+    for item in items:
+        if _shares_a_module_fixture(item):
+            block[item.location[0]] = max(block.get(item.location[0], 0.0), cost[item.nodeid])
+    items.sort(key=lambda item: -block.get(item.location[0], cost[item.nodeid]))
 
 
 def _cpu_seconds() -> float:

@@ -222,15 +222,6 @@ ZOO: dict[str, ZooModel] = {
             ["head"],
             second_targets=["conv2"],
         ),
-        ZooModel(  # target_parameters: the 3D expert stacks and the router's 2D weight, beside a Linear target
-            "moe",
-            MoE,
-            lambda g: (torch.randn(5, 8, generator=g),),
-            ["shared"],
-            ["head"],
-            target_parameters=["experts.gate_up_proj", "experts.down_proj", "router.weight"],
-            second_targets=[],
-        ),
         ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"], second_targets=["proj"]),
         ZooModel("scaled-embedding", ScaledEmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
         ZooModel("tied-embedding", TiedEmbeddingModel, _ids(20, 5), ["wte", "proj"]),
@@ -242,6 +233,17 @@ ZOO: dict[str, ZooModel] = {
             ["model.layers.1.fc"],
             second_targets=["fc_out"],
             second_modules_to_save=["xhead"],
+        ),
+        # target_parameters: the 3D expert stacks and the router's 2D weight, beside a Linear target; placed after
+        # the plain models most mutants are caught on, so tests/test_mutants.py reaches it only for its own mutant
+        ZooModel(
+            "moe",
+            MoE,
+            lambda g: (torch.randn(5, 8, generator=g),),
+            ["shared"],
+            ["head"],
+            target_parameters=["experts.gate_up_proj", "experts.down_proj", "router.weight"],
+            second_targets=[],
         ),
         ZooModel(
             "llama",

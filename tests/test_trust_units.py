@@ -75,3 +75,46 @@ def test_rounding_on_a_wide_fused_layer_is_not_a_violation_a_wrong_merge_is() ->
     violated, why = arbitrate(wrong, unmerged, exact, torch.bfloat16)
     assert violated and "beyond" in why
     assert bound(exact, torch.bfloat16) > 0
+
+
+class _Item:
+    """What check_drawn reads of its pytest item: the xfail marker a known failure gets, and --runxfail."""
+
+    name = "test_drawn[merge-forward-reference]"
+
+    def __init__(self, known: bool) -> None:
+        self.known = known
+        self.config = self
+
+    def get_closest_marker(self, name: str):
+        return pytest.mark.xfail.mark if name == "xfail" and self.known else None
+
+    def getoption(self, name: str, default=None):
+        return default
+
+
+def test_a_known_failure_is_reported_unshrunk_an_unknown_one_is_shrunk(monkeypatch) -> None:
+    from loraguard.harness.settings import RunOptions, resolve
+    from loraguard.invariants.checks import InvariantViolation
+    from loraguard.run import in_pytest
+
+    tried: list[int] = []
+
+    def fails_on_three_leaves(inv, backend, scenario):
+        tried.append(len(scenario.model.spec.leaves))
+        if tried[-1] >= 3:
+            raise InvariantViolation("three leaves or more")
+
+    monkeypatch.setattr(in_pytest, "run_invariant", fails_on_three_leaves)
+    opts = RunOptions(backends=["reference"], profile="ci", builtin_known_failures=False, reproducer_dir=None)
+    settings = resolve(opts)
+    runs = {}
+    for known in (True, False):
+        tried.clear()
+        with pytest.raises(pytest.fail.Exception, match="three leaves or more"):
+            in_pytest.check_drawn("merge-forward", settings.backends[0], settings, _Item(known))
+        runs[known] = list(tried)
+    first = next(i for i, n in enumerate(runs[True]) if n >= 3)
+    assert runs[True] == runs[False][: first + 1] + runs[True][first + 1 :]  # the same examples up to the failure
+    assert len(runs[True]) <= first + 2  # then only the final replay of the failing example
+    assert len(runs[False]) > len(runs[True])  # unknown: shrunk

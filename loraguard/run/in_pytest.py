@@ -93,11 +93,13 @@ def _fail(
     pytest.fail(message, pytrace=False)
 
 
-def hypothesis_settings(settings: Settings):
-    """This run's Hypothesis settings, applied per test (a user's own Hypothesis tests keep their profile)."""
+def hypothesis_settings(settings: Settings, shrink: bool = True):
+    """This run's Hypothesis settings, applied per test (a user's own Hypothesis tests keep their profile);
+    without `shrink`, a failure is reported as first found."""
     from hypothesis import HealthCheck, Phase
     from hypothesis import settings as hsettings
 
+    left_out = {Phase.explain} if shrink else {Phase.explain, Phase.shrink}
     return hsettings(
         max_examples=settings.profile.max_examples,
         derandomize=settings.profile.derandomize,
@@ -105,9 +107,14 @@ def hypothesis_settings(settings: Settings):
         database=None,
         print_blob=False,
         report_multiple_bugs=False,
-        phases=[p for p in Phase if p is not Phase.explain],
+        phases=[p for p in Phase if p not in left_out],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
+
+
+def expected_to_fail(test: pytest.Item) -> bool:
+    """A known failure (xfail) of this run: its failing example is never shown, so it is not shrunk."""
+    return test.get_closest_marker("xfail") is not None and not test.config.getoption("runxfail", False)
 
 
 def seed_for(*parts: str) -> int:
@@ -162,7 +169,7 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
     dtypes = tuple(d for d in settings.dtypes if _dtype_ok(d, caps)) or tuple(settings.dtypes)
     strategy = scenarios(caps, dtypes, settings.device)
 
-    @hypothesis_settings(settings)
+    @hypothesis_settings(settings, shrink=not expected_to_fail(test))
     @given(data=st.data())
     def drawn(data) -> None:
         scenario = data.draw(strategy, label="scenario")  # drawn first: a replay must draw what it drew before

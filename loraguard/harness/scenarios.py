@@ -6,9 +6,12 @@ must hold, which capabilities a backend needs) are derived here from the base mo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -56,12 +59,70 @@ class Scenario:
         return self.second
 
     def base(self) -> nn.Module:
-        """A fresh base model, deterministic for the scenario's seed."""
-        return self.model.make(self.seed, self.dtype, self.device)
+        """A fresh base model, deterministic for the scenario's seed: a copy of the one this process built first for
+        the same model, seed, dtype and device (building, and torch.manual_seed above all, was much of a check's
+        time), with the global random state left exactly as building leaves it."""
+        key = (structure_key(self.model), self.seed, self.dtype, self.device)
+        built = _remembered(_BASES, key)
+        if built is None:
+            model = self.model.make(self.seed, self.dtype, self.device)
+            try:
+                _remember(_BASES, key, (copy.deepcopy(model), torch.get_rng_state()))
+            except Exception:  # a model that cannot be copied is built every time
+                pass
+            return model
+        prototype, rng = built
+        if self.device != "cpu":
+            torch.manual_seed(self.seed)  # the accelerators' generators, as make() seeds them
+        torch.set_rng_state(rng)
+        return copy.deepcopy(prototype)
 
     def inputs(self) -> tuple:
         x = self.model.example(self.seed, self.device)
         return tuple(t.to(self.dtype) if t.is_floating_point() else t for t in x)
+
+
+#: Caches of what a process derives from a scenario's model (least recently used dropped first): base models by
+#: (structure, seed, dtype, device), the oracle's expectations by that and the adapters' configs.
+_BASES: OrderedDict[Hashable, tuple[nn.Module, torch.Tensor]] = OrderedDict()
+_EXPECTED: OrderedDict[Hashable, Any] = OrderedDict()
+_CACHE_SIZE = 128
+
+
+def structure_key(model: ZooModel) -> Hashable:
+    """What decides a zoo model's modules and weights: its builder, or a drawn tree's spec (equal specs drawn
+    twice build the same tree)."""
+    return getattr(model, "spec", None) or model.build
+
+
+def _remembered(table: OrderedDict, key: Hashable) -> Any:
+    try:
+        value = table.get(key)
+    except TypeError:  # an unhashable builder (a user's model): nothing is cached for it
+        return None
+    if value is not None:
+        table.move_to_end(key)
+    return value
+
+
+def _remember(table: OrderedDict, key: Hashable, value: Any) -> None:
+    try:
+        table[key] = value
+    except TypeError:
+        return
+    while len(table) > _CACHE_SIZE:
+        table.popitem(last=False)
+
+
+def _expectation(scenario: Scenario, what: tuple, compute: Callable[[], Any]) -> Any:
+    """`compute()`'s value for the scenario's model and `what` (the adapters' configs, by repr), computed once per
+    process; each caller gets its own deep copy, so no caller can change another's expectations."""
+    key = (structure_key(scenario.model), scenario.seed, scenario.dtype, scenario.device, repr(what))
+    value = _remembered(_EXPECTED, key)
+    if value is None:
+        value = compute()
+        _remember(_EXPECTED, key, value)
+    return copy.deepcopy(value)
 
 
 def layer_kind(module: nn.Module) -> tuple[LayerKind, bool]:
@@ -119,6 +180,12 @@ def expected_layout(
     scenario: Scenario, adapters: list[tuple[str, LoraConfig]], adapter: str = "default"
 ) -> tuple[dict[str, tuple[LayerKind, bool]], dict[str, list[int]], dict[str, str]]:
     """`expected_targets` and `expected_tokens` from one oracle model (building it is most of a wrap's cost)."""
+    return _expectation(scenario, ("layout", adapters, adapter), lambda: _layout(scenario, adapters, adapter))
+
+
+def _layout(
+    scenario: Scenario, adapters: list[tuple[str, LoraConfig]], adapter: str
+) -> tuple[dict[str, tuple[LayerKind, bool]], dict[str, list[int]], dict[str, str]]:
     ref = oracle(scenario, adapters)
     targets = {p: target_kind(layer) for p, layer in ref.target_layers().items() if adapter in layer.scaling}
     layers = ref.token_layers()
@@ -137,7 +204,9 @@ def parameter_key_paths(scenario: Scenario) -> dict[str, str]:
 
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:
     """The exact key set adapter `name` must save, per the reference."""
-    return set(oracle(scenario, adapters).adapter_state_dict(name))
+    return _expectation(
+        scenario, ("saved", adapters, name), lambda: set(oracle(scenario, adapters).adapter_state_dict(name))
+    )
 
 
 def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[str]:

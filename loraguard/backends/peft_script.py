@@ -176,6 +176,8 @@ def standalone_script(
     spec = getattr(scenario.model, "spec", None)
     if spec is None or scenario.device != "cpu" or scenario.dtype not in (torch.float32, torch.bfloat16):
         return None
+    if getattr(spec, "embedding", None) is not None:  # the script's tree is leaves only
+        return None
     config: LoraConfig = scenario.config
     try:
         ref = LoraModel(scenario.base(), config, "default")

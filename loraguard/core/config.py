@@ -146,7 +146,7 @@ class LoraConfig:
             or _is_indices(tti)
             or (isinstance(tti, dict) and all(isinstance(k, str) and k and _is_indices(v) for k, v in tti.items())),
             "trainable_token_indices",
-            f"must be null, a list of distinct row indices or an object of module -> such list, got {_show(tti)}",
+            f"must be null, a list of row indices or an object of module -> such list, got {_show(tti)}",
         )
         for name, positive_int in (("rank_pattern", True), ("alpha_pattern", False)):
             pat = getattr(self, name)
@@ -244,9 +244,9 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_indices(v: Any) -> bool:
-    """A non-empty list of distinct non-negative integers (row indices)."""
+    """A non-empty list of non-negative integers (row indices; one listed twice is one row, as in peft)."""
     ints = isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
-    return ints and bool(v) and len(set(v)) == len(v)
+    return ints and bool(v)
 
 
 def _is_rank(v: Any) -> bool:

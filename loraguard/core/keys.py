@@ -142,6 +142,8 @@ def embedded_adapter_name(
     role_at = max(last.values(), default=None)
     for i, seg in enumerate(segs):
         nxt = segs[i + 1] if i + 1 < len(segs) else None
+        if ".".join(segs[: i + 2]) in known_modules:  # `seg.nxt` lies on a module's own path (``fc.lora_A.fc``)
+            continue
         if i == role_at and seg in FACTOR_ROLES and nxt is not None:
             allowed_after = () if seg in BARE_ROLES else _TENSOR_PARAMS
             if nxt not in allowed_after:

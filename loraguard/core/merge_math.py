@@ -121,3 +121,12 @@ def dora_merged_weight(
     """DoRA's merge of one adapter into `current` (which may already hold earlier merges), as peft does it:
     ``m / ||W0 + delta|| * (current + delta)``, the norm taken over the unmerged weight W0 (as its forward sees it)."""
     return dora_factor(unmerged, delta, magnitude, kind, fan_in_fan_out) * (current + delta)
+
+
+def with_token_rows(weight: torch.Tensor, indices: list[int], values: torch.Tensor) -> torch.Tensor:
+    """`weight` with rows `indices` set to `values` (trainable tokens), differentiable in `values`; an index listed
+    more than once takes its last occurrence's value, what `index_copy` does on CPU, made deterministic here."""
+    last = {index: position for position, index in enumerate(indices)}
+    rows = torch.tensor(list(last), device=weight.device)
+    picked = values[torch.tensor(list(last.values()), device=values.device)]
+    return weight.index_copy(0, rows, picked.to(weight.dtype))

@@ -1,8 +1,11 @@
 """Hypothesis strategies, all in one module: module trees with adversarial names, LoRA configs, scenarios.
 
 Names are drawn to collide: shared suffixes (`fc`, `xfc`), digits, and tokens of the key format itself
-(`weight`, `lora`, `default`, `base`). Configs cover what a backend declares it supports. A drawn scenario
-is rebuilt from a plain, printable spec, so a failure shrinks to a small case that a reproducer can rebuild.
+(`weight`, `lora`, `default`, `base`). Configs cover what a backend declares it supports: where it declares
+`trainable_tokens`, a tree may start with an embedding (sometimes with an output head tied to it, the tie declared
+the way transformers models declare it or not at all) and a config may train rows of it, written as users write
+them (a list or a dict, index 0, the last index, an index twice). A drawn scenario is rebuilt from a plain,
+printable spec, so a failure shrinks to a small case that a reproducer can rebuild.
 """
 
 from __future__ import annotations
@@ -44,16 +47,32 @@ NAMES = (
     "lora_A",
 )
 WIDTH = 6
+#: Rows of a drawn tree's embedding.
+VOCAB = 10
+#: How a drawn tree's output head relates to its embedding: no head; a head sharing the embedding's tensor (a
+#: plain model); the same, declared as transformers models declare it (`tie_word_embeddings`, `_tied_weights_keys`).
+TIES = ("none", "shared", "declared")
 
 
 @dataclass(frozen=True)
 class TreeSpec:
-    """A module tree as data: leaf paths (dotted) and their kinds, in forward order."""
+    """A module tree as data: leaf paths (dotted) and their kinds, in forward order; optionally an embedding first
+    (token ids in) and an output head tied to it last."""
 
     leaves: tuple[tuple[str, str], ...]  # (path, "linear" | "conv1d")
+    embedding: str | None = None  # the embedding's path
+    tie: str = "none"  # one of TIES
 
     def build(self) -> nn.Module:
-        return TreeModel(self)
+        return TreeModel(self) if self.embedding is None else TokenTreeModel(self)
+
+    @property
+    def head(self) -> str | None:
+        """The tied head's path (a top-level name no leaf or the embedding starts with), or None."""
+        if self.tie == "none":
+            return None
+        taken = {split(p)[0] for p, _ in self.leaves} | {split(self.embedding or "")[0]}
+        return next(n for n in ("lm_head", "decoder", "out_head") if n not in taken)
 
 
 class Node(nn.Module):
@@ -70,6 +89,8 @@ class Node(nn.Module):
                 x = x + torch.tanh(child(x.transpose(1, 2)).transpose(1, 2))
             elif kind == "linear":
                 x = x + torch.tanh(child(x))
+            elif kind in ("embedding", "head"):
+                x = child(x)
             else:
                 x = child(x)
         return x
@@ -80,23 +101,65 @@ class TreeModel(Node):
 
     def __init__(self, spec: TreeSpec):
         super().__init__()
+        if spec.embedding is not None:  # first, so that the forward meets it first
+            self._add(spec.embedding, "embedding", nn.Embedding(VOCAB, WIDTH))
         for path, kind in spec.leaves:
-            parent: Node = self
-            for seg in split(path)[:-1]:
-                if not hasattr(parent, seg):
-                    parent.add_module(seg, Node())
-                parent = getattr(parent, seg)
-            leaf = split(path)[-1]
-            parent.add_module(
-                leaf, nn.Linear(WIDTH, WIDTH) if kind == "linear" else nn.Conv1d(WIDTH, WIDTH, 3, padding=1)
+            self._add(
+                path, kind, nn.Linear(WIDTH, WIDTH) if kind == "linear" else nn.Conv1d(WIDTH, WIDTH, 3, padding=1)
             )
-            parent.leaf_kinds[leaf] = kind
+
+    def _add(self, path: str, kind: str, module: nn.Module) -> None:
+        parent: Node = self
+        for seg in split(path)[:-1]:
+            if not hasattr(parent, seg):
+                parent.add_module(seg, Node())
+            parent = getattr(parent, seg)
+        parent.add_module(split(path)[-1], module)
+        parent.leaf_kinds[split(path)[-1]] = kind
+
+
+@dataclass
+class TieConfig:
+    """What transformers models declare about a tied head, the way peft reads it (`model.config`)."""
+
+    tie_word_embeddings: bool = True
+
+
+class TokenTreeModel(TreeModel):
+    """A tree whose forward starts at an embedding (token ids in) and, with a tie, ends at a head tied to it."""
+
+    def __init__(self, spec: TreeSpec):
+        super().__init__(spec)
+        self._embedding = spec.embedding or ""
+        head = spec.head
+        if head is not None:
+            self._add(head, "head", nn.Linear(WIDTH, VOCAB))
+            self.get_submodule(head).weight = self.get_submodule(self._embedding).weight
+        if spec.tie == "declared":
+            self.config = TieConfig()
+            self._tied_weights_keys = [f"{head}.weight"]
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.get_submodule(self._embedding)
+
+
+#: Names a drawn embedding takes, as models call theirs (a drawn prefix may still collide).
+EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "embed")
 
 
 @st.composite
-def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True) -> TreeSpec:
-    """Trees of 1..max_leaves leaves at depth 1..3, with names drawn from NAMES so suffixes collide."""
+def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True, embedding: bool = False) -> TreeSpec:
+    """Trees of 1..max_leaves leaves at depth 1..3, with names drawn from NAMES so suffixes collide; with
+    `embedding`, half of them start with an embedding (depth 1..2), a third of those with a tied head."""
     paths: list[str] = []
+    emb = None
+    if embedding and draw(st.booleans()):
+        depth = draw(st.integers(1, 2))
+        emb = ".".join(
+            [*draw(st.lists(st.sampled_from(NAMES), min_size=depth - 1, max_size=depth - 1))]
+            + [draw(st.sampled_from(EMBEDDING_NAMES))]
+        )
+        paths.append(emb)
     for _ in range(draw(st.integers(1, max_leaves))):
         depth = draw(st.integers(1, 3))
         path = ".".join(draw(st.lists(st.sampled_from(NAMES), min_size=depth, max_size=depth)))
@@ -104,9 +167,11 @@ def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True) -> TreeSpec:
         if any(path == p or p.startswith(path + ".") or path.startswith(p + ".") for p in paths):
             continue
         paths.append(path)
-    assume(paths)
+    leaves = [p for p in paths if p != emb]
+    assume(leaves)
     kinds = st.sampled_from(["linear", "conv1d"]) if conv else st.just("linear")
-    return TreeSpec(tuple((p, draw(kinds)) for p in paths))
+    tie = draw(st.sampled_from(TIES)) if emb is not None else "none"
+    return TreeSpec(tuple((p, draw(kinds)) for p in leaves), emb, tie)
 
 
 def _entry_for(draw: st.DrawFn, path: str) -> str:
@@ -148,6 +213,9 @@ def configs(
     if "layers" in capabilities and isinstance(target_modules, list) and draw(st.integers(0, 2)) == 0:
         layers = draw(st.sampled_from(_LAYERS))
         layers_pattern = draw(st.sampled_from(_LAYERS_PATTERNS))
+    tokens = None
+    if tree.embedding is not None and "trainable_tokens" in capabilities and draw(st.integers(0, 3)) > 0:
+        tokens = draw(token_indices(tree.embedding))
     return LoraConfig(
         r=r,
         lora_alpha=draw(st.sampled_from([2, 3, 8, 16])),
@@ -160,7 +228,19 @@ def configs(
         init_lora_weights=False,
         layers_to_transform=layers,
         layers_pattern=layers_pattern,
+        trainable_token_indices=tokens,
     )
+
+
+@st.composite
+def token_indices(draw: st.DrawFn, embedding: str) -> list[int] | dict[str, list[int]]:
+    """`trainable_token_indices` for the embedding at `embedding`, as users write it: a plain list (the input
+    embedding) or a dict naming it by a dot-boundary suffix; rows drawn towards 0, the last row and repeats."""
+    row = st.one_of(st.sampled_from([0, VOCAB - 1]), st.integers(0, VOCAB - 1))
+    indices = draw(st.lists(row, min_size=1, max_size=5))
+    if draw(st.booleans()):
+        indices.append(draw(st.sampled_from(indices)))  # an index written twice
+    return indices if draw(st.booleans()) else {_entry_for(draw, embedding): indices}
 
 
 @dataclass(frozen=True)
@@ -171,11 +251,17 @@ class DrawnModel(ZooModel):
 
 
 def tree_zoo_model(spec: TreeSpec) -> DrawnModel:
-    return DrawnModel("drawn", spec.build, _tree_inputs, [], [], spec=spec)
+    inputs = _tree_inputs if spec.embedding is None else _token_inputs
+    return DrawnModel("drawn", spec.build, inputs, [], [], spec=spec)
 
 
 def _tree_inputs(gen: torch.Generator) -> tuple[torch.Tensor]:
     return (torch.randn(2, 3, WIDTH, generator=gen),)
+
+
+def _token_inputs(gen: torch.Generator) -> tuple[torch.Tensor]:
+    """Every row of the embedding, then random ids: each trained row is met."""
+    return (torch.cat([torch.arange(VOCAB), torch.randint(0, VOCAB, (2,), generator=gen)]).reshape(2, -1),)
 
 
 @st.composite
@@ -186,7 +272,7 @@ def scenarios(
     device: str = "cpu",
 ) -> Scenario:
     """A drawn scenario the reference accepts (so the config itself is valid), with a second adapter."""
-    tree = draw(trees(conv="conv" in capabilities))
+    tree = draw(trees(conv="conv" in capabilities, embedding="trainable_tokens" in capabilities))
     config = draw(configs(tree, capabilities))
     second = draw(configs(tree, capabilities, modules_to_save=True))
     scenario = Scenario(

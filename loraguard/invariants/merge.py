@@ -9,7 +9,7 @@ import torch
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import LoraConfig
-from loraguard.core.merge_math import delta_weight, dora_merged_weight
+from loraguard.core.merge_math import delta_weight, dora_merged_weight, with_token_rows
 from loraguard.harness.scenarios import OTHER, Scenario, expected_targets, expected_tokens, oracle
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_close, assert_close_to_exact, assert_effect, assert_equal, expect
@@ -83,8 +83,7 @@ def check_merged_tokens(
         )
         for path, indices in rows.items():
             weight = want.get(path, wrapped.base_weights[path])
-            index = torch.tensor(indices, device=weight.device)
-            want[path] = weight.index_copy(0, index, values[path].detach().to(weight.device, weight.dtype))
+            want[path] = with_token_rows(weight, indices, values[path].detach().to(weight.device))
     for path, weight in want.items():
         assert_equal(
             backend.base_weight(wrapped.model, path),

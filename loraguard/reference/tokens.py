@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from loraguard.core.matching import is_within, no_match_message
+from loraguard.core.merge_math import with_token_rows
 from loraguard.reference.layers import adapter_dtype
 
 
@@ -101,10 +102,10 @@ class TrainableTokens(nn.Module):
         return mine
 
     def with_rows(self, weight: torch.Tensor, names: list[str]) -> torch.Tensor:
-        """`weight` with the rows of `names` replaced by their values (differentiable in the values)."""
+        """`weight` with the rows of `names` replaced by their values (differentiable in the values; a repeated index
+        takes its last occurrence's value)."""
         for name in names:
-            indices, values = self.rows(name)
-            weight = weight.index_copy(0, torch.tensor(indices, device=weight.device), values.to(weight.dtype))
+            weight = with_token_rows(weight, *self.rows(name))
         return weight
 
     # -- merging (a tied module's weight is the leader's: the leader's merge is its merge) -----------------------
@@ -138,8 +139,7 @@ class TrainableTokens(nn.Module):
         weight = self.base_weight()
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            index = torch.tensor(self.indices[name], device=weight.device)
-            weight.index_copy_(0, index, self._overwritten.pop(name))
+            weight.copy_(with_token_rows(weight, self.indices[name], self._overwritten.pop(name)))
 
     def is_merged(self) -> bool:
         return bool((self.leader or self).merged_adapters)
@@ -198,8 +198,9 @@ def token_targets(
 
 
 def check_token_target(model: nn.Module, path: str, indices: list[int], taken: list[str], tied: list[str]) -> None:
-    """Refuse, naming the module, rows of something that is not an embedding, indices out of range or repeated,
-    and an embedding (or a module tied to it) that this adapter also targets with LoRA or modules_to_save."""
+    """Refuse, naming the module, rows of something that is not an embedding, indices out of range (a repeated
+    index is accepted, as peft does: it is one row), and an embedding (or a module tied to it) that this adapter also
+    targets with LoRA or modules_to_save."""
     module = model.get_submodule(path)
     if isinstance(module, TrainableTokens) and module.leader is not None:
         raise ValueError(
@@ -212,9 +213,9 @@ def check_token_target(model: nn.Module, path: str, indices: list[int], taken: l
             "nn.Embedding"
         )
     bad = [i for i in indices if isinstance(i, bool) or not 0 <= i < base.num_embeddings]
-    if bad or len(set(indices)) != len(indices) or not indices:
+    if bad or not indices:
         raise ValueError(
-            f"trainable_token_indices for '{path}': {indices} must be distinct row indices in "
+            f"trainable_token_indices for '{path}': {indices} must be row indices in "
             f"[0, {base.num_embeddings})" + (f"; out of range: {bad}" if bad else "")
         )
     clash = [p for p in [path, *tied] if p in taken or any(is_within(p, t) for t in taken)]

@@ -22,7 +22,12 @@ from loraguard.invariants.registry import all_invariants
 def describe(scenario: Scenario) -> str:
     """A one-paragraph, readable account of a scenario: the model's leaves, the configs, dtype and seed."""
     if isinstance(scenario.model, DrawnModel) and scenario.model.spec is not None:
-        model = "tree " + ", ".join(f"{p} ({k})" for p, k in scenario.model.spec.leaves)
+        spec = scenario.model.spec
+        model = "tree " + ", ".join(f"{p} ({k})" for p, k in spec.leaves)
+        if spec.embedding is not None:
+            model += f" after embedding {spec.embedding}" + (
+                f", head {spec.head} tied ({spec.tie})" if spec.head else ""
+            )
     else:
         model = scenario.model.name
     parts = [f"model {model}", f"config {_short(scenario.config)}"]
@@ -101,7 +106,7 @@ def reproducer_source(
     ]
     if isinstance(scenario.model, DrawnModel) and scenario.model.spec is not None:
         imports.append("from loraguard.harness.strategies import TreeSpec, tree_zoo_model")
-        model = f"tree_zoo_model(TreeSpec(leaves={scenario.model.spec.leaves!r}))"
+        model = f"tree_zoo_model({scenario.model.spec!r})"
     elif model_origin:
         module, _, factory = model_origin.partition(":")
         imports.append(f"from {module} import {factory}")

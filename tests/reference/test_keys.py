@@ -108,6 +108,10 @@ def test_a_user_module_named_like_a_role_is_not_an_adapter_name():
         embedded_adapter_name("base_model.model.lora_A.fc.lora_A.default.weight")
         == "adapter name 'default' after 'lora_A'"
     )
+    # the copy of a module whose own path runs through `lora_A` (modules_to_save=['fc'] on fc.lora_A.fc)
+    key = "base_model.model.fc.lora_A.fc.bias"
+    assert embedded_adapter_name(key) == "adapter name 'fc' after 'lora_A'"  # without the model: suspicious
+    assert embedded_adapter_name(key, known_modules={"fc", "fc.lora_A", "fc.lora_A.fc"}) is None
 
 
 def test_a_model_that_names_its_own_modules_default_is_not_a_doubled_adapter_name():

@@ -95,4 +95,21 @@ def test_the_embedding_cannot_also_be_a_lora_target_and_config_values_are_checke
     with pytest.raises(ValueError, match="one way only"):
         LoraModel(ZOO["embedding"].make(), LoraConfig(target_modules=["wte"], trainable_token_indices={"wte": [1]}))
     with pytest.raises(ConfigError, match="trainable_token_indices"):
-        LoraConfig(trainable_token_indices=[1, 1])
+        LoraConfig(trainable_token_indices=[1, -1])
+
+
+def test_an_index_listed_twice_is_one_row_with_its_last_value_merged_or_not() -> None:
+    """As users write them (peft accepts them too): one value row per listed index, the last one wins."""
+    model = _tokens_model(rows=[0, 5, 0, 19])
+    values = model.model.wte.token_adapter.trainable_tokens_delta["default"]
+    with torch.no_grad():
+        values[0].add_(1.0)  # the first 0 differs from the second: the second wins
+    ids = torch.tensor([[0, 5, 19, 3]])
+    original = model.model.wte.base_weight().detach().clone()
+    with torch.no_grad():
+        unmerged = run(model, ids)
+        model.merge()
+        assert torch.equal(model.model.wte.base_weight()[[0, 5, 19]], values[[2, 1, 3]])
+        assert torch.equal(run(model, ids), unmerged)
+        model.unmerge()
+    assert torch.equal(model.model.wte.base_weight(), original)

@@ -78,13 +78,14 @@ def test_rounding_on_a_wide_fused_layer_is_not_a_violation_a_wrong_merge_is() ->
 
 
 class _Item:
-    """What check_drawn reads of its pytest item: the xfail marker a known failure gets, and --runxfail."""
+    """What check_drawn reads of its pytest item: the xfail marker a known failure gets, its stash, --runxfail."""
 
     name = "test_drawn[merge-forward-reference]"
 
     def __init__(self, known: bool) -> None:
         self.known = known
         self.config = self
+        self.stash: dict = {}  # no known failure told apart by message
 
     def get_closest_marker(self, name: str):
         return pytest.mark.xfail.mark if name == "xfail" and self.known else None

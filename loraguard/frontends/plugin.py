@@ -199,19 +199,26 @@ class LoraguardRun:
         self.warnings: Counter[str] = Counter()
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from loraguard.run.in_pytest import KNOWN, KnownFailureMet
+
         for item in items:
             named = canonical_name(item)
             if named is None:
                 continue
             invariant, backend, name = named
             item.user_properties.append((_TAG, (invariant, backend)))
-            known = self.settings.known_failure(name)
-            if known is not None:
+            known = self.settings.known_failures_of(name)
+            if known:
                 # Zoo scenarios are fixed: a fix upstream must be noticed (strict). Drawn examples differ by profile
-                # and seed, so a drawn entry is non-strict: an xpass there is no news.
+                # and seed, so a drawn entry is non-strict: an xpass there is no news. Where every entry names its
+                # message, only a failure one of them explains is the xfail; any other failure is reported.
                 strict = not name.endswith("-drawn]")
-                item.add_marker(pytest.mark.xfail(reason=f"known failure: {known.reason}", strict=strict))
-                item.user_properties.append((_KNOWN_TAG, known.pattern))
+                told = all(k.message for k in known)
+                reason = "; ".join(dict.fromkeys(k.reason for k in known))
+                raises = KnownFailureMet if told else None
+                item.add_marker(pytest.mark.xfail(reason=f"known failure: {reason}", strict=strict, raises=raises))
+                item.stash[KNOWN] = known if told else []
+                item.user_properties.append((_KNOWN_TAG, known[0].source))  # file:line, one per entry
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -259,7 +266,7 @@ class LoraguardRun:
             # an xfail met is a known bug of this release; a strict xpass fails: the known failure was fixed
             state = "xfailed" if report.skipped else "passed" if report.passed else "failed"
             if report.skipped:
-                self.known_met.add(str(props.get(_KNOWN_TAG, "")))
+                self.known_met.add(str(extra.get("known") or props.get(_KNOWN_TAG, "")))
         else:
             state = "passed" if report.passed else "skipped" if report.skipped else "failed"
         if state == "passed" and extra.get("partial"):

@@ -5,8 +5,10 @@ Format (one entry a line; ``#`` starts a comment; blank lines are ignored)::
     [peft >=0.21,<0.22]                     # a section: the entries below apply when backend `peft`'s release
     naming[peft-nested-*]  # reason, upstream thread   # is in the range (PEP 440 specifiers; `[peft]`: any release)
 
-An entry is a glob over ``invariant[backend-scenario]`` (``*`` and ``?`` are wildcards, brackets literal).
-Entries before the first section apply to every release. The files in ``loraguard/known_failures/`` are named
+An entry is a glob over ``invariant[backend-scenario]`` (``*`` and ``?`` are wildcards, brackets literal),
+optionally followed by ``~ REGEX``: then only a failure whose message REGEX finds (``re.search``; a library's crash
+reads ``TypeName raised by the library: ...``) is that known bug, and any other failure of the same test is
+reported. Entries before the first section apply to every release. The files in ``loraguard/known_failures/`` are named
 after the backend whose bugs they list and are applied automatically (``--loraguard-builtin-known-failures off``
 turns that off).
 """
@@ -14,6 +16,7 @@ turns that off).
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +34,16 @@ class KnownFailure:
     pattern: str
     reason: str
     source: str = ""  # file:line
+    message: str = ""  # a regex the failure's message must contain; "" matches any failure of the test
 
     def matches(self, name: str) -> bool:
         """`*` and `?` are wildcards; brackets are literal, since every name has them."""
         literal = "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in self.pattern)
         return fnmatch.fnmatchcase(name, literal)
+
+    def explains(self, failure: str) -> bool:
+        """Is `failure` (a failing test's message) this known bug?"""
+        return not self.message or re.search(self.message, failure) is not None
 
 
 def _in_range(version: str, spec: SpecifierSet) -> bool:
@@ -69,11 +77,18 @@ def read_known_failures(path: Path, versions: dict[str, str], option: str = "--l
             continue
         if not text:
             continue
+        text, tilde, message = (part.strip() for part in text.partition("~"))
         if " " in text:
             raise ValueError(f"{where}: a pattern has no spaces; put the reason after '#': {line!r}")
+        if tilde and not message:
+            raise ValueError(f"{where}: '~' is followed by the regex a failure's message must contain: {line!r}")
+        try:
+            re.compile(message)
+        except re.error as err:
+            raise ValueError(f"{where}: the regex after '~' does not compile ({err}): {line!r}") from None
         if active:
             reason = line.partition("#")[2].strip()
-            out.append(KnownFailure(text, reason or f"listed in {path.name}", where))
+            out.append(KnownFailure(text, reason or f"listed in {path.name}", where, message))
     return out
 
 

@@ -68,6 +68,10 @@ class Settings:
     def known_failure(self, name: str) -> KnownFailure | None:
         return next((k for k in self.known_failures if k.matches(name)), None)
 
+    def known_failures_of(self, name: str) -> list[KnownFailure]:
+        """Every entry whose glob matches test `name` (several known bugs may share a test, told by message)."""
+        return [k for k in self.known_failures if k.matches(name)]
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -147,10 +151,10 @@ def resolve(opts: RunOptions) -> Settings:
     versions = {b.name: b.version() for b in loaded.values()}
     files = builtin_files(list(versions)) if opts.builtin_known_failures else []
     files += [Path(f) for f in opts.known_failures]
-    known: dict[str, KnownFailure] = {}  # one entry per pattern: the first file that lists it wins
+    known: dict[tuple[str, str], KnownFailure] = {}  # one entry per pattern and message: the first file wins
     for path in files:
         for entry in read_known_failures(path, versions, opts.option("known-failures")):
-            known.setdefault(entry.pattern, entry)
+            known.setdefault((entry.pattern, entry.message), entry)
     return Settings(
         backends=list(loaded.values()),
         backend_specs={b.name: spec for spec, b in loaded.items()},

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TypedDict
 
 import pytest
+from _pytest.outcomes import Failed  # pytest.fail.Exception, by a name a type checker resolves
 
 from loraguard.backends import Backend
+from loraguard.harness.known_failures import KnownFailure
 from loraguard.harness.scenarios import Scenario
 from loraguard.harness.settings import Settings
 from loraguard.harness.strategies import scenarios
@@ -30,6 +32,7 @@ _OWN = str(Path(__file__).resolve().parents[1]) + os.sep
 class RunExtras(TypedDict, total=False):
     """What a loraguard test leaves for the plugin's report, beside its outcome."""
 
+    known: str  # where the known failure whose message the test's failure matched is listed (file:line)
     reproducer: str  # the reproducer script's path
     partial: str  # why only the first part of the check ran
     examples_skipped: dict[str, int]  # reason -> drawn examples skipped for it
@@ -38,6 +41,30 @@ class RunExtras(TypedDict, total=False):
 
 #: The extras of the test running now. The plugin takes them (`take_extras`) before each test and after the call.
 CURRENT: RunExtras = {}
+
+#: The known failures of a test that are told apart by message (set by the plugin at collection; [] for none).
+KNOWN = pytest.StashKey[list[KnownFailure]]()
+
+
+class KnownFailureMet(Failed):
+    """A test's failure that one of its known-failure entries explains by message: the xfail it was marked with
+    accepts only this (``raises=``), so any other failure of the same test is reported."""
+
+
+def told_apart(test: pytest.Item) -> list[KnownFailure]:
+    """The test's known failures that name their message (empty where the test has none, or one without)."""
+    return test.stash.get(KNOWN, [])
+
+
+def failure_text(err: BaseException) -> str:
+    """A failure as the report states it (and as known-failure messages are matched)."""
+    return str(err) if isinstance(err, InvariantViolation) else f"{type(err).__name__} raised by the library: {err}"
+
+
+def explained_by(known: list[KnownFailure], err: BaseException) -> KnownFailure | None:
+    """The entry of `known` whose message `err` matches, if any."""
+    text = failure_text(err)
+    return next((k for k in known if k.explains(text)), None)
 
 
 def take_extras() -> RunExtras:
@@ -60,12 +87,16 @@ def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Set
     except Exception as err:
         failure = err
     if failure is not None:  # reported outside the handler, so the message is not chained to the violation
-        _fail(invariant_id, backend, scenario, failure, _reproducer(invariant_id, backend, scenario, settings, test))
+        known = explained_by(told_apart(test), failure)
+        path = None if known else _reproducer(invariant_id, backend, scenario, settings, test)
+        _fail(invariant_id, backend, scenario, failure, path, known=known)
 
 
 def _reproducer(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item):
-    """The failing test's reproducer; none for a known failure (it is filed already) or with reproducers off."""
-    if test.get_closest_marker("xfail") is not None or settings.reproducer_dir is None:
+    """The failing test's reproducer; none for a known failure (it is filed already) or with reproducers off.
+    A failure that the test's known failures do not explain by message gets one."""
+    xfail = test.get_closest_marker("xfail") is not None and not told_apart(test)
+    if xfail or settings.reproducer_dir is None:
         return None
     path = write_reproducer(invariant_id, backend, scenario, settings, test.name)
     CURRENT["reproducer"] = str(path)
@@ -73,11 +104,18 @@ def _reproducer(invariant_id: str, backend: Backend, scenario: Scenario, setting
 
 
 def _fail(
-    invariant_id: str, backend: Backend, scenario: Scenario, err: Exception, path: Path | None, extra: str = ""
+    invariant_id: str,
+    backend: Backend,
+    scenario: Scenario,
+    err: BaseException,
+    path: Path | None,
+    extra: str = "",
+    known: KnownFailure | None = None,
 ) -> None:
-    """Fail the test with a message that leads with the invariant, the violation and the example."""
+    """Fail the test with a message that leads with the invariant, the violation and the example (as the known
+    failure `known`, where one explains it)."""
     __tracebackhide__ = True
-    what = str(err) if isinstance(err, InvariantViolation) else f"{type(err).__name__} raised by the library: {err}"
+    what = failure_text(err)
     message = (
         f"loraguard invariant {invariant_id!r} violated by {backend.name} {backend.version()}:\n  {what}\n"
         f"minimal example: {describe(scenario)}{extra}"
@@ -90,6 +128,9 @@ def _fail(
     if not isinstance(err, InvariantViolation):  # a crash: where in the library, without loraguard's frames
         frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_OWN)]
         message += "\nin the library:\n" + "".join(traceback.format_list(frames[-6:])).rstrip()
+    if known is not None:
+        CURRENT["known"] = known.source
+        raise KnownFailureMet(f"known failure ({known.source}):\n{message}", pytrace=False)
     pytest.fail(message, pytrace=False)
 
 
@@ -131,6 +172,7 @@ class _Drawn:
         self.ran = 0
         self.first_failure: float | None = None
         self.failing: Scenario | None = None
+        self.known: dict[str, tuple[KnownFailure, BaseException, Scenario]] = {}  # known bugs met, by pattern
 
     def over_budget(self) -> bool:
         """True once shrinking has used its budget; the final replay of the failing example always runs."""
@@ -168,13 +210,17 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
         pytest.skip("drawn scenarios are plain module trees without a task_type; the zoo's task models run it")
     dtypes = tuple(d for d in settings.dtypes if _dtype_ok(d, caps)) or tuple(settings.dtypes)
     strategy = scenarios(caps, dtypes, settings.device)
+    told = told_apart(test)
 
-    @hypothesis_settings(settings, shrink=not expected_to_fail(test))
+    # a whole-test known failure is not shrunk; where known bugs are told apart by message, only the others raise
+    @hypothesis_settings(settings, shrink=bool(told) or not expected_to_fail(test))
     @given(data=st.data())
     def drawn(data) -> None:
         scenario = data.draw(strategy, label="scenario")  # drawn first: a replay must draw what it drew before
         if state.over_budget():
-            reject()  # shrinking has had its time: this candidate is not tried
+            # shrinking has had its time: this candidate passes untried. Not a rejection: Hypothesis may replay an
+            # example it ran before, and one that failed or passed then and is invalid now is reported as flaky.
+            return
         try:
             run_invariant(inv, backend, scenario)
         except Partial:
@@ -184,11 +230,16 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
             if not state.ran and state.skipped.total() >= GIVE_UP_AFTER:
                 _skip_nothing_ran(state, stopped=True)  # pytest's skip passes through Hypothesis unshrunk
             reject()
-        except Exception:
-            if state.first_failure is None:
-                state.first_failure = time.perf_counter()
-            state.failing = scenario
-            raise
+        except Exception as err:
+            known = explained_by(told, err)
+            if known is None:
+                if state.first_failure is None:
+                    state.first_failure = time.perf_counter()
+                state.failing = scenario
+                raise
+            # a known bug, told by its message: noted, and drawing goes on, so a second bug is still found
+            state.known.setdefault(known.pattern, (known, err, scenario))
+            state.ran += 1
         else:
             state.ran += 1
 
@@ -207,6 +258,11 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
         path = _reproducer(invariant_id, backend, state.failing, settings, test)
         budget = "" if state.budget is None else f" (shrunk for at most {state.budget:g} s: --loraguard-shrink full)"
         _fail(invariant_id, backend, state.failing, failure, path, budget)
+    if state.known:
+        entry, met, example = next(iter(state.known.values()))
+        others = [p for p in state.known if p != entry.pattern]
+        extra = f"\nalso met: {', '.join(others)}" if others else ""
+        _fail(invariant_id, backend, example, met, None, f" (an example met, not shrunk){extra}", entry)
     if state.skipped:
         CURRENT["examples_skipped"] = dict(state.skipped)
     if not state.ran:

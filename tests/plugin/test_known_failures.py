@@ -75,3 +75,26 @@ def test_bad_builtin_switch_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-builtin-known-failures", "maybe")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--loraguard-builtin-known-failures*maybe*"])
+
+
+def test_an_entry_with_a_message_xfails_only_that_failure_and_reports_any_other(pytester: pytest.Pytester) -> None:
+    """`~ REGEX` tells known bugs apart: a listed test that fails otherwise than listed is red, with a reproducer."""
+    mutant = [*QUICK, "--loraguard-backend", "tests.mutants:ScalingDroppedAtMerge", "--loraguard-zoo", "mlp"]
+    listed = pytester.makefile(
+        ".txt", listed="merge-forward[mutant-no-scale-*] ~ merged weight of .* vs W \\+ s\\*B@A  # the scale bug\n"
+    )
+    other = pytester.makefile(".txt", other="merge-forward[mutant-no-scale-*] ~ KeyError  # another bug\n")
+    for test in ("test_zoo and merge-forward and r4-f32", "test_drawn and merge-forward"):
+        met = pytester.runpytest(*mutant, f"--loraguard-known-failures={listed}", "-k", test)
+        assert met.parseoutcomes().get("xfailed", 0) >= 1 and not met.parseoutcomes().get("failed"), test
+        met.stdout.fnmatch_lines(["known bugs of the installed releases met: 1 of 1 listed*"])
+        unlisted = pytester.runpytest(*mutant, f"--loraguard-known-failures={other}", "-k", test)
+        assert unlisted.parseoutcomes().get("failed", 0) >= 1 and not unlisted.parseoutcomes().get("xfailed"), test
+        unlisted.stdout.fnmatch_lines(["*violated by mutant-no-scale*", "reproducer for *"])
+
+
+def test_a_bad_message_regex_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "known.txt"
+    path.write_text("naming[peft-*] ~ (unclosed  # why\n")
+    with pytest.raises(ValueError, match=r"known.txt:1: the regex after '~' does not compile"):
+        read_known_failures(path, {"peft": "0.21.2"})

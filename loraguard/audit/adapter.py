@@ -145,7 +145,8 @@ def _pair_and_rank(layout: KeyLayout, config: LoraConfig | None) -> list[Finding
                     f.a.name,
                 )
             )
-        elif config is not None and rank_a != config.rank_for(module):
+        elif config is not None and rank_a != config.rank_for(module) and not config.wraps_parameters(module):
+            # (an expert stack's factors hold r x experts rows, and the key does not say which parameter they adapt)
             out.append(
                 Finding(
                     "LG302",
@@ -179,7 +180,8 @@ def _against_config(layout: KeyLayout, config: LoraConfig, source: TensorSource)
     checkable = targets is not None and targets != ALL_LINEAR
     for module, f in layout.factors.items():
         ref = f.a or f.b or f.bias or f.magnitude
-        if ref is not None and checkable and not spec_matches(module, targets) and ref.name not in layout.flagged:
+        selected = spec_matches(module, targets) or config.wraps_parameters(module)
+        if ref is not None and checkable and not selected and ref.name not in layout.flagged:
             out.append(_unselected(ref, module, "target_modules", listed, "LG202"))
         if f.bias is not None and not config.lora_bias:
             out.append(Finding("LG203", f.bias.file, "a lora_B bias, but the config has lora_bias=false", f.bias.name))

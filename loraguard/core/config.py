@@ -167,6 +167,17 @@ class LoraConfig:
         wanted = self.layers_to_transform
         return index is not None and (index == wanted if isinstance(wanted, int) else index in wanted)
 
+    def wraps_parameters(self, module: str) -> bool:
+        """Could a saved key's `module` be a wrapper of a `target_parameters` entry (peft's ParamWrapper)? One
+        module's parameters nest one wrapper each, adding `base_layer` segments, dropped here; the key names no
+        parameter, so an entry's module part (``experts`` of ``experts.gate_up_proj``) decides, as a dotted suffix."""
+        segs = module.split(".")
+        while segs and segs[-1] == "base_layer":
+            segs.pop()
+        path = ".".join(segs)
+        holders = [entry.rpartition(".")[0] for entry in self.target_parameters or []]
+        return any(not h or path == h or path.endswith(f".{h}") for h in holders)
+
     def rank_for(self, module: str) -> int:
         """The rank of `module`'s adapter: `rank_pattern` wins over `r`."""
         key = pattern_key(module, self.rank_pattern)

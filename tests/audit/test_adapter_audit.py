@@ -48,6 +48,15 @@ def test_trainable_tokens_are_clean_and_named_by_the_config(library, tmp_path):
     assert rules(audit(tmp_path)) == {"LG203"}
 
 
+@pytest.mark.parametrize("library", sorted(SAVERS))
+def test_target_parameters_are_clean_and_named_by_the_config(library, tmp_path):
+    # experts.lora_A.weight (down_proj), experts.base_layer.lora_A.weight (gate_up_proj, nested), rank r x experts
+    SAVERS[library]("moe", tmp_path, target_parameters=["experts.gate_up_proj", "experts.down_proj", "router.weight"])
+    assert audit(tmp_path).findings == []
+    rewrite_config(tmp_path, target_parameters=None)
+    assert rules(audit(tmp_path)) == {"LG202", "LG302"}
+
+
 def test_reference_nested_names_are_clean(tmp_path):
     save_reference("nested", tmp_path)
     assert audit(tmp_path).findings == []

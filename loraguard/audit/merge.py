@@ -112,6 +112,10 @@ def _targets(adapter: TensorSource) -> tuple[dict[str, Target], dict[str, Tensor
 def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merged: TensorSource) -> list[Finding]:
     out: list[Finding] = []
     targets, copies, biases = _targets(adapter)
+    parameters = _parameter_keys(config, base)
+    # a wrapper of target_parameters saves its factors under the module (``experts``, ``experts.base_layer``): the
+    # key names no parameter, so only a Linear-style `weight` the config names is checked against the formula
+    targets = {k: t for k, t in targets.items() if k in parameters or not config.wraps_parameters(t.module)}
     merged_file = next(iter(merged.refs.values())).file if merged.refs else ""
     only_base = sorted(set(base.refs) - set(merged.refs))
     only_merged = sorted(set(merged.refs) - set(base.refs))
@@ -155,6 +159,16 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
                 (no_op if finding.rule == "LG501" else out).append(finding)
         elif key in copies:
             out += check_equal(copies[key], got, adapter, merged, "the adapter's saved copy of this module")
+        elif key in parameters:
+            out.append(
+                Finding(
+                    "LG506",
+                    got.file,
+                    "a target_parameters tensor (experts: one delta per expert, factors saved under the module); "
+                    "this audit does not verify it",
+                    key,
+                )
+            )
         else:
             out += check_equal(base_ref, got, base, merged, "the base model, and the adapter does not touch it")
     if len(no_op) > 1 and len(no_op) == len([k for k in targets if k in merged.refs]):
@@ -168,3 +182,9 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
             )
         ]
     return out + no_op
+
+
+def _parameter_keys(config: LoraConfig, base: TensorSource) -> set[str]:
+    """Base tensors a `target_parameters` entry selects: ``<module>.<parameter>`` equal to it or ending in ``.<it>``."""
+    entries = config.target_parameters or []
+    return {k for k in base.refs if any(k == e or k.endswith(f".{e}") for e in entries)}

@@ -246,10 +246,11 @@ MERGE_RULES = [
         "LG506",
         "merge-not-verified",
         "info",
-        "A merged tensor the audit cannot verify (lora_B bias, DoRA, no tolerance for its dtype).",
+        "A merged tensor the audit cannot verify (lora_B bias, DoRA, target_parameters, no tolerance for its dtype).",
         detail=(
-            "Not verified: a `lora_B` bias (merged into the layer bias), a DoRA adapter's weights, or a dtype "
-            "without a tolerance entry."
+            "Not verified: a `lora_B` bias (merged into the layer bias), a DoRA adapter's weights, a parameter "
+            "adapted through `target_parameters` other than a Linear-style `weight` (MoE expert stacks: the saved "
+            "key names the module, not the parameter), or a dtype without a tolerance entry."
         ),
     ),
     Rule(

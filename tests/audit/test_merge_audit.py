@@ -205,3 +205,15 @@ def test_dora_adapter_audits_clean_and_its_merge_is_reported_unverified(tmp_path
     base, adapter, merged = make_merge(tmp_path, "peft", "mlp", use_dora=True)
     found = run(base, adapter, merged).findings
     assert sorted((f.rule, f.key) for f in found) == [("LG506", "fc1.weight"), ("LG506", "fc2.weight")]
+
+
+@pytest.mark.parametrize("library", ["peft", "reference"])
+def test_target_parameters_expert_stacks_are_not_verified_and_the_rest_is(tmp_path, library):
+    params = ["experts.gate_up_proj", "experts.down_proj", "router.weight"]
+    base, adapter, merged = make_merge(tmp_path, library, "moe", target_parameters=params)
+    found = run(base, adapter, merged).findings
+    assert {(f.rule, f.key) for f in found} == {("LG506", "experts.gate_up_proj"), ("LG506", "experts.down_proj")}
+    tensors = load_file(str(merged))
+    tensors["router.weight"] = load_file(str(base))["router.weight"]  # a 2D target, checked as a Linear's weight
+    save_file(tensors, str(merged))
+    assert ("LG501", "router.weight") in {(f.rule, f.key) for f in run(base, adapter, merged).findings}

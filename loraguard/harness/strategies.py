@@ -150,7 +150,7 @@ EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "embed")
 @st.composite
 def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True, embedding: bool = False) -> TreeSpec:
     """Trees of 1..max_leaves leaves at depth 1..3, with names drawn from NAMES so suffixes collide; with
-    `embedding`, half of them start with an embedding (depth 1..2), a third of those with a tied head."""
+    `embedding`, half of them start with an embedding (depth 1..2), two thirds of those with a tied head."""
     paths: list[str] = []
     emb = None
     if embedding and draw(st.booleans()):

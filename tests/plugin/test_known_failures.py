@@ -98,3 +98,52 @@ def test_a_bad_message_regex_names_file_and_line(tmp_path: Path) -> None:
     path.write_text("naming[peft-*] ~ (unclosed  # why\n")
     with pytest.raises(ValueError, match=r"known.txt:1: the regex after '~' does not compile"):
         read_known_failures(path, {"peft": "0.21.2"})
+
+
+class _Item:
+    """What check_drawn reads of its pytest item: an xfail marker, the entries told apart by message, --runxfail."""
+
+    name = "test_drawn[merge-forward-reference]"
+
+    def __init__(self, known: list) -> None:
+        from loraguard.run.in_pytest import KNOWN
+
+        self.stash = {KNOWN: known}
+        self.config = self
+
+    def get_closest_marker(self, name: str):
+        return pytest.mark.xfail.mark if name == "xfail" else None
+
+    def getoption(self, name: str, default=None):
+        return default
+
+
+def test_a_drawn_test_draws_on_past_a_known_bug_and_reports_a_second_one(monkeypatch) -> None:
+    """The known bug (one leaf) is met first; drawing goes on and the unlisted one (three leaves) is reported."""
+    from loraguard.harness.known_failures import KnownFailure
+    from loraguard.harness.settings import RunOptions, resolve
+    from loraguard.invariants.checks import InvariantViolation
+    from loraguard.run import in_pytest
+
+    seen: list[int] = []
+
+    def two_bugs(inv, backend, scenario):
+        leaves = len(scenario.model.spec.leaves)
+        seen.append(leaves)
+        if leaves == 1:
+            raise InvariantViolation("known: one leaf")
+        if leaves >= 3 and second:
+            raise InvariantViolation("unlisted: three leaves or more")
+
+    monkeypatch.setattr(in_pytest, "run_invariant", two_bugs)
+    opts = RunOptions(backends=["reference"], builtin_known_failures=False, shrink="0.5", reproducer_dir=None)
+    settings = resolve(opts)
+    item = _Item([KnownFailure("merge-forward[reference-drawn]", "one leaf", "known.txt:1", "one leaf")])
+    second = True
+    with pytest.raises(pytest.fail.Exception, match="unlisted: three leaves") as failed:
+        in_pytest.check_drawn("merge-forward", settings.backends[0], settings, item)
+    assert not isinstance(failed.value, in_pytest.KnownFailureMet)
+    assert seen.index(1) < next(i for i, n in enumerate(seen) if n >= 3)  # the known bug came first
+    second = False
+    with pytest.raises(in_pytest.KnownFailureMet, match="known: one leaf"):
+        in_pytest.check_drawn("merge-forward", settings.backends[0], settings, item)

@@ -199,6 +199,8 @@ class LoraConfig:
         body = asdict(self)
         body.pop("extra")
         body.pop("autocast_adapter_dtype")  # an option of the wrapping call, never saved
+        if body["target_parameters"] is None:  # written only when set: peft before 0.17 refuses fields it lacks
+            body.pop("target_parameters")
         out.update(body)
         return out
 

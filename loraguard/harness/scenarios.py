@@ -197,9 +197,13 @@ def _layout(
 def parameter_key_paths(scenario: Scenario) -> dict[str, str]:
     """`target_parameters` target (``experts.gate_up_proj``) -> the module path its factors are saved under, per the
     reference: one module's parameters nest one wrapper each, so ``experts.base_layer`` for all but the last."""
-    ref = oracle(scenario)
-    where = {id(layer): path for path, layer in ref.lora_layers().items()}
-    return {t: where[id(layer)] for t, layer in ref.target_layers().items() if where[id(layer)] != t}
+
+    def compute() -> dict[str, str]:
+        ref = oracle(scenario)
+        where = {id(layer): path for path, layer in ref.lora_layers().items()}
+        return {t: where[id(layer)] for t, layer in ref.target_layers().items() if where[id(layer)] != t}
+
+    return _expectation(scenario, ("parameter keys", scenario.config), compute)
 
 
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:

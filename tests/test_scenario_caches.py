@@ -38,3 +38,16 @@ def test_expectations_are_copies_a_caller_cannot_change_another_s() -> None:
     assert sc.expected_targets(scenario) and sc.expected_saved_keys(scenario, [("default", scenario.config)], "default")
     other = sc.expected_targets(scenario, scenario.second_config)
     assert set(other) != set(sc.expected_targets(scenario))  # keyed by the config: the second adapter's own targets
+
+
+def test_a_cached_oracle_leaves_the_random_state_a_fresh_one_leaves() -> None:
+    scenario = zoo_scenarios([ZOO["mlp"]], [torch.float32])[0]
+    sc.oracle(scenario)  # what an uncached check did before the adapter it initialises next
+    want = torch.get_rng_state()
+    for _ in range(2):  # built and cached, then from the cache
+        torch.manual_seed(5)
+        assert sc.expected_targets(scenario)
+        assert torch.equal(torch.get_rng_state(), want)
+    saved = sc.expected_saved_modules(scenario)
+    saved["head"].add("intruder")
+    assert sc.expected_saved_modules(scenario) == {"head": {"default"}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -83,9 +83,9 @@ class Scenario:
 
 
 #: Caches of what a process derives from a scenario's model (least recently used dropped first): base models by
-#: (structure, seed, dtype, device), the oracle's expectations by that and the adapters' configs.
+#: (structure, seed, dtype, device), and the reference with adapters added, by that and the adapters' configs.
 _BASES: OrderedDict[Hashable, tuple[nn.Module, torch.Tensor]] = OrderedDict()
-_EXPECTED: OrderedDict[Hashable, Any] = OrderedDict()
+_REFERENCES: OrderedDict[Hashable, Any] = OrderedDict()
 _CACHE_SIZE = 128
 
 
@@ -114,15 +114,24 @@ def _remember(table: OrderedDict, key: Hashable, value: Any) -> None:
         table.popitem(last=False)
 
 
-def _expectation(scenario: Scenario, what: tuple, compute: Callable[[], Any]) -> Any:
-    """`compute()`'s value for the scenario's model and `what` (the adapters' configs, by repr), computed once per
-    process; each caller gets its own deep copy, so no caller can change another's expectations."""
-    key = (structure_key(scenario.model), scenario.seed, scenario.dtype, scenario.device, repr(what))
-    value = _remembered(_EXPECTED, key)
-    if value is None:
-        value = compute()
-        _remember(_EXPECTED, key, value)
-    return copy.deepcopy(value)
+def _reference(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]):
+    """The oracle for the scenario with `adapters` (by their configs' repr), built once per process, for the
+    expectations below only: they read it and hand out new containers, so it is never changed.
+
+    Building it leaves the global random state where the reference's initialisation left it, starting from the seed
+    (a backend's adapter initialised next draws from there): a cached one leaves exactly that state too, so no
+    check's random draws depend on which checks ran before it in the process. Off the CPU it is built every time.
+    """
+    key = (structure_key(scenario.model), scenario.seed, scenario.dtype, scenario.device, repr(adapters))
+    cached = _remembered(_REFERENCES, key) if scenario.device == "cpu" else None
+    if cached is None:
+        ref = oracle(scenario, adapters)  # a config the reference refuses raises here, every time
+        if scenario.device == "cpu":
+            _remember(_REFERENCES, key, (ref, torch.get_rng_state()))
+        return ref
+    ref, rng = cached
+    torch.set_rng_state(rng)
+    return ref
 
 
 def layer_kind(module: nn.Module) -> tuple[LayerKind, bool]:
@@ -180,16 +189,10 @@ def expected_layout(
     scenario: Scenario, adapters: list[tuple[str, LoraConfig]], adapter: str = "default"
 ) -> tuple[dict[str, tuple[LayerKind, bool]], dict[str, list[int]], dict[str, str]]:
     """`expected_targets` and `expected_tokens` from one oracle model (building it is most of a wrap's cost)."""
-    return _expectation(scenario, ("layout", adapters, adapter), lambda: _layout(scenario, adapters, adapter))
-
-
-def _layout(
-    scenario: Scenario, adapters: list[tuple[str, LoraConfig]], adapter: str
-) -> tuple[dict[str, tuple[LayerKind, bool]], dict[str, list[int]], dict[str, str]]:
-    ref = oracle(scenario, adapters)
+    ref = _reference(scenario, adapters)
     targets = {p: target_kind(layer) for p, layer in ref.target_layers().items() if adapter in layer.scaling}
     layers = ref.token_layers()
-    rows = {p: t.indices[adapter] for p, t in layers.items() if t.leader is None and adapter in t.indices}
+    rows = {p: list(t.indices[adapter]) for p, t in layers.items() if t.leader is None and adapter in t.indices}
     tied = {p: q for p, t in layers.items() for q in rows if t.leader is not None and t.leader is layers[q]}
     return targets, rows, tied
 
@@ -197,20 +200,41 @@ def _layout(
 def parameter_key_paths(scenario: Scenario) -> dict[str, str]:
     """`target_parameters` target (``experts.gate_up_proj``) -> the module path its factors are saved under, per the
     reference: one module's parameters nest one wrapper each, so ``experts.base_layer`` for all but the last."""
-
-    def compute() -> dict[str, str]:
-        ref = oracle(scenario)
-        where = {id(layer): path for path, layer in ref.lora_layers().items()}
-        return {t: where[id(layer)] for t, layer in ref.target_layers().items() if where[id(layer)] != t}
-
-    return _expectation(scenario, ("parameter keys", scenario.config), compute)
+    ref = _reference(scenario, [("default", scenario.config)])
+    where = {id(layer): path for path, layer in ref.lora_layers().items()}
+    return {t: where[id(layer)] for t, layer in ref.target_layers().items() if where[id(layer)] != t}
 
 
 def expected_saved_keys(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:
     """The exact key set adapter `name` must save, per the reference."""
-    return _expectation(
-        scenario, ("saved", adapters, name), lambda: set(oracle(scenario, adapters).adapter_state_dict(name))
-    )
+    return set(_reference(scenario, adapters).adapter_state_dict(name))
+
+
+def expected_saved_modules(
+    scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = None
+) -> dict[str, set[str]]:
+    """Per the reference: each module kept as a modules_to_save copy -> the adapters that keep one."""
+    ref = _reference(scenario, adapters or [("default", scenario.config)])
+    return {p: set(w.modules_to_save) for p, w in ref.saved_modules().items()}
+
+
+def expected_trainable(scenario: Scenario, adapters: list[tuple[str, LoraConfig]], name: str) -> set[str]:
+    """Per the reference: the state-dict keys of the parameters adapter `name` trains."""
+    return set(_reference(scenario, adapters).adapter_parameters(name))
+
+
+def expected_parameters(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]) -> set[str]:
+    """Per the reference: the names of the adapted model's parameters, a tied one counted once."""
+    return {n for n, _ in _reference(scenario, adapters).model.named_parameters()}
+
+
+def reference_accepts(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]) -> bool:
+    """True unless the reference refuses the adapters' configs on the scenario's model (a ValueError)."""
+    try:
+        _reference(scenario, adapters)
+    except ValueError:
+        return False
+    return True
 
 
 def needed_capabilities(scenario: Scenario, with_second: bool = False) -> set[str]:

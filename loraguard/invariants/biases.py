@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from loraguard.backends.base import Backend
-from loraguard.harness.scenarios import Scenario, expected_saved_keys, oracle
+from loraguard.harness.scenarios import Scenario, expected_parameters, expected_saved_keys, expected_trainable
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_equal, assert_same_keys, expect
 from loraguard.invariants.registry import invariant
@@ -26,9 +26,9 @@ def biases_trained_saved_restored(backend: Backend, scenario: Scenario) -> None:
         config = dataclasses.replace(scenario.config, bias=mode)
         moded = dataclasses.replace(scenario, config=config)
         wrapped = wrap(backend, moded)
-        ref = oracle(moded)
-        distinct = {n for n, _ in ref.model.named_parameters()}  # a tied bias (BERT's decoder) counts once
-        want, got = set(ref.adapter_parameters("default")) & distinct, backend.trainable(wrapped.model)
+        adapters = [("default", config)]
+        distinct = expected_parameters(moded, adapters)  # a tied bias (BERT's decoder) counts once
+        want, got = expected_trainable(moded, adapters, "default") & distinct, backend.trainable(wrapped.model)
         expect(
             got == want,
             f"bias={mode!r}: trainable: unexpected {sorted(got - want)[:5]}, missing {sorted(want - got)[:5]}",
@@ -38,7 +38,7 @@ def biases_trained_saved_restored(backend: Backend, scenario: Scenario) -> None:
         with scratch_dir() as d:
             backend.save(wrapped.model, d)
             if "peft_format" in backend.capabilities:
-                keys = expected_saved_keys(moded, [("default", config)], "default")
+                keys = expected_saved_keys(moded, adapters, "default")
                 assert_same_keys(read_saved(d), dict.fromkeys(keys), f"bias={mode!r}: saved keys")
             loaded = backend.load(scenario.base(), d)
         assert_equal(run(loaded, wrapped.inputs), trained, f"bias={mode!r}: output after load vs the trained model")

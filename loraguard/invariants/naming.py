@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loraguard.backends.base import Backend
 from loraguard.core.matching import false_suffix_matches
-from loraguard.harness.scenarios import Scenario, oracle
+from loraguard.harness.scenarios import Scenario, expected_saved_modules
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import wrap
@@ -17,7 +17,7 @@ from loraguard.invariants.steps import wrap
 )
 def names_match_on_boundaries(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)  # checks the LoRA targets against the oracle
-    want = set(oracle(scenario).saved_modules())
+    want = set(expected_saved_modules(scenario))
     got = set(backend.saved_copies(wrapped.model, "default"))
     if got == want:
         return

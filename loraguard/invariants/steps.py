@@ -165,7 +165,10 @@ def module_kinds(scenario: Scenario) -> dict[str, LayerKind]:
 @functools.lru_cache(maxsize=256)  # drawn trees are many; keep the cache bounded
 def _kinds_of(build: Callable[[], nn.Module]) -> dict[str, LayerKind]:
     # Structure does not depend on seed, dtype or device, so snapshots of one scenario never rebuild the model.
-    return {n: layer_kind(m)[0] for n, m in build().named_modules() if n}
+    # Built with the global random state put back: a cache miss must not change what a check draws next.
+    with torch.random.fork_rng(devices=[]):
+        model = build()
+    return {n: layer_kind(m)[0] for n, m in model.named_modules() if n}
 
 
 def train_step(model: nn.Module, inputs: tuple, lr: float = 0.1) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from loraguard.backends.base import Backend
 from loraguard.core.config import LoraConfig
-from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys, oracle
+from loraguard.harness.scenarios import OTHER, Scenario, expected_saved_keys, expected_saved_modules
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_equal, assert_same_keys, assert_state_equal, expect
 from loraguard.invariants.registry import Skipped, invariant
@@ -34,8 +34,8 @@ def _adapters(scenario: Scenario) -> list[tuple[str, LoraConfig]]:
 
 def _heads(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]) -> dict[str, set[str]]:
     """Per adapter, the modules it must keep a copy of (task heads and its own modules_to_save), per the reference."""
-    ref = oracle(scenario, adapters)
-    return {name: {p for p, w in ref.saved_modules().items() if name in w.modules_to_save} for name, _ in adapters}
+    saved = expected_saved_modules(scenario, adapters)
+    return {name: {p for p, names in saved.items() if name in names} for name, _ in adapters}
 
 
 @invariant(

@@ -8,7 +8,7 @@ import re
 
 from loraguard.backends.base import Backend, Unsupported
 from loraguard.core.matching import is_lora_internal
-from loraguard.harness.scenarios import Scenario, oracle
+from loraguard.harness.scenarios import Scenario, expected_trainable
 from loraguard.invariants.checks import assert_state_equal, expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import adapter_snapshot, scratch_dir, wrap
@@ -60,8 +60,7 @@ def rewrap_never_targets_internals(backend: Backend, scenario: Scenario) -> None
 def load_trainability(backend: Backend, scenario: Scenario) -> None:
     wrapped = wrap(backend, scenario)
     snapshot = adapter_snapshot(backend, wrapped.model, "default", scenario)
-    ref = oracle(scenario)
-    want = set(ref.adapter_parameters("default"))
+    want = expected_trainable(scenario, [("default", scenario.config)], "default")
     with scratch_dir() as d:
         backend.save(wrapped.model, d)
         trainable = backend.load(scenario.base(), d, trainable=True)

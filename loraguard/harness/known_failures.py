@@ -16,6 +16,7 @@ turns that off).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,13 @@ class KnownFailure:
 
     def matches(self, name: str) -> bool:
         """`*` and `?` are wildcards; brackets are literal, since every name has them."""
+        return self._glob.match(name) is not None
+
+    @functools.cached_property
+    def _glob(self) -> re.Pattern[str]:
+        """The pattern compiled once (every test of a run is matched against every entry)."""
         literal = "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in self.pattern)
-        return fnmatch.fnmatchcase(name, literal)
+        return re.compile(fnmatch.translate(literal))
 
     def explains(self, failure: str) -> bool:
         """Is `failure` (a failing test's message) this known bug?"""

@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         cpu_before, start = children_cpu(), time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall, cpu = time.perf_counter() - start, children_cpu() - cpu_before
-        timings = [timing(case) for case in ET.parse(report).getroot().iter("testcase")]
+        cases = list(ET.parse(report).getroot().iter("testcase"))
+        timings = [timing(case) for case in cases]
+        failed = [
+            f"{c.get('classname')}::{c.get('name')}"
+            for c in cases
+            if c.find("failure") is not None or c.find("error") is not None
+        ]
     per_area: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for t in timings:
         per_area[t.area][0] += t.wall
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in sorted(timings, key=key)[: args.top]:
             print(f"  {t.wall:7.1f} {t.cpu:7.1f}  {t.name}")
     print(f"\n{done.stdout.strip().splitlines()[-1] if done.stdout.strip() else 'no pytest output'}")
+    for name in failed:
+        print(f"  FAILED {name}")
     total = lint + wall
     print(f"pytest CPU {cpu:.0f} s (all processes), of it {in_tests:.0f} s inside tests")
     print(f"lint {lint:.0f} s + pytest wall {wall:.0f} s for {len(timings)} tests = {total:.0f} s")

@@ -192,18 +192,28 @@ def configs(
     capabilities: frozenset[str],
     exclude: frozenset[str] = frozenset(),
     modules_to_save: bool = True,
+    require_modules_to_save: bool = False,
 ) -> LoraConfig:
-    """A LoRA config over `tree` using only what the backend supports; B is non-zero so the adapter has an effect."""
+    """A LoRA config over `tree` using only what the backend supports; B is non-zero so the adapter has an effect.
+
+    `require_modules_to_save` keeps a leaf untargeted and saves it, for invariants that judge only such configs.
+    """
     leaves = [p for p, _ in tree.leaves if p not in exclude]
-    assume(leaves)
-    chosen = draw(st.lists(st.sampled_from(leaves), min_size=1, max_size=len(leaves), unique=True))
+    assume(len(leaves) >= (2 if require_modules_to_save else 1))
+    most = len(leaves) - 1 if require_modules_to_save else len(leaves)
+    chosen = draw(st.lists(st.sampled_from(leaves), min_size=1, max_size=most, unique=True))
     if draw(st.booleans()):
         target_modules: str | list[str] = "|".join(re.escape(p) for p in chosen)
     else:
         target_modules = sorted({_entry_for(draw, p) for p in chosen})
     rest = [p for p in leaves if p not in chosen]
     saved = None
-    if modules_to_save and "modules_to_save" in capabilities and rest and draw(st.booleans()):
+    if (
+        modules_to_save
+        and "modules_to_save" in capabilities
+        and rest
+        and (require_modules_to_save or draw(st.booleans()))
+    ):
         saved = [_entry_for(draw, draw(st.sampled_from(rest)))]
     r = draw(st.integers(1, 4))
     pattern_ok = "patterns" in capabilities and draw(st.booleans())
@@ -270,10 +280,13 @@ def scenarios(
     capabilities: frozenset[str],
     dtypes: tuple[torch.dtype, ...] = (torch.float32,),
     device: str = "cpu",
+    modules_to_save: bool = False,
 ) -> Scenario:
-    """A drawn scenario the reference accepts (so the config itself is valid), with a second adapter."""
+    """A drawn scenario the reference accepts (so the config itself is valid), with a second adapter; with
+    `modules_to_save` (and the capability) the first adapter always saves a module, so no example is wasted."""
     tree = draw(trees(conv="conv" in capabilities, embedding="trainable_tokens" in capabilities))
-    config = draw(configs(tree, capabilities))
+    required = modules_to_save and "modules_to_save" in capabilities
+    config = draw(configs(tree, capabilities, require_modules_to_save=required))
     second = draw(configs(tree, capabilities, modules_to_save=True))
     scenario = Scenario(
         tree_zoo_model(tree),

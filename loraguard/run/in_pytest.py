@@ -209,7 +209,7 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
     if inv.needs_task_type:
         pytest.skip("drawn scenarios are plain module trees without a task_type; the zoo's task models run it")
     dtypes = tuple(d for d in settings.dtypes if _dtype_ok(d, caps)) or tuple(settings.dtypes)
-    strategy = scenarios(caps, dtypes, settings.device)
+    strategy = scenarios(caps, dtypes, settings.device, modules_to_save=inv.needs_modules_to_save)
     told = told_apart(test)
 
     # a whole-test known failure is not shrunk; where known bugs are told apart by message, only the others raise

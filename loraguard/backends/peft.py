@@ -162,16 +162,6 @@ class PeftBackend(PeftReads):
             peft_api(model).add_adapter(adapter, peft_config, **self._autocast(peft_api(model).add_adapter, config))
 
     @contextmanager
-    def _one_parameter_adapter_limit(self) -> Iterator[None]:
-        """Before 0.20 a model held one adapter with target_parameters (refused before anything changes): a limit."""
-        try:
-            yield
-        except ValueError as err:
-            if "only one LoRA adapter per model with `target_parameters`" in str(err):
-                raise Unsupported(f"peft {self.version()}: one adapter with target_parameters per model") from None
-            raise
-
-    @contextmanager
     def _dora_limit(self) -> Iterator[None]:
         """peft 0.15 wraps nn.Conv1d in LoRA but has no DoRA for it (a bare NotImplementedError from
         `_get_dora_layer_class`, raised before anything changes): a limit of the release, not a bug."""
@@ -195,14 +185,23 @@ class PeftBackend(PeftReads):
         return {"autocast_adapter_dtype": wanted}
 
     @contextmanager
-    def _all_linear_limit(self) -> Iterator[None]:
-        """Through 0.14 peft resolved all-linear for transformers models (PreTrainedModel) only: a limit, not a bug."""
+    def _refusal_limit(self, marker: str) -> Iterator[None]:
+        """A ValueError whose message holds `marker` is the release refusing the config before anything changes:
+        a limit (Unsupported, with peft's words), not a bug."""
         try:
             yield
         except ValueError as err:
-            if "support `target_modules='all-linear'`" in str(err):
+            if marker in str(err):
                 raise Unsupported(f"peft {self.version()}: {err}") from None
             raise
+
+    def _all_linear_limit(self) -> AbstractContextManager[None]:
+        """Through 0.14 peft resolved all-linear for transformers models (PreTrainedModel) only."""
+        return self._refusal_limit("support `target_modules='all-linear'`")
+
+    def _one_parameter_adapter_limit(self) -> AbstractContextManager[None]:
+        """Before 0.20 a model held one adapter with target_parameters."""
+        return self._refusal_limit("only one LoRA adapter per model with `target_parameters`")
 
     def set_adapter(self, model: nn.Module, adapters: list[str]) -> None:
         if len(adapters) == 1:

@@ -44,7 +44,7 @@ def test_a_release_with_the_transposed_expert_layout_skips(monkeypatch: pytest.M
 
 def test_the_one_adapter_limit_is_a_skip() -> None:
     backend = _backend()
-    with pytest.raises(Unsupported, match="one adapter with target_parameters"):
+    with pytest.raises(Unsupported, match="only one LoRA adapter per model with `target_parameters`"):
         with backend._one_parameter_adapter_limit():
             raise ValueError("At the moment, only one LoRA adapter per model with `target_parameters` is allowed.")
     with pytest.raises(ValueError, match="something else"):

@@ -49,9 +49,9 @@ class TorchtuneBackend(BackendBase):
     capabilities = frozenset({"save_load", "disable", "dora", "bfloat16", "float16", "cuda"})
 
     def version(self) -> str:
-        import torchtune
+        from importlib.metadata import version
 
-        return torchtune.__version__
+        return version("torchtune")  # its distribution's release, as reports read it (no "+cpu" build tag)
 
     # -- structure -------------------------------------------------------------------------------------------
     @staticmethod

@@ -118,7 +118,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 fsdp=_count(config, "fsdp"),
                 fsdp_api=_option(config, "fsdp-api"),
                 import_roots=(config.rootpath,),
-            )
+            ),
+            load_backends=not _is_xdist_controller(config),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise pytest.UsageError(f"loraguard: {err}") from None
@@ -132,6 +133,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(suite)  # added beside what the user asked for, never instead of it
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands tests to pytest-xdist workers and runs none itself: xdist's own test (a
+    distribution mode with nodes to send to, e.g. ``-n 2``; ``-n 0`` and ``--collect-only`` run here)."""
+    return (
+        not hasattr(config, "workerinput")
+        and config.pluginmanager.hasplugin("xdist")
+        and config.getoption("dist", "no") != "no"
+        and bool(config.getoption("tx", None))
+        and not config.getoption("collectonly")
+    )
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """One line saying what this loraguard run checks (backends and releases, torch, profile, device)."""
     settings = config.stash.get(SETTINGS, None)
@@ -139,7 +152,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     import torch
 
-    backends = ", ".join(f"{b.name} {b.version()}" for b in settings.backends)
+    backends = ", ".join(f"{name} {release}" for name, release in settings.versions.items())
     known = f"{len(settings.known_failures)} known failures from " + (
         ", ".join(p.name for p in settings.known_failure_files) or "no file"
     )
@@ -284,11 +297,11 @@ class LoraguardRun:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         from loraguard.run.summary import render_details, render_table
 
-        header = ", ".join(f"{b.name} {b.version()}" for b in self.settings.backends)
+        header = ", ".join(f"{name} {release}" for name, release in self.settings.versions.items())
         shrink = self.settings.shrink_seconds
         budget = "shrink full" if shrink is None else f"shrink <= {shrink:g} s per failing drawn test"
         terminalreporter.write_sep("=", f"loraguard summary ({header}; profile {self.settings.profile.name}; {budget})")
-        terminalreporter.write_line(render_table(self.outcomes, [b.name for b in self.settings.backends]))
+        terminalreporter.write_line(render_table(self.outcomes, list(self.settings.versions)))
         listed = len(self.settings.known_failures)
         met = len(self.known_met - {""})
         files = ", ".join(p.name for p in self.settings.known_failure_files) or "none"

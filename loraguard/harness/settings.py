@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from loraguard.backends import Backend, load_backend
+from loraguard.backends import Backend, describe_backend, load_backend
 from loraguard.core.imports import import_user_module
 from loraguard.harness.fsdp.sharding import APIS as FSDP_APIS
 from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
@@ -44,7 +44,8 @@ PROFILES = {
 
 @dataclass
 class Settings:
-    backends: list[Backend]
+    backends: list[Backend]  # empty where resolved without loading them (an xdist controller)
+    versions: dict[str, str]  # backend name -> its library's release, for reports and known-failure sections
     device: str
     dtypes: list[torch.dtype]
     profile: Profile
@@ -117,8 +118,10 @@ def load_model(spec: str, option: str, roots: tuple[Path, ...] = ()) -> ZooModel
     return model
 
 
-def resolve(opts: RunOptions) -> Settings:
-    """Build Settings from option values, with an error naming the option for anything unusable."""
+def resolve(opts: RunOptions, load_backends: bool = True) -> Settings:
+    """Build Settings from option values, with an error naming the option for anything unusable. Without
+    `load_backends`, built-in backends are only named and their releases read (what reports need): a pytest-xdist
+    controller runs no test, and importing peft there would cost every ``-n`` run seconds before workers start."""
     if opts.profile not in PROFILES:
         raise ValueError(f"{opts.option('profile')} {opts.profile!r}: choose one of {sorted(PROFILES)}")
     prof = PROFILES[opts.profile]
@@ -147,8 +150,11 @@ def resolve(opts: RunOptions) -> Settings:
     clash = sorted({m.name for m in chosen} & {m.name for m in user.values()})
     if clash:
         raise ValueError(f"{opts.option('model')}: {clash} named like built-in models; rename them")
-    loaded = {spec: load_backend(spec) for spec in opts.backends}
-    versions = {b.name: b.version() for b in loaded.values()}
+    loaded = {spec: load_backend(spec) for spec in opts.backends} if load_backends else {}
+    described = {spec: (b.name, b.version()) for spec, b in loaded.items()} or {
+        spec: describe_backend(spec) for spec in opts.backends
+    }
+    versions = dict(described.values())
     files = builtin_files(list(versions)) if opts.builtin_known_failures else []
     files += [Path(f) for f in opts.known_failures]
     known: dict[tuple[str, str], KnownFailure] = {}  # one entry per pattern and message: the first file wins
@@ -157,7 +163,8 @@ def resolve(opts: RunOptions) -> Settings:
             known.setdefault((entry.pattern, entry.message), entry)
     return Settings(
         backends=list(loaded.values()),
-        backend_specs={b.name: spec for spec, b in loaded.items()},
+        versions=versions,
+        backend_specs={name: spec for spec, (name, _) in described.items()},
         device=device,
         dtypes=[DTYPES[d] for d in names],
         profile=prof,

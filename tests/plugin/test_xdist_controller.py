@@ -1,0 +1,62 @@
+"""Under pytest-xdist the controller runs no test: it names the backends and their releases without loading them,
+so a `pytest --loraguard -n 2` run does not import peft (5-8 s of CPU) once more before its workers start."""
+
+import json
+import subprocess
+import sys
+
+import peft  # noqa: F401  (see tests/plugin/test_plugin.py: torch and peft are imported once per process)
+import pytest
+
+from loraguard.backends import DISTRIBUTIONS, BackendError, describe_backend, load_backend
+from loraguard.frontends.plugin import SETTINGS
+from loraguard.harness.settings import RunOptions, resolve
+
+BUILTINS = ["reference", "peft", "loralib", "torchtune", "adapters"]
+
+
+@pytest.mark.parametrize(
+    ("args", "controller"),
+    [
+        # what xdist's pytest_cmdline_main makes of ``-n 2`` (parseconfigure stops before it; -n 0 leaves no nodes)
+        (["--dist", "load", "--tx", "2*popen"], True),
+        (["-n", "0"], False),
+        ([], False),
+        (["--dist", "load", "--tx", "2*popen", "--collect-only"], False),  # collection runs in this process
+    ],
+)
+def test_only_an_xdist_controller_leaves_backends_unloaded(pytester: pytest.Pytester, args, controller) -> None:
+    config = pytester.parseconfigure("-p", "no:cacheprovider", "--loraguard", "--loraguard-backend", "peft", *args)
+    settings = config.stash[SETTINGS]
+    assert settings.versions == {"peft": peft.__version__}
+    assert [b.name for b in settings.backends] == ([] if controller else ["peft"])
+
+
+def test_described_backends_match_the_loaded_ones() -> None:
+    """Name and release read without importing the library are what the loaded backend says of itself."""
+    for spec in BUILTINS:
+        backend = load_backend(spec)
+        assert describe_backend(spec) == (backend.name, backend.version()), spec
+
+
+def test_settings_resolved_without_loading_import_no_library_and_pick_the_same_known_failures() -> None:
+    code = (
+        "import json, sys\n"
+        "from loraguard.harness.settings import RunOptions, resolve\n"
+        f"s = resolve(RunOptions(backends={BUILTINS!r}), load_backends=False)\n"
+        "libs = ['peft', 'transformers', 'torchtune', 'adapters']\n"
+        "print(json.dumps({'imported': [m for m in libs if m in sys.modules], 'versions': s.versions,\n"
+        "                  'known': sorted(k.source for k in s.known_failures)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    light = json.loads(out.splitlines()[-1])
+    loaded = resolve(RunOptions(backends=BUILTINS))
+    assert light["imported"] == []
+    assert light["versions"] == loaded.versions
+    assert light["known"] == sorted(k.source for k in loaded.known_failures)
+
+
+def test_a_builtin_backend_whose_library_is_missing_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(DISTRIBUTIONS, "peft", "no-such-dist-lg")
+    with pytest.raises(BackendError, match="'no-such-dist-lg' is not installed"):
+        describe_backend("peft")

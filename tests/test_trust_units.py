@@ -25,6 +25,30 @@ def test_registering_the_same_function_again_is_harmless_a_different_one_is_an_e
     assert REGISTRY["weighted-combination"] is existing
 
 
+def test_a_kind_imports_its_own_modules_only_and_each_module_registers_its_listed_kind() -> None:
+    """A rank asks for its distributed kind alone and imports no Hypothesis (2 s of CPU per rank)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from loraguard.invariants.registry import all_invariants\n"
+        "ids = sorted(all_invariants('zero3')) + sorted(all_invariants('fsdp'))\n"
+        "print(len(ids), 'hypothesis' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    distributed = [i for i, inv in all_invariants().items() if inv.kind in ("zero3", "fsdp")]
+    assert out[-2:] == [str(len(distributed)), "False"]
+
+    def misplaced(ctx):
+        pass
+
+    misplaced.__module__ = "loraguard.invariants.zero3"
+    with pytest.raises(ValueError, match="_MODULES lists 'zero3' under kind 'zero3'"):
+        register(Invariant("misplaced-kind", "a scenario check in the zero3 module", misplaced))
+    assert "misplaced-kind" not in REGISTRY
+
+
 def test_an_oracle_free_form_registers_again_harmlessly_a_different_one_is_an_error() -> None:
     import importlib
 

@@ -21,26 +21,27 @@ from loraguard.invariants.checks import Inconclusive
 DISTRIBUTED_KINDS = ("zero3", "fsdp")
 #: How each kind of invariant is run (see the module docstring).
 KINDS = ("scenario", "sequence", *DISTRIBUTED_KINDS)
-#: The modules whose import registers the invariants (imported on first use of `all_invariants`).
-_MODULES = (
-    "combination",
-    "dtypes",
-    "export",
-    "isolation",
-    "merge",
-    "modules_to_save",
-    "naming",
-    "options",
-    "biases",
-    "roundtrip",
-    "targets",
-    "wrapping",
-    "sequences",
-    "zero3",
-    "fsdp",
-    "tuners",
-    "tasks",
-)
+#: The modules whose import registers the invariants, with the kind each registers (imported on first use of
+#: `all_invariants`, a kind's alone where one is asked for: a rank needs neither Hypothesis nor the scenario checks).
+_MODULES = {
+    "combination": "scenario",
+    "dtypes": "scenario",
+    "export": "scenario",
+    "isolation": "scenario",
+    "merge": "scenario",
+    "modules_to_save": "scenario",
+    "naming": "scenario",
+    "options": "scenario",
+    "biases": "scenario",
+    "roundtrip": "scenario",
+    "targets": "scenario",
+    "wrapping": "scenario",
+    "sequences": "sequence",
+    "zero3": "zero3",
+    "fsdp": "fsdp",
+    "tuners": "scenario",
+    "tasks": "scenario",
+}
 
 
 class Skipped(Exception):
@@ -98,6 +99,11 @@ def register(inv: Invariant) -> Invariant:
     """
     if inv.kind not in KINDS:
         raise ValueError(f"invariant {inv.id!r}: kind {inv.kind!r} is not one of {KINDS}")
+    module = inv.check.__module__.removeprefix(f"{__package__}.")
+    if module in _MODULES and _MODULES[module] != inv.kind:
+        raise ValueError(
+            f"invariant {inv.id!r} of kind {inv.kind!r}: _MODULES lists {module!r} under kind {_MODULES[module]!r}"
+        )
     known = REGISTRY.get(inv.id)
     if known is not None and _qualified(known.check) != _qualified(inv.check):
         raise ValueError(
@@ -203,6 +209,7 @@ def all_invariants(kind: str | None = None) -> dict[str, Invariant]:
     """Every registered invariant, or those of one kind, in registration order."""
     import importlib
 
-    for module in _MODULES:
-        importlib.import_module(f"loraguard.invariants.{module}")
+    for module, of_kind in _MODULES.items():
+        if kind is None or of_kind == kind:
+            importlib.import_module(f"{__package__}.{module}")
     return {i: inv for i, inv in REGISTRY.items() if kind is None or inv.kind == kind}

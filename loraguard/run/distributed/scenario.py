@@ -25,7 +25,7 @@ def resolve(name: str) -> Callable[[RankContext], None]:
     if not sep:
         from loraguard.invariants.registry import DISTRIBUTED_KINDS, all_invariants
 
-        distributed = {i: inv for i, inv in all_invariants().items() if inv.kind in DISTRIBUTED_KINDS}
+        distributed = {i: inv for kind in DISTRIBUTED_KINDS for i, inv in all_invariants(kind).items()}
         if name not in distributed:
             raise KeyError(
                 f"unknown scenario {name!r}: use an invariant ID ({sorted(distributed)}), "

@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
+# Python's bytecode caches, and pytest's caches of rewritten test modules, are written as Python does by default:
+# where the environment sets PYTHONDONTWRITEBYTECODE, every interpreter make test starts would compile loraguard
+# and rewrite Hypothesis's modules again (about 4 s of CPU per pytest process; benchmarks/suite_time_bench.py).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test lint test-slow bench clean
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             *args.pytest_args,
         ]
         cpu_before, start = children_cpu(), time.perf_counter()
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        # as make test runs it: the Makefile unexports PYTHONDONTWRITEBYTECODE (bytecode caches written and read)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         wall, cpu = time.perf_counter() - start, children_cpu() - cpu_before
         cases = list(ET.parse(report).getroot().iter("testcase"))
         timings = [timing(case) for case in cases]

@@ -60,6 +60,10 @@ def test_reference_and_peft_agree(request: pytest.FixtureRequest, zoo_name: str,
     assert row.effect > 0 and row.keys_equal and row.peft_loads_reference and row.reference_loads_peft
 
 
+# peft 0.21's false "shards were not gathered" warning on every lora_bias save is a bug with its own reproducer
+# (reproducers/peft/lora_bias_save_false_unsharded_warning.py), not this test's subject; left in, xdist's controller
+# imports peft only to rebuild the warning's class for the summary.
+@pytest.mark.filterwarnings("ignore:.*were not gathered before save_pretrained")
 @pytest.mark.parametrize("zoo_name", ["mlp", "convnet"])
 @pytest.mark.parametrize(
     "variant",

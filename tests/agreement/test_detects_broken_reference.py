@@ -69,9 +69,10 @@ def test_demo_passes_when_the_only_differences_are_documented_peft_bugs(
     tests/test_mutants.py's), and the nested pytest narrowed through PYTEST_ADDOPTS (which it inherits, as a
     user's would) to the zoo tests and one drawn invariant: the other drawn tests on peft shrink peft's known
     failures for minutes; they run in the slow tier (`make demo` and `pytest --loraguard` in tests/test_readme.py),
-    on the reference in tests/plugin.
+    on the reference in tests/plugin. xdist's --maxprocesses 1 keeps the demo's `-n 2` but starts one worker:
+    each imports peft (8-15 s of CPU) for the few tests left; two workers run in tests/test_recipes.py.
     """
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-k 'test_zoo or (test_drawn and merge-forward)'")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--maxprocesses 1 -k 'test_zoo or (test_drawn and merge-forward)'")
     code = demo.run(argparse.Namespace(zoo=["nested"], dtype=["f32"]))
     out = capsys.readouterr().out
     assert code == 0, out

@@ -22,7 +22,7 @@ from loraguard.audit.safetensors_header import Header, TensorRef
 from loraguard.audit.tensors import TensorSource
 from loraguard.core.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, LoraConfig
 from loraguard.core.keys import BARE_ROLES, parse_factor_key, split, strip_prefix
-from loraguard.core.matching import PatternError
+from loraguard.core.matching import PatternError, parameter_selected
 
 if TYPE_CHECKING:
     from loraguard.core.merge_math import LayerKind
@@ -186,5 +186,4 @@ def _compare(config: LoraConfig, adapter: TensorSource, base: TensorSource, merg
 
 def _parameter_keys(config: LoraConfig, base: TensorSource) -> set[str]:
     """Base tensors a `target_parameters` entry selects: ``<module>.<parameter>`` equal to it or ending in ``.<it>``."""
-    entries = config.target_parameters or []
-    return {k for k in base.refs if any(k == e or k.endswith(f".{e}") for e in entries)}
+    return {k for k in base.refs if parameter_selected(k, config.target_parameters or [])}

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraguard.core.matching import PatternError, check_pattern, layer_index, pattern_key
+from loraguard.core.matching import PatternError, check_pattern, entry_matches, layer_index, pattern_key
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -176,7 +176,7 @@ class LoraConfig:
             segs.pop()
         path = ".".join(segs)
         holders = [entry.rpartition(".")[0] for entry in self.target_parameters or []]
-        return any(not h or path == h or path.endswith(f".{h}") for h in holders)
+        return any(not h or entry_matches(path, h) for h in holders)
 
     def rank_for(self, module: str) -> int:
         """The rank of `module`'s adapter: `rank_pattern` wins over `r`."""

@@ -66,6 +66,12 @@ def entry_matches(name: str, entry: str) -> bool:
     return 0 < len(entry_segs) <= len(name_segs) and name_segs[-len(entry_segs) :] == entry_segs
 
 
+def parameter_selected(key: str, entries: Sequence[str]) -> bool:
+    """True if a `target_parameters` entry selects the parameter ``<module>.<parameter>`` `key`: as module entries
+    do, equal or a suffix at a dot boundary (``experts.gate_up_proj`` selects ``model.experts.gate_up_proj``)."""
+    return any(entry_matches(key, entry) for entry in entries)
+
+
 def is_within(name: str, ancestor: str) -> bool:
     """True if module `name` lies strictly inside module `ancestor`."""
     name_segs, anc_segs = split(name), split(ancestor)

@@ -89,9 +89,7 @@ class Node(nn.Module):
                 x = x + torch.tanh(child(x.transpose(1, 2)).transpose(1, 2))
             elif kind == "linear":
                 x = x + torch.tanh(child(x))
-            elif kind in ("embedding", "head"):
-                x = child(x)
-            else:
+            else:  # a Node, the embedding or the tied head
                 x = child(x)
         return x
 

@@ -16,6 +16,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from loraguard.core.matching import parameter_selected
 from loraguard.core.merge_math import delta_weight
 from loraguard.reference.layers import LoraLayer, _wide
 
@@ -112,7 +113,7 @@ def select_parameters(model: nn.Module, entries: list[str], inside: set[str]) ->
             continue
         for param, _ in module.named_parameters(recurse=False):
             key = f"{name}.{param}" if name else param
-            if key in entries or any(key.endswith(f".{entry}") for entry in entries):
+            if parameter_selected(key, entries):
                 if not name:
                     raise ValueError(
                         f"target_parameters: '{param}' belongs to the top-level module; it cannot be wrapped"

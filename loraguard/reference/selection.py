@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, NamedTuple
 from torch import nn
 
 from loraguard.core.config import LoraConfig
-from loraguard.core.matching import ALL_LINEAR, is_lora_internal, is_within, no_match_message, unmatched_entries
+from loraguard.core.matching import (
+    ALL_LINEAR,
+    is_lora_internal,
+    is_within,
+    no_match_message,
+    parameter_selected,
+    unmatched_entries,
+)
 from loraguard.core.tasks import with_task_heads
 from loraguard.reference.layers import LoraLayer, is_conv1d_transposed
 from loraguard.reference.params import LoraParameter, select_parameters
@@ -161,7 +168,7 @@ def plan_parameters(model: LoraModel, config: LoraConfig, targets: list[str]) ->
             )
     parameters = select_parameters(model.model, entries, inside_wrappers(model.model))
     keys = [f"{path}.{param}" for path, param in parameters]
-    missing = [e for e in entries if not any(k == e or k.endswith(f".{e}") for k in keys)]
+    missing = [e for e in entries if not any(parameter_selected(k, [e]) for k in keys)]
     if missing:
         raise ValueError(f"target_parameters entries {missing} match no parameter of the model")
     for path, _ in parameters:

@@ -50,7 +50,7 @@ with tempfile.TemporaryDirectory() as out:
     assert all(torch.equal(saved[k], v) for k, v in expected.items()), "the saved adapter differs from the model's"
     reloaded = PeftModel.from_pretrained(base(), out)
     x = torch.randn(4, 8)
-    assert torch.equal(reloaded(x), model(x)), "the saved adapter does not reload to the same outputs"
+    assert torch.allclose(reloaded(x), model(x), atol=1e-6), "the saved adapter does not reload to the same outputs"
 
 unsharded = [str(w.message) for w in caught if "were not gathered" in str(w.message)]
 assert not unsharded, f"the adapter was saved whole and reloads exactly, yet peft warns: {unsharded[0][:230]}"

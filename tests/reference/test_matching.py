@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from loraguard.core.config import LoraConfig
-from loraguard.core.matching import entry_matches, spec_matches
+from loraguard.core.matching import entry_matches, parameter_selected, spec_matches
 from loraguard.harness.zoo import ZOO
 from loraguard.reference import LoraModel, ModulesToSave, all_linear_targets
 
@@ -28,6 +28,15 @@ from .helpers import wrapped
 )
 def test_entry_matches_only_at_a_dot_boundary(name: str, entry: str, want: bool) -> None:
     assert entry_matches(name, entry) is want
+
+
+def test_a_target_parameters_entry_selects_a_parameter_as_a_module_entry_would() -> None:
+    entries = ["experts.gate_up_proj", "router.weight"]
+    assert parameter_selected("experts.gate_up_proj", entries)
+    assert parameter_selected("model.layers.0.experts.gate_up_proj", entries)
+    assert not parameter_selected("xexperts.gate_up_proj", entries)  # not a dot boundary
+    assert not parameter_selected("experts.gate_up_proj_bias", entries)
+    assert not parameter_selected("router.bias", entries)
 
 
 def test_a_string_spec_is_a_regex_matched_in_full() -> None:

@@ -9,11 +9,11 @@ import sys
 import peft  # noqa: F401  (see tests/plugin/test_plugin.py: torch and peft are imported once per process)
 import pytest
 
-from loraguard.backends import DISTRIBUTIONS, BackendError, describe_backend, load_backend
+from loraguard.backends import BUILTIN, DISTRIBUTIONS, BackendError, describe_backend, load_backend
 from loraguard.frontends.plugin import SETTINGS
 from loraguard.harness.settings import RunOptions, resolve
 
-BUILTINS = ["reference", "peft", "loralib", "torchtune", "adapters"]
+BUILTINS = list(BUILTIN)  # each needs its DISTRIBUTIONS entry: a new built-in without one fails here
 
 
 @pytest.mark.parametrize(

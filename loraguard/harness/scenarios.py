@@ -6,7 +6,6 @@ must hold, which capabilities a backend needs) are derived here from the base mo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -18,6 +17,7 @@ from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.core.merge_math import LayerKind
+from loraguard.core.module_copy import copy_module
 from loraguard.core.tuners import TunerConfig
 from loraguard.core.vocabulary import DTYPE_NAMES
 from loraguard.harness.zoo import ZooModel
@@ -67,7 +67,7 @@ class Scenario:
         if built is None:
             model = self.model.make(self.seed, self.dtype, self.device)
             try:
-                _remember(_BASES, key, (copy.deepcopy(model), torch.get_rng_state()))
+                _remember(_BASES, key, (copy_module(model), torch.get_rng_state()))
             except Exception:  # a model that cannot be copied is built every time
                 pass
             return model
@@ -75,7 +75,7 @@ class Scenario:
         if self.device != "cpu":
             torch.manual_seed(self.seed)  # the accelerators' generators, as make() seeds them
         torch.set_rng_state(rng)
-        return copy.deepcopy(prototype)
+        return copy_module(prototype)
 
     def inputs(self) -> tuple:
         x = self.model.example(self.seed, self.device)

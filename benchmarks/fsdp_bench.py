@@ -43,8 +43,9 @@ def suite(world_size: int, api: str, baseline: float) -> None:
     )
 
 
-#: What `make test` runs of the FSDP part (the slow reproducer of a hang is left out there too).
-TESTS = ["tests/fsdp", "tests/audit/test_fsdp_rules.py"]
+#: What `make test` runs of the FSDP part (the slow reproducer of a hang is left out there too); the invariants' world
+#: in tests/distributed runs the ZeRO-3 invariants too.
+TESTS = ["tests/fsdp", "tests/distributed", "tests/audit/test_fsdp_rules.py"]
 
 
 def tests() -> None:

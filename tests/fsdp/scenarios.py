@@ -25,7 +25,7 @@ def _under(api: str, check):
 
 #: ``fsdp1_<invariant>``: each FSDP invariant under FSDP1 (FullyShardedDataParallel with use_orig_params).
 FSDP1 = {f"fsdp1_{i.replace('-', '_')}": i for i in all_invariants("fsdp")}
-globals().update({name: _under("fsdp1", all_invariants()[i].check) for name, i in FSDP1.items()})
+globals().update({name: _under("fsdp1", all_invariants("fsdp")[i].check) for name, i in FSDP1.items()})
 
 
 # -- mutants ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 
 def all_reduce_sum(ctx) -> None:
@@ -48,7 +49,7 @@ def hang_on_rank1(ctx) -> None:
 
 # -- mutants: wrong ways to use ZeRO-3 that the invariants must catch ---------------------------------------
 def ungathered_save_checked(ctx) -> None:
-    """zero3-save-gathered with a real peft save taken without gathering; the save is kept in options["out"]."""
+    """zero3-save-gathered with a real peft save taken without gathering; kept in options["out"] as ungathered/."""
     import shutil
 
     from loraguard.invariants.zero3 import _ungathered_save, save_matches_single_process
@@ -56,7 +57,7 @@ def ungathered_save_checked(ctx) -> None:
     def save(ctx, backend, model, directory):
         _ungathered_save(ctx, backend, model, directory)
         if ctx.rank == 0:
-            shutil.copytree(directory, ctx.options["out"])
+            shutil.copytree(directory, Path(ctx.options["out"]) / "ungathered")
 
     save_matches_single_process(ctx, save=save)
 

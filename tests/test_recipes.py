@@ -5,7 +5,9 @@ The workflow's `run:` steps run in order, each with GitHub's shell (``bash -eo p
 environment's ``loraguard`` and ``pytest`` on PATH. The install steps are not run (they download from the network;
 this environment is what they install), which `test_every_step_is_run_or_listed_with_a_reason` keeps honest.
 The fast test narrows `pytest --loraguard` through the project's pytest.ini (the reference backend, one zoo
-model, one invariant) to fit `make test`; the slow one runs the recipe's suite as is, on the installed peft.
+model, one invariant, and xdist's ``--maxprocesses 1``: the recipe's ``-n 2`` then starts one worker, as a second
+one would add only its start-up to a handful of tests) to fit `make test`; the slow one runs the recipe's suite as
+is, on the installed peft, with two workers.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ NARROW_INI = """[pytest]
 loraguard_backend = reference
 loraguard_profile = quick
 loraguard_zoo = mlp
-addopts = -k "test_zoo and merge-forward"
+addopts = -k "test_zoo and merge-forward" --maxprocesses 1
 """
 
 

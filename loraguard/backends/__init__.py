@@ -1,12 +1,20 @@
-"""Finding backends by name: built-ins, the `loraguard.backends` entry point group, or ``module:attr``."""
+"""Finding backends by name: built-ins, the `loraguard.backends` entry point group, or ``module:attr``.
+
+Importing this package imports no torch: the protocol's names (loraguard.backends.base) load on first use, so a
+pytest-xdist controller names the backends and reads their releases (`describe_backend`) without torch.
+"""
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import TYPE_CHECKING, Any
 
-from loraguard.backends.base import CAPABILITIES, Backend, BackendBase, BackendError, Unsupported, check_capabilities
+from loraguard.backends.errors import BackendError, Unsupported
 from loraguard.core.imports import import_user_module
+
+if TYPE_CHECKING:
+    from loraguard.backends.base import CAPABILITIES, Backend, BackendBase
 
 BUILTIN = {
     "reference": "loraguard.backends.reference:ReferenceBackend",
@@ -35,6 +43,18 @@ __all__ = [
     "load_backend",
     "known_backends",
 ]
+
+
+_FROM_BASE = ("CAPABILITIES", "Backend", "BackendBase")
+
+
+def __getattr__(name: str) -> Any:
+    """The protocol's names, from loraguard.backends.base (torch) when first asked for."""
+    if name in _FROM_BASE:
+        from loraguard.backends import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def known_backends() -> list[str]:
@@ -84,6 +104,8 @@ def describe_backend(spec: str) -> tuple[str, str]:
 
 
 def _instantiate(obj: object, spec: str) -> Backend:
+    from loraguard.backends.base import Backend, check_capabilities
+
     # built-in backends import their library on first use (here, for their capabilities): a library that is
     # installed but fails to import is the user's to fix, said as such rather than as a traceback
     try:

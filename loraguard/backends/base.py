@@ -33,6 +33,7 @@ from typing import Protocol, cast, runtime_checkable
 import torch
 from torch import nn
 
+from loraguard.backends.errors import BackendError, Unsupported
 from loraguard.core.config import LoraConfig
 from loraguard.core.matching import ALL_LINEAR
 from loraguard.core.tuners import KINDS as TUNER_KINDS
@@ -79,14 +80,6 @@ FAMILIES = {
     "plain": "any torch module tree (nn.Linear, nn.Embedding... in plain nn.Modules)",
     "transformers": "Hugging Face transformers PreTrainedModel instances only",
 }
-
-
-class BackendError(RuntimeError):
-    """The backend could not do what was asked (distinct from an invariant violation)."""
-
-
-class Unsupported(BackendError):
-    """This release of the library lacks a feature the scenario needs: the check is skipped with this reason."""
 
 
 def refuse(lacks: str, fields: Iterable[tuple[str, object]]) -> None:

@@ -13,6 +13,10 @@ from collections.abc import Iterable
 DTYPE_NAMES: dict[str, str] = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "f64": "float64"}
 _DTYPE_ALIASES = {long: short for short, long in DTYPE_NAMES.items()}
 
+#: the PyTorch FSDP APIs loraguard drives (``fully_shard``; ``FullyShardedDataParallel(use_orig_params=True)``), by the
+#: name `run_suite(api=...)` and --loraguard-fsdp-api take
+FSDP_APIS = ("fsdp2", "fsdp1")
+
 #: report formats and what each is for; ``table`` is another name for ``text`` (audit has always called it so).
 FORMATS: dict[str, str] = {
     "text": "a plain-text table for a terminal or a log",

@@ -150,14 +150,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash.get(SETTINGS, None)
     if settings is None:
         return []
-    import torch
+    from importlib.metadata import version
 
     backends = ", ".join(f"{name} {release}" for name, release in settings.versions.items())
     known = f"{len(settings.known_failures)} known failures from " + (
         ", ".join(p.name for p in settings.known_failure_files) or "no file"
     )
     return [
-        f"loraguard: {backends}; torch {torch.__version__}; profile {settings.profile.name}; "
+        f"loraguard: {backends}; torch {version('torch')}; profile {settings.profile.name}; "
         f"device {settings.device}; {known}"
     ]
 

@@ -5,11 +5,9 @@ Imports nothing heavy at module top: torch loads in the ranks, or when the suite
 
 from __future__ import annotations
 
+from loraguard.core.vocabulary import FSDP_APIS as APIS
 from loraguard.run.distributed import suite
 from loraguard.run.outcome import Outcome
-
-#: The FSDP APIs (the same names as `loraguard.harness.fsdp.sharding.APIS`, kept here so importing stays cheap).
-APIS = ("fsdp2", "fsdp1")
 
 
 def invariant_ids() -> list[str]:

@@ -1,22 +1,27 @@
 """What a `pytest --loraguard` run checks: backends, device, dtypes, profile, models, known failures, baseline.
 
-Resolved once per session from command-line options (which win) and ini values, by the plugin.
+Resolved once per session from command-line options (which win) and ini values, by the plugin. Resolving imports
+no torch unless it loads backends or the user's models: a pytest-xdist controller checks every option and starts
+its workers without torch's seconds of import first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from loraguard.backends import Backend, describe_backend, load_backend
+from loraguard.backends import describe_backend, load_backend
 from loraguard.core.imports import import_user_module
-from loraguard.harness.fsdp.sharding import APIS as FSDP_APIS
+from loraguard.core.vocabulary import DTYPE_NAMES, FSDP_APIS
 from loraguard.harness.known_failures import KnownFailure, builtin_files, read_known_failures
-from loraguard.harness.scenarios import DTYPES, Scenario
 from loraguard.harness.zoo import ZooModel, available
-from loraguard.harness.zoo_scenarios import profile_scenarios
+
+if TYPE_CHECKING:
+    import torch
+
+    from loraguard.backends import Backend
+    from loraguard.harness.scenarios import Scenario
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Settings:
     backends: list[Backend]  # empty where resolved without loading them (an xdist controller)
     versions: dict[str, str]  # backend name -> its library's release, for reports and known-failure sections
     device: str
-    dtypes: list[torch.dtype]
+    dtype_names: list[str]  # f32, bf16...: `dtypes` are torch's
     profile: Profile
     models: list[ZooModel]
     model_origins: dict[str, str] = field(default_factory=dict)  # model name -> "module:factory"
@@ -63,7 +68,15 @@ class Settings:
     fsdp_api: str = "fsdp2"
 
     @property
+    def dtypes(self) -> list[torch.dtype]:
+        from loraguard.harness.scenarios import DTYPES
+
+        return [DTYPES[name] for name in self.dtype_names]
+
+    @property
     def scenarios(self) -> list[Scenario]:
+        from loraguard.harness.zoo_scenarios import profile_scenarios
+
         return profile_scenarios(self.models, self.dtypes, self.device)
 
     def known_failure(self, name: str) -> KnownFailure | None:
@@ -128,14 +141,14 @@ def resolve(opts: RunOptions, load_backends: bool = True) -> Settings:
     device = opts.device
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"{opts.option('device')} {device!r}: use cpu, cuda or cuda:N")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda") and not _cuda_available():
         raise ValueError(f"{opts.option('device')} {device}: torch sees no CUDA device here")
     if opts.fsdp_api not in FSDP_APIS:
         raise ValueError(f"{opts.option('fsdp-api')} {opts.fsdp_api!r}: choose one of {list(FSDP_APIS)}")
     names = opts.dtypes or list(prof.dtypes)
-    unknown = [d for d in names if d not in DTYPES]
+    unknown = [d for d in names if d not in DTYPE_NAMES]
     if unknown:
-        raise ValueError(f"{opts.option('dtype')} {unknown}: choose from {sorted(DTYPES)}")
+        raise ValueError(f"{opts.option('dtype')} {unknown}: choose from {sorted(DTYPE_NAMES)}")
     user = {spec: load_model(spec, opts.option("model"), opts.import_roots) for spec in opts.models}
     zoo = opts.zoo
     if zoo == ["none"]:  # the user's models alone
@@ -166,7 +179,7 @@ def resolve(opts: RunOptions, load_backends: bool = True) -> Settings:
         versions=versions,
         backend_specs={name: spec for spec, (name, _) in described.items()},
         device=device,
-        dtypes=[DTYPES[d] for d in names],
+        dtype_names=list(names),
         profile=prof,
         models=chosen + list(user.values()),
         model_origins={m.name: spec for spec, m in user.items()},
@@ -180,6 +193,12 @@ def resolve(opts: RunOptions, load_backends: bool = True) -> Settings:
         fsdp=opts.fsdp,
         fsdp_api=opts.fsdp_api,
     )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _shrink_seconds(opts: RunOptions, prof: Profile) -> float | None:

@@ -1,19 +1,22 @@
 """The built-in tiny models: each built in code from a config (nothing downloaded), with inputs and LoRA targets.
 
 Every model is small enough that one forward takes well under a millisecond on CPU, and together they cover
-Linear, GPT-2 Conv1D (fan_in_fan_out), Embedding, Conv1d/Conv2d, and adversarial module names.
+Linear, GPT-2 Conv1D (fan_in_fan_out), Embedding, Conv1d/Conv2d, and adversarial module names. This table imports
+no torch: its builders and inputs (loraguard.harness.zoo_models, zoo_hf) load when first called, so a
+pytest-xdist controller checks ``--loraguard-zoo`` names without importing torch before its workers start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from loraguard.harness import zoo_hf as hf
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Model families (loraguard.backends.base.FAMILIES): a backend wraps only the families in its ``wrappable``.
 PLAIN, TRANSFORMERS = "plain", "transformers"
@@ -49,16 +52,34 @@ class ZooModel:
     second_modules_to_save: list[str] | None = None
     target_parameters: list[str] | None = None  # both adapters' (peft wants one parameter set per model)
 
-    def make(self, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
-        """A fresh instance with deterministic weights for `seed`."""
+    def make(self, seed: int = 0, dtype: torch.dtype | None = None, device: str = "cpu") -> nn.Module:
+        """A fresh instance with deterministic weights for `seed`, in `dtype` (float32 by default)."""
+        import torch
+
         torch.manual_seed(seed)
-        model = self.build().to(device=device, dtype=dtype)
+        model = self.build().to(device=device, dtype=dtype or torch.float32)
         return model.eval()
 
     def example(self, seed: int = 0, device: str = "cpu") -> tuple:
         """Deterministic inputs for `seed`."""
+        import torch
+
         gen = torch.Generator().manual_seed(seed)
         return tuple(t.to(device) for t in self.inputs(gen))
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """The function `name` of loraguard.harness.zoo_models, called with the call's arguments then `args`, imported on
+    the first call. Equal for equal names and arguments, so it keys the per-process caches as the function would."""
+
+    name: str
+    args: tuple = ()
+
+    def __call__(self, *call_args: Any) -> Any:
+        from loraguard.harness import zoo_models
+
+        return getattr(zoo_models, self.name)(*call_args, *self.args)
 
 
 def run(model: nn.Module, inputs: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -69,140 +90,8 @@ def run(model: nn.Module, inputs: tuple, dtype: torch.dtype | None = None) -> to
     return getattr(out, "logits", out)
 
 
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.act = nn.ReLU()
-        self.drop = nn.Dropout(0.0)
-        self.fc2 = nn.Linear(16, 16)
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.act(self.fc2(self.drop(self.act(self.fc1(x))))))
-
-
-class ConvNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
-        self.conv2 = nn.Conv2d(6, 6, 1)
-        self.seq = nn.Conv1d(6, 4, 3)
-        self.head = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))  # (b, 6, 5, 5)
-        h = self.seq(h.flatten(2))  # (b, 4, 23)
-        return self.head(h.mean(-1))
-
-
-class EmbeddingModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.wte = nn.Embedding(20, 8)
-        self.proj = nn.Linear(8, 8)
-        self.lm_head = nn.Linear(8, 20)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(torch.tanh(self.proj(self.wte(ids))))
-
-
-class ScaledEmbedding(nn.Embedding):
-    """An embedding that multiplies its output by a constant, as Gemma's does (`embed_scale`, a buffer)."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, embed_scale: float):
-        super().__init__(num_embeddings, embedding_dim)
-        self.register_buffer("embed_scale", torch.tensor(embed_scale), persistent=False)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        scale = cast(torch.Tensor, self.embed_scale)
-        return super().forward(ids) * scale.to(self.weight.dtype)
-
-
-class ScaledEmbeddingModel(EmbeddingModel):
-    """The embedding model with Gemma's sqrt(hidden size) on its input embedding."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.wte = ScaledEmbedding(20, 8, embed_scale=8**0.5)
-
-
-class TiedEmbeddingModel(EmbeddingModel):
-    """The embedding model with its output head tied to its input embedding (one weight), as most LMs have."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lm_head.weight = self.wte.weight
-
-
-class Block(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(width, width)
-        self.fc_out = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc_out(torch.tanh(self.fc(x)))
-
-
-class Tower(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([Block(width), Block(width)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-class NestedNames(nn.Module):
-    """Colliding names: `model.layers.0.fc` beside `img_model.layers.0.fc`, `head` beside `xhead`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.model = Tower(8)
-        self.img_model = Tower(8)
-        self.head = nn.Linear(8, 4)
-        self.xhead = nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.model(x)) + self.xhead(self.img_model(x))
-
-
-class Experts(nn.Module):
-    """MoE experts as transformers' Llama4 holds them: stacked weights (experts, in, out) as bare parameters, no
-    Linear modules, applied with bmm; only `target_parameters` can adapt them."""
-
-    def __init__(self, experts: int = 3, hidden: int = 8, inner: int = 6) -> None:
-        super().__init__()
-        self.gate_up_proj = nn.Parameter(torch.randn(experts, hidden, 2 * inner) / hidden**0.5)
-        self.down_proj = nn.Parameter(torch.randn(experts, inner, hidden) / inner**0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = torch.bmm(x, self.gate_up_proj).chunk(2, dim=-1)  # x: (experts, tokens, hidden)
-        return torch.bmm(torch.nn.functional.silu(gate) * up, self.down_proj)
-
-
-class MoE(nn.Module):
-    """A soft mixture of experts: every token goes through every expert, weighted by a softmax router (no top-k, so
-    no routing decision flips under rounding and each expert's weights reach the output)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.router = nn.Linear(8, 3)  # its 2D weight is a target_parameters entry; its bias trains with lora_only
-        self.experts = Experts()
-        self.shared = nn.Linear(8, 8)
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.router(x).softmax(-1)  # (tokens, experts)
-        per_expert = self.experts(x.unsqueeze(0).expand(weights.shape[-1], -1, -1))
-        return self.head(torch.einsum("te,eth->th", weights, per_expert) + self.shared(x))
-
-
-def _ids(vocab: int, length: int) -> Callable[[torch.Generator], tuple]:
-    return lambda g: (torch.randint(0, vocab, (2, length), generator=g),)
+def _ids(vocab: int, length: int) -> Lazy:
+    return Lazy("token_ids", (vocab, length))
 
 
 _TF = ("transformers",)
@@ -211,24 +100,24 @@ _T: dict[str, Any] = {"needs": _TF, "family": TRANSFORMERS}
 ZOO: dict[str, ZooModel] = {
     m.name: m
     for m in [
-        ZooModel(
-            "mlp", MLP, lambda g: (torch.randn(3, 8, generator=g),), ["fc1", "fc2"], ["head"], second_targets=["fc1"]
-        ),
+        ZooModel("mlp", Lazy("MLP"), Lazy("randn", (3, 8)), ["fc1", "fc2"], ["head"], second_targets=["fc1"]),
         ZooModel(
             "convnet",
-            ConvNet,
-            lambda g: (torch.randn(2, 3, 5, 5, generator=g),),
+            Lazy("ConvNet"),
+            Lazy("randn", (2, 3, 5, 5)),
             ["conv1", "conv2", "seq"],
             ["head"],
             second_targets=["conv2"],
         ),
-        ZooModel("embedding", EmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"], second_targets=["proj"]),
-        ZooModel("scaled-embedding", ScaledEmbeddingModel, _ids(20, 5), ["wte", "proj"], ["lm_head"]),
-        ZooModel("tied-embedding", TiedEmbeddingModel, _ids(20, 5), ["wte", "proj"]),
+        ZooModel(
+            "embedding", Lazy("EmbeddingModel"), _ids(20, 5), ["wte", "proj"], ["lm_head"], second_targets=["proj"]
+        ),
+        ZooModel("scaled-embedding", Lazy("ScaledEmbeddingModel"), _ids(20, 5), ["wte", "proj"], ["lm_head"]),
+        ZooModel("tied-embedding", Lazy("TiedEmbeddingModel"), _ids(20, 5), ["wte", "proj"]),
         ZooModel(
             "nested",
-            NestedNames,
-            lambda g: (torch.randn(3, 8, generator=g),),
+            Lazy("NestedNames"),
+            Lazy("randn", (3, 8)),
             ["model.layers.0.fc", "fc_out"],
             ["model.layers.1.fc"],
             second_targets=["fc_out"],
@@ -238,8 +127,8 @@ ZOO: dict[str, ZooModel] = {
         # the plain models most mutants are caught on, so tests/test_mutants.py reaches it only for its own mutant
         ZooModel(
             "moe",
-            MoE,
-            lambda g: (torch.randn(5, 8, generator=g),),
+            Lazy("MoE"),
+            Lazy("randn", (5, 8)),
             ["shared"],
             ["head"],
             target_parameters=["experts.gate_up_proj", "experts.down_proj", "router.weight"],

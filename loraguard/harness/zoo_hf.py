@@ -6,9 +6,10 @@ Sizes are the smallest that keep each architecture's own structure: 32 tokens, w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _hf(model_class: str, config_class: str, num_labels: int | None = None, **config: Any) -> Callable[[], nn.Module]:

@@ -1,5 +1,6 @@
-"""Under pytest-xdist the controller runs no test: it names the backends and their releases without loading them,
-so a `pytest --loraguard -n 2` run does not import peft (5-8 s of CPU) once more before its workers start."""
+"""Under pytest-xdist the controller runs no test: it names the backends and their releases without loading them
+and checks every option without torch, so a `pytest --loraguard -n 2` run imports neither peft (5-8 s of CPU) nor
+torch (about 3 s) before its workers start."""
 
 import json
 import subprocess
@@ -8,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import peft  # noqa: F401  (see tests/plugin/test_plugin.py: torch and peft are imported once per process)
 import pytest
+import torch
 
 from loraguard.backends import BUILTIN, DISTRIBUTIONS, BackendError, describe_backend, load_backend
 from loraguard.frontends.plugin import SETTINGS
@@ -49,9 +51,10 @@ def test_settings_resolved_without_loading_import_no_library_and_pick_the_same_k
         "import json, sys\n"
         "from loraguard.harness.settings import RunOptions, resolve\n"
         f"s = resolve(RunOptions(backends={BUILTINS!r}), load_backends=False)\n"
-        "libs = ['peft', 'transformers', 'torchtune', 'adapters']\n"
+        "libs = ['torch', 'peft', 'transformers', 'torchtune', 'adapters']\n"
         "print(json.dumps({'imported': [m for m in libs if m in sys.modules], 'versions': s.versions,\n"
-        "                  'known': sorted(k.source for k in s.known_failures)}))\n"
+        "                  'known': sorted(k.source for k in s.known_failures), 'dtypes': s.dtype_names,\n"
+        "                  'models': [m.name for m in s.models]}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     light = json.loads(out.splitlines()[-1])
@@ -59,6 +62,30 @@ def test_settings_resolved_without_loading_import_no_library_and_pick_the_same_k
     assert light["imported"] == []
     assert light["versions"] == loaded.versions
     assert light["known"] == sorted(k.source for k in loaded.known_failures)
+    assert light["dtypes"] == loaded.dtype_names and light["models"] == [m.name for m in loaded.models]
+    assert loaded.dtypes == [torch.float32, torch.bfloat16]  # the ci profile's, as torch's dtypes
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"zoo": ["mlp", "no-such-model"]}, "--loraguard-zoo: unknown zoo model(s) ['no-such-model']"),
+        ({"dtypes": ["f8"]}, "--loraguard-dtype ['f8']: choose from ['bf16', 'f16', 'f32', 'f64']"),
+        ({"fsdp_api": "fsdp3"}, "--loraguard-fsdp-api 'fsdp3': choose one of ['fsdp2', 'fsdp1']"),
+        ({"profile": "fast"}, "--loraguard-profile 'fast': choose one of ['ci', 'quick', 'thorough']"),
+    ],
+)
+def test_a_controller_refuses_a_bad_option_by_name_without_importing_torch(options: dict, message: str) -> None:
+    code = (
+        "import sys\n"
+        "from loraguard.harness.settings import RunOptions, resolve\n"
+        "try:\n"
+        f"    resolve(RunOptions(backends=['peft'], **{options!r}), load_backends=False)\n"
+        "except ValueError as err:\n"
+        "    print(err, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert message in out and out.rstrip().endswith("False"), out
 
 
 def test_a_builtin_backend_whose_library_is_missing_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

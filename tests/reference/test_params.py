@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from loraguard.core.config import LoraConfig
-from loraguard.harness.zoo import ZOO, Experts, run
+from loraguard.harness.zoo import ZOO, run
+from loraguard.harness.zoo_models import Experts
 from loraguard.reference import LoraModel
 
 PARAMS = ["experts.gate_up_proj", "experts.down_proj", "router.weight"]

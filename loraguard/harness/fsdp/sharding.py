@@ -14,8 +14,7 @@ from typing import cast
 import torch
 from torch import nn
 
-#: The FSDP APIs loraguard drives, by the name `run_suite(api=...)` takes.
-APIS = ("fsdp2", "fsdp1")
+from loraguard.core.vocabulary import FSDP_APIS as APIS
 
 
 def check_api(api: str) -> str:

@@ -122,7 +122,8 @@ def test_a_known_failure_is_reported_unshrunk_an_unknown_one_is_shrunk(monkeypat
             raise InvariantViolation("three leaves or more")
 
     monkeypatch.setattr(in_pytest, "run_invariant", fails_on_three_leaves)
-    opts = RunOptions(backends=["reference"], profile="ci", builtin_known_failures=False, reproducer_dir=None)
+    # a 2 s shrink budget (the ci profile's is 10 s) shows the difference; shrinking longer only costs the suite time
+    opts = RunOptions(backends=["reference"], builtin_known_failures=False, reproducer_dir=None, shrink="2")
     settings = resolve(opts)
     runs = {}
     for known in (True, False):

@@ -1,5 +1,5 @@
 """`pytest --loraguard --loraguard-fsdp N` runs every FSDP invariant through the plugin (one rank: the wiring is
-under test here, the two-rank behaviour in test_invariants.py)."""
+under test here, the two-rank behaviour in tests/distributed/test_zero3_and_fsdp.py)."""
 
 # pytester's in-process runs drop the modules they import; torch cannot be imported twice in one process.
 import peft  # noqa: F401

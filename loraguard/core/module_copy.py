@@ -48,12 +48,19 @@ def _copy(module: nn.Module, memo: dict[int, Any]) -> Any:
 
 def _plain(cls: type[nn.Module]) -> bool:
     """Whether deepcopy would copy `cls` as it copies nn.Module: `__getstate__`'s dict, deep-copied, handed to
-    `__setstate__` of a new instance (no `__deepcopy__`, `__reduce_ex__` or `__reduce__` of its own)."""
-    return (
-        getattr(cls, "__deepcopy__", None) is None
-        and vars(object)["__reduce_ex__"] is _inherited(cls, "__reduce_ex__")
-        and vars(object)["__reduce__"] is _inherited(cls, "__reduce__")
-    )
+    `__setstate__` of a new instance (no `__deepcopy__`, `__reduce_ex__` or `__reduce__` of its own). Kept per
+    class: it is asked for every module of every copy."""
+    known = _PLAIN.get(cls)
+    if known is None:
+        known = _PLAIN[cls] = (
+            getattr(cls, "__deepcopy__", None) is None
+            and vars(object)["__reduce_ex__"] is _inherited(cls, "__reduce_ex__")
+            and vars(object)["__reduce__"] is _inherited(cls, "__reduce__")
+        )
+    return known
+
+
+_PLAIN: dict[type, bool] = {}
 
 
 def _inherited(cls: type, name: str) -> Any:

@@ -12,6 +12,8 @@ from loraguard.audit.tensors import BLOCK_BYTES, TensorSource, torch_dtype
 from loraguard.core.config import LoraConfig
 
 if TYPE_CHECKING:
+    import torch
+
     from loraguard.core.merge_math import LayerKind
 
 
@@ -46,7 +48,9 @@ def check_equal(
     return stats.verdict(got, "LG504", f"differs from {what}")
 
 
-def _factor_rows(kind: str, fan_in_fan_out: bool, a, b, start: int, stop: int):
+def _factor_rows(
+    kind: str, fan_in_fan_out: bool, a: torch.Tensor, b: torch.Tensor, start: int, stop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The factor slices that produce rows `start:stop` of the delta, in the base weight's layout."""
     if kind == "embedding" or (kind == "linear" and fan_in_fan_out):
         return a[:, start:stop], b  # delta = (B @ A).T: its rows are A's columns
@@ -121,7 +125,7 @@ class _Stats:
     effect: float = 0.0
     equal_to_base: bool = True
 
-    def add(self, want, got) -> None:
+    def add(self, want: torch.Tensor, got: torch.Tensor) -> None:
         from loraguard.core.tolerance import max_diff
 
         d = max_diff(got, want)

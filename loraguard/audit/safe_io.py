@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import os
 import stat
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from loraguard.audit.rules import Finding
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 #: A JSON config or index larger than this is not read (real ones are kilobytes to a few megabytes).
 MAX_JSON_BYTES = 64 << 20
@@ -87,7 +90,7 @@ class CappedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0

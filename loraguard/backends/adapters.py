@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ _ROLES = {
 _LOCATIONS = ("selfattn_lora", "intermediate_lora", "output_lora")
 
 
-def _lib():
+def _lib() -> ModuleType:
     import adapters
 
     return adapters
@@ -118,7 +119,7 @@ class AdaptersBackend(BackendBase):
                     nn.init.normal_(a, std=1.0 / math.sqrt(a.shape[1]))
                     nn.init.normal_(b, std=0.1)
 
-    def lora_config(self, model: Any, config: LoraConfig):
+    def lora_config(self, model: Any, config: LoraConfig) -> Any:
         """The ``adapters.LoRAConfig`` that adapts exactly the modules `config` targets, or Unsupported."""
         _check_config(config)
         layers = self._layers(model)
@@ -195,7 +196,7 @@ class AdaptersBackend(BackendBase):
         weights: list[float],
         name: str,
         combination_type: str = "cat",
-        **options,
+        **options: object,
     ) -> None:
         """``average_adapter``: peft's "linear" is adapters' "linear", "svd" its "lora_delta_w_svd"; weights as is."""
         strategy = {"linear": "linear", "svd": "lora_delta_w_svd"}.get(combination_type)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -255,7 +255,7 @@ class BackendBase:
         raise self._lacks("load_adapter onto a wrapped model")
 
     def add_weighted_adapter(
-        self, model: nn.Module, adapters: list[str], weights: list[float], name: str, **options
+        self, model: nn.Module, adapters: list[str], weights: list[float], name: str, **options: Any
     ) -> None:
         raise self._lacks("weighted combination of adapters")
 

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -92,7 +93,7 @@ class PeftBackend(PeftReads):
     def _config_fields(self) -> set[str]:
         return {f.name for f in dataclasses.fields(peft_module().LoraConfig)}
 
-    def peft_config(self, config: LoraConfig | TunerConfig):
+    def peft_config(self, config: LoraConfig | TunerConfig) -> Any:
         """Translate loraguard's config; a non-default value for a field this release lacks is Unsupported."""
         if isinstance(config, TunerConfig):
             return self._tuner_config(config)
@@ -121,7 +122,7 @@ class PeftBackend(PeftReads):
             )
         return kwargs
 
-    def standalone_reproducer(self, invariant: str, promise: str, scenario) -> str | None:
+    def standalone_reproducer(self, invariant: str, promise: str, scenario: Any) -> str | None:
         """A script importing only torch and peft that replays a failing drawn example (None: no such form)."""
         from loraguard.backends.peft_script import standalone_script
 
@@ -133,7 +134,7 @@ class PeftBackend(PeftReads):
         shown = {k: v for k, v in kwargs.items() if v != defaults.get(k, object()) and v not in ({}, None)}
         return standalone_script(self.version(), shown, invariant, promise, scenario)
 
-    def _tuner_config(self, config: TunerConfig):
+    def _tuner_config(self, config: TunerConfig) -> Any:
         """The tuner's own peft config class, with loraguard's fields; a field this release lacks is Unsupported."""
         cls = getattr(peft_module(), _TUNER_CLASSES[config.kind], None)
         if cls is None:
@@ -241,7 +242,7 @@ class PeftBackend(PeftReads):
         weights: list[float],
         name: str,
         combination_type: str = "cat",
-        **options,
+        **options: object,
     ) -> None:
         """peft's add_weighted_adapter; options this release lacks, or a type it does not know, are Unsupported."""
         accepted = inspect.signature(peft_api(model).add_weighted_adapter).parameters

@@ -7,6 +7,7 @@ found by structure, not by name, and typed `Any`: their attributes are peft's an
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, cast
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from loraguard.core.keys import PEFT_PREFIX
 
 
-def peft_module():
+def peft_module() -> ModuleType:
     import peft
 
     return peft

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -102,7 +102,7 @@ class ReferenceBackend:
         }
 
     def add_weighted_adapter(
-        self, model: LoraModel, adapters: list[str], weights: list[float], name: str, **options
+        self, model: LoraModel, adapters: list[str], weights: list[float], name: str, **options: Any
     ) -> None:
         model.add_weighted_adapter(adapters, weights, name, **options)
 

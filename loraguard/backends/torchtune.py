@@ -15,6 +15,7 @@ import math
 import re
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ _ROLES = {
 }
 
 
-def _peft():
+def _peft() -> ModuleType:
     import torchtune.modules.peft as peft
 
     return peft

@@ -66,7 +66,9 @@ def max_diff(got: torch.Tensor, want: torch.Tensor) -> float:
     return (got.detach().double() - want.detach().double()).abs().max().item()
 
 
-def arbitrate(got: torch.Tensor, want: torch.Tensor, exact: torch.Tensor, dtype: torch.dtype, depth: int = 1):
+def arbitrate(
+    got: torch.Tensor, want: torch.Tensor, exact: torch.Tensor, dtype: torch.dtype, depth: int = 1
+) -> tuple[bool, str]:
     """(violation?, explanation) for `got` vs `want` once their difference exceeds the bound (module docstring).
 
     `exact` is the float64 answer both should approximate; `got` is the result under test.

@@ -11,8 +11,12 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loraguard.core.vocabulary import canonical_dtype, dtype_option, long_dtype
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 HELP = "Run loraguard on its built-in tiny models against the installed peft and print a readable report."
 
@@ -200,7 +204,7 @@ def audit_section(args: argparse.Namespace) -> SectionResult:
     return SectionResult("\n".join(lines), ok=found_bad and clean_good)
 
 
-def _save_good_adapter(directory):
+def _save_good_adapter(directory: Path) -> Path:
     """A reference adapter with a real effect, saved in peft's format."""
     from loraguard.core.config import LoraConfig
     from loraguard.harness.zoo import ZOO
@@ -214,7 +218,7 @@ def _save_good_adapter(directory):
     return directory
 
 
-def _damaged_copy(good, directory):
+def _damaged_copy(good: Path, directory: Path) -> Path:
     """The two classic damages: a layer whose lora_B is all zeros, and an adapter name left in a key."""
     import shutil
 

@@ -11,13 +11,16 @@ import importlib.util
 import os
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pytest
 
 if TYPE_CHECKING:  # the plugin imports neither torch nor the harness until --loraguard is given
+    from _pytest.terminal import TerminalReporter
+    from pluggy import Result
+
     from loraguard.harness.settings import Settings
     from loraguard.run.in_pytest import RunExtras
 
@@ -64,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _option(config: pytest.Config, name: str):
+def _option(config: pytest.Config, name: str) -> Any:
     key = f"loraguard_{name.replace('-', '_')}"
     value = config.getoption(key)
     return value if value is not None else config.getini(key)
@@ -163,7 +166,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def lg_settings(request: pytest.FixtureRequest):
+def lg_settings(request: pytest.FixtureRequest) -> Settings:
     """The resolved loraguard settings of this run (backends, dtypes, models, profile...)."""
     settings = request.config.stash.get(SETTINGS, None)
     if settings is None:
@@ -234,7 +237,7 @@ class LoraguardRun:
                 item.user_properties.append((_KNOWN_TAG, known[0].source))  # file:line, one per entry
 
     @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item):
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Result[None], None]:
         """Around a loraguard test only: one torch thread under xdist, and the library's warnings counted."""
         if not any(k == _TAG for k, _ in item.user_properties):
             yield
@@ -258,7 +261,9 @@ class LoraguardRun:
             runner.CURRENT["warnings"] = dict(seen)
 
     @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo
+    ) -> Generator[None, Result[pytest.TestReport], None]:
         report = (yield).get_result()
         if report.when != "call" or not any(k == _TAG for k, _ in item.user_properties):
             return
@@ -294,7 +299,7 @@ class LoraguardRun:
         if extra.get("reproducer") and state == "failed":
             self.reproducers.append((report.nodeid, extra["reproducer"]))
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
+    def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
         from loraguard.run.summary import render_details, render_table
 
         header = ", ".join(f"{name} {release}" for name, release in self.settings.versions.items())

@@ -7,6 +7,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors.torch import load_file
 
@@ -26,6 +27,9 @@ from loraguard.gating.layout import (
 )
 from loraguard.gating.snapshot import base_model, outputs, read_outputs, rebuild, saved_keys
 from loraguard.harness.scenarios import needed_capabilities
+
+if TYPE_CHECKING:
+    import torch
 
 #: Config fields that differ between releases by definition, never by behaviour.
 VOLATILE_FIELDS = {"peft_version": "the release that wrote the file"}
@@ -137,7 +141,7 @@ def _drifts(backend: Backend, directory: Path, record: ScenarioRecord, notes: li
     return drifts
 
 
-def _output_drifts(old: dict, new: dict, dtype, notes: list[str]) -> list[Drift]:
+def _output_drifts(old: dict, new: dict, dtype: torch.dtype, notes: list[str]) -> list[Drift]:
     """Outputs against the recorded ones within the dtype's bound at depth 1: the same computation, recorded and
     repeated, not two orderings through every layer (a depth-scaled bfloat16 bound let a missed reload of two
     LoRA layers, 0.31 on outputs of 4.7, pass as rounding)."""
@@ -175,7 +179,7 @@ def key_drifts(old: dict[str, dict], new: dict[str, dict]) -> list[Drift]:
     return [Drift("keys", lines)]
 
 
-def _normal(value):
+def _normal(value: object) -> object:
     """Lists of names are sets to peft (their saved order varies between runs): compare them sorted."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return sorted(value)

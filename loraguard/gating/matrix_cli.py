@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loraguard.core.progress import on_terminal
 from loraguard.core.vocabulary import dtype_option, format_option
 from loraguard.gating.environments import EnvSetupError
 from loraguard.gating.formats import FORMATS
+
+if TYPE_CHECKING:
+    from loraguard.gating.matrix import Suite
 
 HELP = "Run the invariant suite across peft releases, each in its own environment (slow; needs loraguard[matrix])."
 
@@ -144,7 +148,7 @@ def _run_releases(args: argparse.Namespace) -> list:
     return results
 
 
-def _suite(args: argparse.Namespace):
+def _suite(args: argparse.Namespace) -> Suite:
     """The suite each release runs, from the options; a misspelt profile or model is refused here (a dtype by
     its option's choices), before
     any environment is made, naming the option."""

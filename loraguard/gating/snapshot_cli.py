@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loraguard.core.vocabulary import dtype_option
+
+if TYPE_CHECKING:
+    from loraguard.harness.settings import Settings
 
 HELP = "Record a baseline of the installed library release, for upgrade gating (docs/gating.md)."
 
@@ -39,7 +43,7 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     dtype_option(parser, "f32 and bf16")
 
 
-def settings_from(args: argparse.Namespace):
+def settings_from(args: argparse.Namespace) -> Settings:
     """Resolve the options as the plugin resolves its own (profile "ci"), so both record the same scenarios."""
     from loraguard.harness.settings import RunOptions, resolve
 

@@ -10,7 +10,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from loraguard.core.vocabulary import DTYPE_NAMES
 from loraguard.harness.zoo import ZooModel
 from loraguard.reference.layers import LoraLayer, is_conv1d_transposed
 from loraguard.reference.params import LoraParameter
+
+if TYPE_CHECKING:
+    from loraguard.reference.model import LoraModel
 
 #: The name a scenario's second adapter is added under (the first is "default").
 OTHER = "other"
@@ -114,7 +117,7 @@ def _remember(table: OrderedDict, key: Hashable, value: Any) -> None:
         table.popitem(last=False)
 
 
-def _reference(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]):
+def _reference(scenario: Scenario, adapters: list[tuple[str, LoraConfig]]) -> LoraModel:
     """The oracle for the scenario with `adapters` (by their configs' repr), built once per process, for the
     expectations below only: they read it and hand out new containers, so it is never changed.
 
@@ -151,7 +154,7 @@ def target_kind(layer: LoraLayer) -> tuple[LayerKind, bool]:
     return layer_kind(layer.base_layer)
 
 
-def oracle(scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = None):
+def oracle(scenario: Scenario, adapters: list[tuple[str, LoraConfig]] | None = None) -> LoraModel:
     """The reference model for the scenario (adapters added in order; the first is active)."""
     from loraguard.reference import LoraModel
 

@@ -53,7 +53,9 @@ def zoo_scenarios(models: list[ZooModel], dtypes: list[torch.dtype], device: str
     return out
 
 
-def _tuners(model: str, kind: str, targets: list[str], second: list[str], frozen: bool = False, **options) -> tuple:
+def _tuners(
+    model: str, kind: str, targets: list[str], second: list[str], frozen: bool = False, **options: object
+) -> tuple:
     """A tuner setup on a zoo model: the first adapter (with the model's modules_to_save), the second on `second`
     (`frozen`: added with inference_mode=True, for tuners that train one adapter at a time)."""
     first = TunerConfig(kind, targets, list(ZOO_MTS.get(model, [])) or None, options)

@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 import torch
+from torch import nn
 
 from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.core import combine_math as cm
@@ -20,7 +21,7 @@ from loraguard.harness.combinations import Combination, combinations
 from loraguard.harness.scenarios import OTHER, Scenario
 from loraguard.invariants.checks import Inconclusive, assert_close, expect
 from loraguard.invariants.registry import Skipped, invariant
-from loraguard.invariants.steps import wrap
+from loraguard.invariants.steps import Wrapped, wrap
 
 #: A third adapter with the first one's rank, so the types that need equal ranks are judged on every scenario.
 SAME_RANK = "same_rank"
@@ -67,11 +68,19 @@ def weighted_combination(backend: Backend, scenario: Scenario) -> None:
         raise Inconclusive("no combination of this scenario could be judged (see the skip reasons above)")
 
 
-def _judge(backend, wrapped, combo: Combination, adapters, configs, factors: Factors, dtype) -> bool:
+def _judge(
+    backend: Backend,
+    wrapped: Wrapped,
+    combo: Combination,
+    adapters: list[str],
+    configs: dict[str, LoraConfig],
+    factors: Factors,
+    dtype: torch.dtype,
+) -> bool:
     """Combine, merge, compare each touched weight with the formula; False where this case cannot be judged."""
     name = f"combined_{combo.combination_type}"
     try:
-        backend.add_weighted_adapter(
+        optional_methods(backend).add_weighted_adapter(
             wrapped.model,
             adapters,
             list(combo.weights),
@@ -110,11 +119,21 @@ def _judge(backend, wrapped, combo: Combination, adapters, configs, factors: Fac
         ]
         judged &= _check_path(combo, inputs, kind, fifo, rank, before[path], after[path], dtype, f"{what}: '{path}'")
     if "delete_adapter" in backend.capabilities:
-        backend.delete_adapter(wrapped.model, name)
+        optional_methods(backend).delete_adapter(wrapped.model, name)
     return judged
 
 
-def _check_path(combo, inputs, kind: LayerKind, fifo: bool, rank, before, after, dtype, what: str) -> bool:
+def _check_path(
+    combo: Combination,
+    inputs: list[tuple[tuple[torch.Tensor, torch.Tensor], float, float]],
+    kind: LayerKind,
+    fifo: bool,
+    rank: int,
+    before: torch.Tensor,
+    after: torch.Tensor,
+    dtype: torch.dtype,
+    what: str,
+) -> bool:
     """One module's merged weight against the formula; False if the case cannot be decided here."""
     ctype, weights = combo.combination_type, [w for _, _, w in inputs]
     if ctype in cm.RANDOM and combo.density < 1:
@@ -172,7 +191,7 @@ def _as_ba(delta: torch.Tensor, kind: LayerKind, fifo: bool) -> torch.Tensor:
     return delta.T if kind == "embedding" or fifo else delta
 
 
-def _kind_of(wrapped, path: str) -> tuple[LayerKind, bool]:
+def _kind_of(wrapped: Wrapped, path: str) -> tuple[LayerKind, bool]:
     from loraguard.harness.scenarios import layer_kind
 
     module = wrapped.base.get_submodule(path)
@@ -186,7 +205,7 @@ def _unequal(configs: dict[str, LoraConfig]) -> list[str] | None:
     return ["default", OTHER] if plain and r0 != r1 else None
 
 
-def _refusal(backend: Backend, model, adapters: list[str]) -> None:
+def _refusal(backend: Backend, model: nn.Module, adapters: list[str]) -> None:
     """`linear` over adapters of different ranks is refused before anything changes."""
     try:
         optional_methods(backend).add_weighted_adapter(

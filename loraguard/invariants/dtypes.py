@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from loraguard.backends.base import Backend
 from loraguard.harness.scenarios import Scenario
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
-from loraguard.invariants.steps import magnitudes, token_rows, wrap
+from loraguard.invariants.steps import Wrapped, magnitudes, token_rows, wrap
+
+if TYPE_CHECKING:
+    from loraguard.invariants.tuners import TunerWrapped
 
 
 @invariant(
@@ -33,7 +38,7 @@ def dtype_preserved(backend: Backend, scenario: Scenario) -> None:
 HALF = (torch.bfloat16, torch.float16)
 
 
-def check_adapter_dtypes(backend: Backend, model, want: torch.dtype, autocast: bool) -> None:
+def check_adapter_dtypes(backend: Backend, model: nn.Module, want: torch.dtype, autocast: bool) -> None:
     """Every LoRA factor, lora_B bias, DoRA magnitude and trainable-token row of adapter 'default' is held in
     `want`."""
     tensors = {f"{p} lora_A": a for p, (a, _) in backend.lora_factors(model, "default").items()}
@@ -45,7 +50,7 @@ def check_adapter_dtypes(backend: Backend, model, want: torch.dtype, autocast: b
     expect(not odd, f"autocast_adapter_dtype={autocast}: adapter weights not in {want}: {odd[:5]}")
 
 
-def check_dtypes_kept(backend: Backend, scenario: Scenario, wrapped) -> None:
+def check_dtypes_kept(backend: Backend, scenario: Scenario, wrapped: Wrapped | TunerWrapped) -> None:
     """The dtype promise on an already wrapped model (LoRA here, peft's other tuners in invariants/tuners.py)."""
     out = wrapped.out()
     expect(out.dtype == wrapped.base_out.dtype, f"output dtype {out.dtype}, base model gives {wrapped.base_out.dtype}")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 
-from loraguard.backends.base import Unsupported
+from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.core.config import LoraConfig
 from loraguard.harness.distributed.context import RankContext
 from loraguard.harness.distributed.recipe import Recipe, build, probe_inputs
@@ -123,7 +123,7 @@ def ungathered_save_detected(ctx: RankContext) -> None:
     # a library that gathers by itself writes a complete, correct file: that is fine too
 
 
-def _merge_correctly(ctx: RankContext, backend, model: nn.Module) -> None:
+def _merge_correctly(ctx: RankContext, backend: Backend, model: nn.Module) -> None:
     merge_sharded(backend, model)
 
 
@@ -151,7 +151,7 @@ def merge_matches_single_process(ctx: RankContext, merge: Callable = _merge_corr
     assert_close(merged_out, want_out, F32, "merged output under FSDP vs single process", depth=3)
 
 
-def _other_adapter(backend, recipe: Recipe) -> Prepare:
+def _other_adapter(backend: Backend, recipe: Recipe) -> Prepare:
     """A second adapter with its own modules_to_save copy; 'default' stays the active (trained) one."""
     if not recipe.zoo.modules_to_save:
         raise Unsupported(f"zoo model {recipe.model!r} has no modules_to_save")
@@ -217,7 +217,7 @@ def modules_to_save_per_adapter(ctx: RankContext) -> None:
     directory = workdir(ctx, "two")
     gathered_save(ctx, backend, model, recipe, directory, prepare)
     loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device="cpu"), directory)
-    backend.load_adapter(loaded, directory / "other", "other")
+    optional_methods(backend).load_adapter(loaded, directory / "other", "other")
     expect(not _wrapped_twice(loaded), f"modules_to_save wrapped twice after loading: {_wrapped_twice(loaded)}")
     for adapter in ("default", "other"):
         assert_state_equal(factors(backend, loaded, adapter), factors(backend, trained, adapter), f"{adapter!r} loaded")
@@ -259,7 +259,7 @@ def checkpoint_resume(ctx: RankContext) -> None:
     assert_state_equal(full_state(resumed), uninterrupted, "resumed training vs uninterrupted training")
 
 
-def _train_base_too(backend) -> Prepare:
+def _train_base_too(backend: Backend) -> Prepare:
     """Unfreeze the base weight of every LoRA layer: base and LoRA train together (the founding bug)."""
 
     def prepare(model: nn.Module) -> None:

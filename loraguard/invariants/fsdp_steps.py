@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraguard.backends.base import Unsupported
+from loraguard.backends.base import Backend, Unsupported
 from loraguard.harness.distributed.context import RankContext
 from loraguard.harness.distributed.recipe import Recipe, build, train_single
 from loraguard.harness.fsdp.sharding import check_api, full_state, inner, is_sharded, shard
@@ -21,7 +21,7 @@ F32 = torch.float32
 Prepare = Callable[[nn.Module], None]
 
 
-def setup(ctx: RankContext, *needs: str):
+def setup(ctx: RankContext, *needs: str) -> tuple[Backend, Recipe]:
     """The backend under test and the recipe, or Unsupported naming the capabilities the invariant needs."""
     backend = ctx.backend()
     missing = sorted(set(needs) - set(backend.capabilities))
@@ -36,7 +36,7 @@ def fsdp_api(ctx: RankContext) -> str:
     return check_api(ctx.options.get("api", "fsdp2"))
 
 
-def sharded_model(ctx: RankContext, recipe: Recipe, backend, prepare: Prepare = lambda m: None) -> nn.Module:
+def sharded_model(ctx: RankContext, recipe: Recipe, backend: Backend, prepare: Prepare = lambda m: None) -> nn.Module:
     """The recipe's model, prepared, then sharded with the run's FSDP API."""
     model = build(backend, recipe, ctx.device)
     prepare(model)
@@ -45,7 +45,9 @@ def sharded_model(ctx: RankContext, recipe: Recipe, backend, prepare: Prepare = 
     return sharded
 
 
-def train_with_twin(ctx: RankContext, recipe: Recipe, backend, prepare: Prepare = lambda m: None):
+def train_with_twin(
+    ctx: RankContext, recipe: Recipe, backend: Backend, prepare: Prepare = lambda m: None
+) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
     """A model trained under FSDP (with its optimizer) and its single-process twin, both after `prepare`."""
     model = sharded_model(ctx, recipe, backend, prepare)
     opt = optimizer_for(model, recipe)
@@ -62,7 +64,9 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def unsharded_copy(backend, recipe: Recipe, state: dict[str, torch.Tensor], prepare: Prepare = lambda m: None):
+def unsharded_copy(
+    backend: Backend, recipe: Recipe, state: dict[str, torch.Tensor], prepare: Prepare = lambda m: None
+) -> nn.Module:
     """A single-process model holding `state` (a gathered full state dict), strictly loaded."""
     copy = build(backend, recipe)
     prepare(copy)
@@ -70,7 +74,14 @@ def unsharded_copy(backend, recipe: Recipe, state: dict[str, torch.Tensor], prep
     return copy
 
 
-def gathered_save(ctx: RankContext, backend, model: nn.Module, recipe: Recipe, directory: Path, prepare=None):
+def gathered_save(
+    ctx: RankContext,
+    backend: Backend,
+    model: nn.Module,
+    recipe: Recipe,
+    directory: Path,
+    prepare: Prepare | None = None,
+) -> None:
     """The correct FSDP save: gather the full state dict on every rank, then rank 0 saves it.
 
     peft takes it as ``save_pretrained(dir, state_dict=...)`` on the sharded model (what accelerate and the
@@ -88,7 +99,7 @@ def gathered_save(ctx: RankContext, backend, model: nn.Module, recipe: Recipe, d
     rank0(ctx, write)
 
 
-def check_same_state(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], frozen: set[str], what: str):
+def check_same_state(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], frozen: set[str], what: str) -> None:
     """Same keys; frozen tensors bit-identical, trained ones within the float32 bound (reduction order differs)."""
     assert_same_keys(got, want, what)
     for key in sorted(want):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,9 @@ from loraguard.harness.distributed.context import RankContext
 from loraguard.harness.distributed.recipe import Recipe, probe_inputs
 from loraguard.harness.zoo import run
 from loraguard.invariants.checks import assert_close, assert_effect, assert_no_empty_tensors, assert_same_keys
+
+if TYPE_CHECKING:
+    from loraguard.backends.base import Backend
 
 
 def workdir(ctx: RankContext, name: str, own: bool = False) -> Path:
@@ -48,7 +52,7 @@ def check_saved_adapter(got_dir: Path, want_dir: Path, what: str) -> None:
         assert_close(got[key], want[key], want[key].dtype, f"{what}: {key}")
 
 
-def factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
+def factors(backend: Backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     """An adapter's LoRA factors as a flat state (``<path>.lora_A`` / ``<path>.lora_B``), cloned."""
     out = {}
     for path, (a, b) in backend.lora_factors(model, adapter).items():
@@ -56,7 +60,7 @@ def factors(backend, model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def adapter_effect(backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
+def adapter_effect(backend: Backend, twin: nn.Module, recipe: Recipe, device: str) -> torch.Tensor:
     """The twin's output, after checking its adapter changes it (else every equality here proves nothing)."""
     inputs = probe_inputs(recipe, device)
     out = outputs(twin, inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from loraguard.backends.base import Backend
@@ -28,7 +30,7 @@ PRESERVED_FIELDS = (
 )
 
 
-def check_saved_format(directory, scenario: Scenario, snapshot: dict[str, torch.Tensor]) -> None:
+def check_saved_format(directory: Path, scenario: Scenario, snapshot: dict[str, torch.Tensor]) -> None:
     """The saved file holds exactly the format's keys (no adapter name in them) with the adapter's exact tensors."""
     saved = read_saved(directory)
     modules = {n for n, _ in scenario.base().named_modules()}  # a model may name its own modules 'default'
@@ -38,7 +40,7 @@ def check_saved_format(directory, scenario: Scenario, snapshot: dict[str, torch.
     assert_state_equal(saved, snapshot, "saved tensors vs the model's")
 
 
-def check_config_preserved(directory, config: LoraConfig) -> None:
+def check_config_preserved(directory: Path, config: LoraConfig) -> None:
     """The saved config reads back with the same meaning."""
     loaded = LoraConfig.load(directory)
     for name in PRESERVED_FIELDS:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import torch
 from hypothesis import note, reject
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
+    MultipleResults,
     RuleBasedStateMachine,
     consumes,
     initialize,
@@ -18,6 +20,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from torch import nn
 
 from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.backends.reference import ReferenceBackend
@@ -39,6 +42,7 @@ from loraguard.reference import LoraModel
 
 ID = "op-sequence"
 _ORACLE = ReferenceBackend()
+T = TypeVar("T")
 
 
 class SequenceMachine(RuleBasedStateMachine):
@@ -86,7 +90,9 @@ def sequence_machine(
             seed=st.integers(0, 2**16),
             second=st.none() | adapter_config if can("multi_adapter") else st.none(),
         )
-        def start(self, tree: TreeSpec, config: LoraConfig, dtype: torch.dtype, seed: int, second: LoraConfig | None):
+        def start(
+            self, tree: TreeSpec, config: LoraConfig, dtype: torch.dtype, seed: int, second: LoraConfig | None
+        ) -> str | MultipleResults[str]:
             """Wrap the drawn tree with adapter 'default' and, most sequence bugs needing two, maybe a second one."""
             self.scenario = Scenario(tree_zoo_model(tree), config, None, dtype, device, seed, label=ID)
             try:
@@ -108,7 +114,7 @@ def sequence_machine(
         # -- adapters ------------------------------------------------------------------------------------------
         @precondition(lambda self: can("multi_adapter") and not self._merged())
         @rule(target=adapters, config=adapter_config)
-        def add_adapter(self, config: LoraConfig):
+        def add_adapter(self, config: LoraConfig) -> MultipleResults[str]:
             return multiple(*self._add(config))
 
         @precondition(lambda self: not self._merged())
@@ -252,7 +258,7 @@ def sequence_machine(
             )
 
         # -- helpers -------------------------------------------------------------------------------------------
-        def _backend_call(self, call):
+        def _backend_call(self, call: Callable[[], T]) -> T:
             try:
                 return call()
             except Unsupported as why:  # this release lacks a feature the drawn config uses
@@ -291,7 +297,7 @@ def sequence_machine(
             layers = sum(len(_ORACLE.lora_factors(self.oracle, n)) for n in self.oracle.active_adapters)
             return max(1, layers) + self.roundings
 
-        def _out(self, model) -> torch.Tensor:
+        def _out(self, model: nn.Module) -> torch.Tensor:
             with torch.no_grad():
                 return run(model, self.inputs)
 

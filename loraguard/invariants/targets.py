@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from loraguard.backends.base import Backend, Unsupported
+from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import split
 from loraguard.core.matching import ALL_LINEAR, is_lora_internal, unmatched_entries
@@ -17,6 +19,9 @@ from loraguard.harness.scenarios import Scenario, expected_targets
 from loraguard.invariants.checks import expect
 from loraguard.invariants.registry import invariant
 from loraguard.invariants.steps import scratch_dir, wrap
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: An error that names a LoRA internal as an unsupported target: the search walked into the wrapper.
 INTERNAL_ERROR = re.compile(r"(?is)target module.*(dropout|identity|moduledict).*not supported|lora_(a|b|dropout)\b")
@@ -64,13 +69,22 @@ def second_adapter_target_forms(backend: Backend, scenario: Scenario) -> None:
                 _added(backend, fresh, name, config, want, f"load_adapter of {what}", plain, load_from=where)
 
 
-def _added(backend, model, name, config, want: set[str], what: str, plain: set[str], load_from=None) -> None:
+def _added(
+    backend: Backend,
+    model: nn.Module,
+    name: str,
+    config: LoraConfig,
+    want: set[str],
+    what: str,
+    plain: set[str],
+    load_from: Path | None = None,
+) -> None:
     """Add (or load) adapter `name` and check it wraps exactly `want`; a crash on a LoRA internal is a violation."""
     try:
         if load_from is None:
             backend.add_adapter(model, name, config)
         else:
-            backend.load_adapter(model, load_from, name)
+            optional_methods(backend).load_adapter(model, load_from, name)
     except Unsupported:
         raise
     except Exception as err:  # noqa: BLE001 - the reference accepts this config: any failure is the library's

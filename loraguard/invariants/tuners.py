@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -134,7 +135,7 @@ def tuner_unmerge_restores(backend: Backend, scenario: Scenario) -> None:
     assert_close(wrapped.out(), out, scenario.dtype, "output after merge+unmerge vs before", depth)
 
 
-def check_saved_config(directory, tuner: TunerConfig) -> None:
+def check_saved_config(directory: Path, tuner: TunerConfig) -> None:
     """adapter_config.json names the tuner and keeps its targets, modules_to_save and every configured field."""
     saved = json.loads((directory / CONFIG_NAME).read_text())
     expect(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 
-from loraguard.backends.base import Unsupported
+from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.core.config import WEIGHTS_NAME
 from loraguard.harness.distributed.context import RankContext
 from loraguard.harness.distributed.recipe import Recipe, build, probe_inputs, train_single
@@ -32,6 +33,9 @@ from loraguard.invariants.checks import (
 from loraguard.invariants.ranks import adapter_effect, check_saved_adapter, factors, outputs, rank0, workdir
 from loraguard.invariants.registry import invariant
 
+if TYPE_CHECKING:
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
 F32 = torch.float32
 
 
@@ -40,7 +44,9 @@ def _recipe(ctx: RankContext) -> Recipe:
     return Recipe(model=ctx.options.get("model", "mlp"))
 
 
-def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Callable[[nn.Module], None] = lambda m: None):
+def _trained(
+    ctx: RankContext, recipe: Recipe, backend: Backend, prepare: Callable[[nn.Module], None] = lambda m: None
+) -> tuple[nn.Module, DeepSpeedEngine, nn.Module]:
     """A model trained under ZeRO-3 (with its engine) and its single-process twin, both after `prepare`."""
     model = build(backend, recipe, ctx.device)
     prepare(model)
@@ -54,13 +60,13 @@ def _trained(ctx: RankContext, recipe: Recipe, backend, prepare: Callable[[nn.Mo
     return model, engine, twin
 
 
-def _gathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
+def _gathered_save(ctx: RankContext, backend: Backend, model: nn.Module, directory: Path) -> None:
     """The correct ZeRO-3 save: every rank gathers, rank 0 writes."""
     with gathered(model.parameters()):
         rank0(ctx, lambda: backend.save(model, directory))
 
 
-def _ungathered_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> None:
+def _ungathered_save(ctx: RankContext, backend: Backend, model: nn.Module, directory: Path) -> None:
     """The mistake: rank 0 saves its shards as they are."""
     rank0(ctx, lambda: backend.save(model, directory))
 
@@ -105,7 +111,7 @@ def ungathered_save_detected(ctx: RankContext) -> None:
     # a library that gathers by itself writes a complete, correct file: that is fine too
 
 
-def _refuse_or_save(ctx: RankContext, backend, model: nn.Module, directory: Path) -> bool:
+def _refuse_or_save(ctx: RankContext, backend: Backend, model: nn.Module, directory: Path) -> bool:
     """Attempt the un-gathered save on rank 0; True if the library refused it with an exception."""
     refused = torch.zeros(1)
     if ctx.rank == 0:
@@ -142,7 +148,7 @@ def merge_matches_single_process(ctx: RankContext, merge_gathered: bool = True) 
     assert_close(merged_out, want_out, F32, "merged output under ZeRO-3 vs single process", depth=3)
 
 
-def _train_base_too(backend) -> Callable[[nn.Module], None]:
+def _train_base_too(backend: Backend) -> Callable[[nn.Module], None]:
     """Unfreeze the base weight of every LoRA layer: base and LoRA train together (the founding bug)."""
 
     def prepare(model: nn.Module) -> None:
@@ -307,7 +313,7 @@ def two_adapters(ctx: RankContext) -> None:
 
     ctx.step("load both adapters")
     loaded = backend.load(recipe.zoo.make(seed=recipe.seed, device=ctx.device), workdir(ctx, "two"))
-    backend.load_adapter(loaded, workdir(ctx, "two") / "other", "other")
+    optional_methods(backend).load_adapter(loaded, workdir(ctx, "two") / "other", "other")
     for adapter in ("default", "other"):
         assert_state_equal(
             factors(backend, loaded, adapter),

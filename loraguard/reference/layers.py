@@ -211,7 +211,7 @@ class LoraLayer(nn.Module):
         return bias.data
 
     # -- forward -------------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         if self.disabled and self.merged_adapters:
             raise RuntimeError("adapters are merged into this layer; unmerge() before disabling them")
         result = self.base_layer(x, *args, **kwargs)

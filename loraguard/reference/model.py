@@ -10,6 +10,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ class LoraModel(nn.Module):
 
     _refuse_if_adapted = staticmethod(refuse_if_adapted)  # a hook, as the selection methods below
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: object, **kwargs: object) -> Any:
         return self.model(*args, **kwargs)
 
     # -- structure -----------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class LoraParameter(LoraLayer):
         a, b = self.factors(name)
         return delta_weight(a, b, self.scaling[name], self.kind, self.fan_in_fan_out, self.experts)
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
         if self.disabled and self.merged_adapters:
             raise RuntimeError("adapters are merged into this parameter; unmerge() before disabling them")
         active = [n for n in self.active_adapters if n in self.scaling and n not in self.merged_adapters]

@@ -6,6 +6,7 @@ Names mirror peft's (`original_module`, `modules_to_save.<adapter>`) so state di
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from torch import nn
 
@@ -40,5 +41,5 @@ class ModulesToSave(nn.Module):
             raise RuntimeError(f"adapters {mine} each have their own copy of this module; activate only one of them")
         return self.modules_to_save[mine[0]] if mine else self.original_module
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: object, **kwargs: object) -> Any:
         return self.active_copy()(*args, **kwargs)

@@ -145,7 +145,7 @@ class TrainableTokens(nn.Module):
         return bool((self.leader or self).merged_adapters)
 
     # -- forward -------------------------------------------------------------------------------------------
-    def forward(self, *args, **kwargs) -> torch.Tensor:
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
         if self.disabled and self.is_merged():
             raise RuntimeError("token adapters are merged into this embedding; unmerge() before disabling them")
         names = [] if self.disabled or self.is_merged() else self._applied()

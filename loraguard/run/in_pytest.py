@@ -10,7 +10,7 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import pytest
 from _pytest.outcomes import Failed  # pytest.fail.Exception, by a name a type checker resolves
@@ -23,6 +23,10 @@ from loraguard.harness.strategies import scenarios
 from loraguard.invariants.checks import InvariantViolation
 from loraguard.invariants.registry import Partial, Skipped, all_invariants, run_invariant
 from loraguard.run.reproducer import describe, write_reproducer
+
+if TYPE_CHECKING:
+    import hypothesis
+    import torch
 
 #: loraguard's own source folder: its frames are left out of a crash's trace (a library installed under a path
 #: with "loraguard" in it, such as the release matrix's ~/.cache/loraguard/envs, keeps its frames).
@@ -92,7 +96,9 @@ def check(invariant_id: str, backend: Backend, scenario: Scenario, settings: Set
         _fail(invariant_id, backend, scenario, failure, path, known=known)
 
 
-def _reproducer(invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item):
+def _reproducer(
+    invariant_id: str, backend: Backend, scenario: Scenario, settings: Settings, test: pytest.Item
+) -> Path | None:
     """The failing test's reproducer; none for a known failure (it is filed already) or with reproducers off.
     A failure that the test's known failures do not explain by message gets one."""
     xfail = test.get_closest_marker("xfail") is not None and not told_apart(test)
@@ -134,7 +140,7 @@ def _fail(
     pytest.fail(message, pytrace=False)
 
 
-def hypothesis_settings(settings: Settings, shrink: bool = True):
+def hypothesis_settings(settings: Settings, shrink: bool = True) -> hypothesis.settings:
     """This run's Hypothesis settings, applied per test (a user's own Hypothesis tests keep their profile);
     without `shrink`, a failure is reported as first found."""
     from hypothesis import HealthCheck, Phase
@@ -215,7 +221,7 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
     # a whole-test known failure is not shrunk; where known bugs are told apart by message, only the others raise
     @hypothesis_settings(settings, shrink=bool(told) or not expected_to_fail(test))
     @given(data=st.data())
-    def drawn(data) -> None:
+    def drawn(data: st.DataObject) -> None:
         scenario = data.draw(strategy, label="scenario")  # drawn first: a replay must draw what it drew before
         if state.over_budget():
             # shrinking has had its time: this candidate passes untried. Not a rejection: Hypothesis may replay an
@@ -277,7 +283,7 @@ def _skip_nothing_ran(state: _Drawn, stopped: bool) -> None:
     pytest.skip(f"no drawn example could run ({count} skipped): {reason}{more}")
 
 
-def _dtype_ok(dtype, caps: frozenset[str]) -> bool:
+def _dtype_ok(dtype: torch.dtype, caps: frozenset[str]) -> bool:
     import torch
 
     return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "") in caps | {""}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loraguard.backends import Backend
 from loraguard.harness.scenarios import Scenario
@@ -17,6 +18,9 @@ from loraguard.harness.settings import Settings
 from loraguard.harness.strategies import DrawnModel
 from loraguard.harness.zoo import ZOO
 from loraguard.invariants.registry import all_invariants
+
+if TYPE_CHECKING:
+    from loraguard.core.config import LoraConfig
 
 
 def describe(scenario: Scenario) -> str:
@@ -37,7 +41,7 @@ def describe(scenario: Scenario) -> str:
     return "; ".join(parts)
 
 
-def _short(config) -> str:
+def _short(config: LoraConfig) -> str:
     """The config's fields that differ from the defaults."""
     defaults = type(config)()
     fields = {k: v for k, v in _config_fields(config).items() if v != getattr(defaults, k, None)}
@@ -143,7 +147,7 @@ def reproducer_source(
     )
 
 
-def _config_fields(config) -> dict:
+def _config_fields(config: LoraConfig) -> dict:
     fields = dataclasses.asdict(config)
     fields.pop("extra", None)
     return fields

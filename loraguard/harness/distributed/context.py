@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loraguard.harness.distributed.world import World
+
+if TYPE_CHECKING:
+    from loraguard.backends.base import Backend
 
 Progress = Callable[[int, str], None]
 
@@ -39,7 +42,7 @@ class RankContext:
         self._seq += 1
         self.progress(self._seq, label)
 
-    def backend(self):
+    def backend(self) -> Backend:
         """The backend under test, by the name in the run's options (``peft`` by default)."""
         from loraguard.backends import load_backend
 

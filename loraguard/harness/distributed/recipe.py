@@ -8,12 +8,16 @@ same weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from loraguard.core.config import LoraConfig
 from loraguard.harness.zoo import ZOO, ZooModel, run
+
+if TYPE_CHECKING:
+    from loraguard.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def loss_of(model: nn.Module, inputs: tuple) -> torch.Tensor:
     return run(model, inputs).float().square().mean()
 
 
-def build(backend, recipe: Recipe, device: str = "cpu", base: nn.Module | None = None) -> nn.Module:
+def build(backend: Backend, recipe: Recipe, device: str = "cpu", base: nn.Module | None = None) -> nn.Module:
     """The zoo model from the recipe's seed, wrapped by `backend`, in training mode."""
     base = base if base is not None else recipe.zoo.make(seed=recipe.seed, device=device)
     model = backend.wrap(base, recipe.lora_config())

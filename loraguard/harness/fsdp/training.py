@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from loraguard.harness.distributed.recipe import Recipe, loss_of, shard_inputs
 from loraguard.harness.fsdp.sharding import inner, unsharded
+
+if TYPE_CHECKING:
+    from loraguard.backends.base import Backend
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -28,7 +31,7 @@ def train_sharded(
         opt.step()
 
 
-def merge_sharded(backend, model: nn.Module) -> None:
+def merge_sharded(backend: Backend, model: nn.Module) -> None:
     """The correct merge under FSDP: FSDP2 merges into the sharded DTensor parameters themselves; FSDP1 merges
     inside a gather that writes back to the shards."""
     if is_fsdp1(model):

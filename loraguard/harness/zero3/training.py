@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from loraguard.harness.distributed.recipe import Recipe, loss_of, shard_inputs
+
+if TYPE_CHECKING:
+    from deepspeed.runtime.engine import DeepSpeedEngine
 
 
 def ds_config(world_size: int, micro_batch: int) -> dict[str, Any]:
@@ -27,7 +30,7 @@ def ds_config(world_size: int, micro_batch: int) -> dict[str, Any]:
     }
 
 
-def zero3_engine(model: nn.Module, recipe: Recipe, world_size: int, device: str):
+def zero3_engine(model: nn.Module, recipe: Recipe, world_size: int, device: str) -> DeepSpeedEngine:
     """`deepspeed.initialize` at stage 3 with a client AdamW over the trainable parameters."""
     import deepspeed
 
@@ -42,7 +45,7 @@ def zero3_engine(model: nn.Module, recipe: Recipe, world_size: int, device: str)
     return engine
 
 
-def train_zero3(engine, recipe: Recipe, rank: int, device: str) -> None:
+def train_zero3(engine: DeepSpeedEngine, recipe: Recipe, rank: int, device: str) -> None:
     """Each rank steps the engine on its shard of each global batch."""
     engine.train()
     for step in range(recipe.steps):

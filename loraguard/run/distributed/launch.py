@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,6 @@ def _describe(report: RankReport) -> str:
     return f"--- rank {report.rank}: {report.status}: {report.message}\n{report.traceback.strip()}"
 
 
-def _worst(statuses) -> str:
+def _worst(statuses: Iterable[str]) -> str:
     order = {"error": 3, "failed": 2, "passed": 1, "skipped": 0}
     return max(statuses, key=order.__getitem__)

@@ -8,9 +8,12 @@ returns the same results. Imports nothing heavy at module top.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from loraguard.run.outcome import Outcome
+
+if TYPE_CHECKING:
+    from torch.distributed import Store
 
 
 def invariant_ids(kind: str) -> list[str]:
@@ -94,7 +97,7 @@ def _run_in_world(
     return results
 
 
-def _lagging(store, key: str, world_size: int, err: Exception) -> str:
+def _lagging(store: Store, key: str, world_size: int, err: Exception) -> str:
     """After a timed-out collective: which ranks are behind, read from the progress marks in the store."""
     marks = {}
     for rank in range(world_size):

@@ -16,13 +16,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loraguard.harness.distributed.context import Progress
 
 _COLLECTIVE_SLACK_S = 10.0
 _PEER_WAIT_S = 5.0
 _POLL_S = 0.05
 
 
-def progress_writer(jobdir: Path, rank: int):
+def progress_writer(jobdir: Path, rank: int) -> Progress:
     """A progress callback that replaces ``rank<N>.progress`` atomically with "<seq>\\t<label>"."""
     path, tmp = jobdir / f"rank{rank}.progress", jobdir / f"rank{rank}.progress.tmp"
 

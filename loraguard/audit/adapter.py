@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from loraguard.audit.rules import Finding
 from loraguard.audit.safetensors_header import TensorRef
-from loraguard.audit.tensors import TensorSource, torch_dtype, value_flags
+from loraguard.audit.tensors import TensorSource, bit_checkable
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import (
     MAGNITUDE,
@@ -281,9 +281,9 @@ def _values(source: TensorSource, layout: KeyLayout, on_read: Callable[[int], No
     b_refs = {f.b.name for f in layout.factors.values() if f.b is not None and f.a is not None}
     zero_b: list[TensorRef] = []
     for ref in source.refs.values():
-        if ref.numel == 0 or torch_dtype(ref.dtype) is None:
+        if ref.numel == 0 or not bit_checkable(ref.dtype):
             continue
-        non_finite, all_zero = value_flags(source.peek(ref))
+        non_finite, all_zero = source.value_flags(ref)
         on_read(ref.nbytes)
         if non_finite:
             out.append(

@@ -16,6 +16,7 @@ from loraguard.audit.safe_io import open_regular
 from loraguard.audit.safetensors_header import DTYPES, Header, TensorRef
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 #: Rows (or bytes) are streamed in blocks of about this size, so big tensors never sit in memory whole.
@@ -87,24 +88,19 @@ class TensorSource:
             raise OSError(f"{ref.file}: key '{ref.name}': file shrank while reading ({got} of {length} bytes)")
         return buf
 
-    def peek(self, ref: TensorRef) -> torch.Tensor:
-        """The whole tensor in a scratch buffer that the next `peek` overwrites: for a check that is done with it
-        before reading another tensor. Reusing one buffer saves allocating (and faulting in) every tensor anew."""
-        import torch
-
-        if ref.name in self.in_memory or not ref.shape:
-            return self.load(ref)
-        dtype = torch_dtype(ref.dtype)
-        if dtype is None:
-            raise ValueError(f"{ref.file}: key '{ref.name}': torch cannot hold {ref.dtype} values")
+    def value_flags(self, ref: TensorRef) -> tuple[bool, bool]:
+        """(holds NaN or Inf, is all zero) for `ref`'s values: read off the bits of the file's bytes, so auditing a
+        safetensors file never imports torch; a tensor from a trusted pickle is already torch's to ask."""
+        if ref.name in self.in_memory:
+            return value_flags(self.in_memory[ref.name])
         if len(self._scratch) < ref.nbytes:
-            self._scratch = bytearray(ref.nbytes)
+            self._scratch = bytearray(ref.nbytes)  # one buffer reused: no allocating (and faulting in) per tensor
         view = memoryview(self._scratch)[: ref.nbytes]
         f = self._file(ref.file)
         f.seek(ref.start)
         if f.readinto(view) != ref.nbytes:
             raise OSError(f"{ref.file}: key '{ref.name}': file shrank while reading")
-        return torch.frombuffer(view, dtype=dtype).reshape(ref.shape)
+        return bit_flags(view, ref.dtype)
 
     def load(self, ref: TensorRef) -> torch.Tensor:
         """The whole tensor; ValueError for dtypes torch cannot hold (F4, F6)."""
@@ -135,6 +131,62 @@ class TensorSource:
         per_row = max(ref.nbytes // max(rows, 1), 1)
         step = max(BLOCK_BYTES // per_row, 1)
         return [(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
+#: Float formats by safetensors name: (bytes per value, exponent mask, magnitude mask), little-endian. A value's
+#: magnitude bits (all but the sign) reach the exponent mask exactly when its exponent bits are all ones (NaN or
+#: Inf), and are zero exactly for a zero of either sign; complex64 is two float32s. float8_e4m3fn has no infinity
+#: (only S.1111.111 is NaN) and float8_e8m0fnu no sign and no zero (0xFF is NaN).
+_FLOAT_BITS = {
+    "F64": (8, 0x7FF0_0000_0000_0000, 0x7FFF_FFFF_FFFF_FFFF),
+    "F32": (4, 0x7F80_0000, 0x7FFF_FFFF),
+    "C64": (4, 0x7F80_0000, 0x7FFF_FFFF),
+    "F16": (2, 0x7C00, 0x7FFF),
+    "BF16": (2, 0x7F80, 0x7FFF),
+    "F8_E5M2": (1, 0x7C, 0x7F),
+    "F8_E4M3": (1, 0x7F, 0x7F),
+}
+
+
+def bit_checkable(dtype: str) -> bool:
+    """Whether `bit_flags` judges values of this safetensors dtype (every whole-byte one: not F4 or F6)."""
+    return DTYPES[dtype][0] % 8 == 0
+
+
+def bit_flags(data: memoryview | bytes, dtype: str) -> tuple[bool, bool]:
+    """(holds NaN or Inf, is all zero) for raw little-endian values of safetensors `dtype`, from their bits alone:
+    exactly what torch's comparison of the values says, without importing torch (about 2 s per audit command).
+    The largest magnitude decides both."""
+    import numpy as np
+
+    if not len(data):
+        return False, True
+    if dtype in _FLOAT_BITS:
+        width, exponent, magnitude = _FLOAT_BITS[dtype]
+        largest = _largest(np.frombuffer(data, dtype=f"<u{width}"), magnitude)
+        return largest >= exponent, largest == 0
+    octets = np.frombuffer(data, dtype=np.uint8)
+    if dtype == "F8_E8M0":
+        return int(octets.max()) == 0xFF, False
+    return False, int(octets.max()) == 0  # integers and bool: zero bytes are zero
+
+
+#: Values masked per block: a block stays in the CPU's cache between masking and taking its maximum (5-8x faster
+#: than masking a 64 MiB tensor whole, and no copy of it).
+_BLOCK_VALUES = 1 << 18
+
+
+def _largest(bits: np.ndarray, mask: int) -> int:
+    """max(bits & mask), block by block."""
+    import numpy as np
+
+    block = np.empty(min(_BLOCK_VALUES, bits.size), dtype=bits.dtype)
+    largest = 0
+    for start in range(0, bits.size, _BLOCK_VALUES):
+        part = block[: min(_BLOCK_VALUES, bits.size - start)]
+        np.bitwise_and(bits[start : start + _BLOCK_VALUES], mask, out=part)
+        largest = max(largest, int(part.max()))
+    return largest
 
 
 def value_flags(t: torch.Tensor) -> tuple[bool, bool]:

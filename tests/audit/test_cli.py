@@ -197,6 +197,15 @@ def test_command_modules_import_nothing_heavy():
     assert out.strip() == "False"
 
 
+def test_auditing_safetensors_adapters_imports_no_torch():
+    """What a pre-commit hook runs: values are judged off their bits, so the command never pays torch's import."""
+    paths = [str(GOOD), str(BROKEN), str(FIXTURES / "zero_lora_b_layer")]
+    code = "import sys\nfrom loraguard.frontends.cli import main\n"
+    code += f"print(main(['audit', *{paths!r}]), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+    assert "LG306" in out and "LG304" in out and out.rstrip().endswith("1 False"), out
+
+
 def test_progress_label_is_escaped():
     stream = _Terminal()
     advance = terminal_progress(stream)("a\x1b[2Kb[bold].safetensors", LARGE_FILE_BYTES)

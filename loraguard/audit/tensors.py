@@ -89,10 +89,13 @@ class TensorSource:
         return buf
 
     def value_flags(self, ref: TensorRef) -> tuple[bool, bool]:
-        """(holds NaN or Inf, is all zero) for `ref`'s values: read off the bits of the file's bytes, so auditing a
-        safetensors file never imports torch; a tensor from a trusted pickle is already torch's to ask."""
-        if ref.name in self.in_memory:
-            return value_flags(self.in_memory[ref.name])
+        """(holds NaN or Inf, is all zero) for `ref`'s values, read off their bits (`bit_flags`): auditing a
+        safetensors file never imports torch."""
+        if ref.name in self.in_memory:  # a trusted pickle's tensor: the same bits, read from memory
+            import torch
+
+            flat = self.in_memory[ref.name].detach().cpu().contiguous().reshape(-1)
+            return bit_flags(flat.view(torch.uint8).numpy().data, ref.dtype)
         if len(self._scratch) < ref.nbytes:
             self._scratch = bytearray(ref.nbytes)  # one buffer reused: no allocating (and faulting in) per tensor
         view = memoryview(self._scratch)[: ref.nbytes]
@@ -187,21 +190,3 @@ def _largest(bits: np.ndarray, mask: int) -> int:
         np.bitwise_and(bits[start : start + _BLOCK_VALUES], mask, out=part)
         largest = max(largest, int(part.max()))
     return largest
-
-
-def value_flags(t: torch.Tensor) -> tuple[bool, bool]:
-    """(holds NaN or Inf, is all zero) in one pass: min and max of a float tensor are finite only if all are."""
-    import torch
-
-    if t.numel() == 0:
-        return False, True
-    if t.is_complex():
-        t = torch.view_as_real(t)
-    if not t.is_floating_point():
-        return False, not bool(t.any())
-    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        t = t.float()
-    lowest, highest = torch.aminmax(t)
-    low, high = lowest.item(), highest.item()
-    finite = math.isfinite(low) and math.isfinite(high)
-    return not finite, finite and low == 0 and high == 0

@@ -25,13 +25,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loraguard.backends import BackendError, load_backend
+    from loraguard.core.heap import importing
     from loraguard.gating import report
     from loraguard.gating.compare import compare_snapshot
     from loraguard.gating.formats import render
     from loraguard.gating.layout import SnapshotError
 
     try:
-        comparison = compare_snapshot(load_backend(args.backend), args.baseline)
+        with importing():  # this command's process is loraguard's own (loraguard.core.heap)
+            backend = load_backend(args.backend)
+        comparison = compare_snapshot(backend, args.baseline)
     except (SnapshotError, BackendError, ValueError) as err:
         print(f"loraguard compare: {err}", file=sys.stderr)
         return 2

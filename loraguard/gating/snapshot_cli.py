@@ -45,9 +45,12 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Resolve the options as the plugin resolves its own (profile "ci"), so both record the same scenarios."""
+    from loraguard.core.heap import importing
     from loraguard.harness.settings import RunOptions, resolve
 
-    return resolve(RunOptions(backends=[args.backend], dtypes=args.dtype, zoo=args.zoo, models=args.model, prefix="--"))
+    with importing():  # this command's process is loraguard's own (loraguard.core.heap)
+        opts = RunOptions(backends=[args.backend], dtypes=args.dtype, zoo=args.zoo, models=args.model, prefix="--")
+        return resolve(opts)
 
 
 def run(args: argparse.Namespace) -> int:

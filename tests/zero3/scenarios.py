@@ -24,6 +24,15 @@ def all_reduce_sum(ctx) -> None:
     expect(t.item() == n * (n + 1) / 2, f"all_reduce gave {t.item()}, expected {n * (n + 1) / 2}")
 
 
+def heap_frozen(ctx) -> None:
+    """The worker froze what was alive before this scenario (loraguard.core.heap): DeepSpeed's collections skip it."""
+    import gc
+
+    from loraguard.invariants.checks import expect
+
+    expect(gc.get_freeze_count() > 0, "the rank's heap was not frozen before the scenario")
+
+
 def raise_on_rank1(ctx) -> None:
     """Rank 1 raises while rank 0 waits for it in a barrier."""
     import torch.distributed as dist

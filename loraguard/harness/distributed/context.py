@@ -45,5 +45,7 @@ class RankContext:
     def backend(self) -> Backend:
         """The backend under test, by the name in the run's options (``peft`` by default)."""
         from loraguard.backends import load_backend
+        from loraguard.core.heap import importing
 
-        return load_backend(self.options.get("backend", "peft"))
+        with importing():  # a rank is loraguard's own process (loraguard.core.heap)
+            return load_backend(self.options.get("backend", "peft"))

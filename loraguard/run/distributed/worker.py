@@ -81,6 +81,7 @@ def main(argv: list[str]) -> int:
     mark = progress_writer(jobdir, rank)
     mark(0, "started")
 
+    from loraguard.core.heap import freeze_heap
     from loraguard.harness.distributed.context import RankContext
     from loraguard.harness.distributed.world import init_process_group, world_from_env
     from loraguard.run.distributed.scenario import run_scenario
@@ -93,6 +94,7 @@ def main(argv: list[str]) -> int:
     ctx.step("joined the process group")
     with open(jobdir / f"rank{rank}.results", "a") as results:
         for index, name in enumerate(job["scenarios"]):
+            freeze_heap()  # what the last scenario imported stays; DeepSpeed's collections then skip it
             outcome = run_scenario(ctx, name)
             results.write(json.dumps(outcome) + "\n")
             results.flush()

@@ -81,10 +81,12 @@ def main(argv: list[str]) -> int:
     mark = progress_writer(jobdir, rank)
     mark(0, "started")
 
-    from loraguard.core.heap import freeze_heap
-    from loraguard.harness.distributed.context import RankContext
-    from loraguard.harness.distributed.world import init_process_group, world_from_env
-    from loraguard.run.distributed.scenario import run_scenario
+    from loraguard.core.heap import freeze_heap, importing
+
+    with importing():  # torch and torch.distributed
+        from loraguard.harness.distributed.context import RankContext
+        from loraguard.harness.distributed.world import init_process_group, world_from_env
+        from loraguard.run.distributed.scenario import run_scenario
 
     world = world_from_env(job["device"])
     # Collectives time out later than the launcher's watchdog, so ranks blocked on a hung peer are still

@@ -96,12 +96,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "loraguard(invariant_id): a test of one loraguard invariant")
     if not config.getoption("loraguard"):
         return
+    from loraguard.frontends.xdist_errors import ControllerRelay, WorkerUsageError
     from loraguard.harness.settings import RunOptions, resolve
 
     backends = _option(config, "backend") or ["reference"] + (["peft"] if importlib.util.find_spec("peft") else [])
     builtin = str(_option(config, "builtin-known-failures")).lower()
     if builtin not in ("on", "off"):
         raise pytest.UsageError(f"loraguard: --loraguard-builtin-known-failures {builtin!r}: use on or off")
+    controller = _is_xdist_controller(config)
     try:
         settings = resolve(
             RunOptions(
@@ -122,10 +124,15 @@ def pytest_configure(config: pytest.Config) -> None:
                 fsdp_api=_option(config, "fsdp-api"),
                 import_roots=(config.rootpath,),
             ),
-            load_backends=not _is_xdist_controller(config),
+            load_backends=not controller,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
+        if hasattr(config, "workerinput"):  # the controller says it, once (loraguard.frontends.xdist_errors)
+            config.pluginmanager.register(WorkerUsageError(config, f"loraguard: {err}"), "loraguard-usage-error")
+            return
         raise pytest.UsageError(f"loraguard: {err}") from None
+    if controller:
+        config.pluginmanager.register(ControllerRelay(), "loraguard-worker-errors")
     config.stash[SETTINGS] = settings
     config.pluginmanager.register(LoraguardRun(config, settings), "loraguard-run")
     spec = importlib.util.find_spec("loraguard.properties")
@@ -301,6 +308,10 @@ class LoraguardRun:
 
     def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
         from loraguard.run.summary import render_details, render_table
+
+        relay = self.config.pluginmanager.get_plugin("loraguard-worker-errors")
+        if relay is not None and relay.message is not None:
+            return  # no test ran: the workers' usage error says why
 
         header = ", ".join(f"{name} {release}" for name, release in self.settings.versions.items())
         shrink = self.settings.shrink_seconds

@@ -7,6 +7,7 @@ its workers without torch's seconds of import first.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,6 +116,13 @@ class RunOptions:
         return f"{self.prefix}{name}"
 
 
+def _raised(err: BaseException) -> str:
+    """``Type: message (file:line)``, the line being where the user's code raised it."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
 def load_model(spec: str, option: str, roots: tuple[Path, ...] = ()) -> ZooModel:
     """A user model from ``module:factory`` (found as pytest would: also from the working directory and `roots`);
     the factory returns a loraguard.harness.zoo.ZooModel. Errors start with `option`, as the user wrote it."""
@@ -125,7 +133,12 @@ def load_model(spec: str, option: str, roots: tuple[Path, ...] = ()) -> ZooModel
         factory = getattr(import_user_module(module_name, roots), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"{option} {spec!r}: {err}") from err
-    model = factory()
+    except Exception as err:  # the user's module failed: say where, with no traceback through loraguard
+        raise ValueError(f"{option} {spec!r}: importing {module_name} raised {_raised(err)}") from err
+    try:
+        model = factory()
+    except Exception as err:
+        raise ValueError(f"{option} {spec!r}: {attr}() raised {_raised(err)}") from err
     if not isinstance(model, ZooModel):
         raise ValueError(f"{option} {spec!r} returned {type(model).__name__}, not loraguard.harness.zoo.ZooModel")
     return model

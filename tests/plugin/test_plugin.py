@@ -164,3 +164,19 @@ def test_a_backend_declaring_an_unknown_capability_is_refused(pytester: pytest.P
     result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-backend", "typo_backend:Typo")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown capabilities*modules_to_saves*"])
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("raise RuntimeError('no config.json')", "importing brokenmodels raised RuntimeError: no config.json"),
+        ("def tiny():\n    return {}['width']", "tiny() raised KeyError: 'width'"),
+    ],
+)
+def test_a_user_model_that_raises_is_a_usage_error_saying_where(pytester: pytest.Pytester, source, said) -> None:
+    pytester.makepyfile(brokenmodels=source)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--loraguard", "--loraguard-model", "brokenmodels:tiny")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    option = "--loraguard-model 'brokenmodels:tiny'"
+    result.stderr.fnmatch_lines([f"ERROR: loraguard: {option}: {said} (brokenmodels.py:*)"])
+    assert "Traceback" not in result.stderr.str()

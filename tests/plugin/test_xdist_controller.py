@@ -3,6 +3,7 @@ and checks every option without torch, so a `pytest --loraguard -n 2` run import
 torch (about 3 s) before its workers start."""
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -92,3 +93,23 @@ def test_a_builtin_backend_whose_library_is_missing_is_named(monkeypatch: pytest
     monkeypatch.setitem(DISTRIBUTIONS, "peft", "no-such-dist-lg")
     with pytest.raises(BackendError, match="'no-such-dist-lg' is not installed"):
         describe_backend("peft")
+
+
+@pytest.mark.spawns
+def test_a_library_that_fails_to_import_on_the_workers_is_one_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller loads no backend, so a broken install is met on the workers: said once, as without xdist."""
+    shadow = pytester.mkpydir("shadow")
+    (shadow / "loralib").mkdir()
+    (shadow / "loralib" / "__init__.py").write_text("raise ImportError('libfoo.so: cannot open shared object file')")
+    # the workers inherit it (the controller never imports the library)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")]))
+    args = ["-p", "no:cacheprovider", "--loraguard", "--loraguard-backend", "loralib", "-n", "2"]
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    said = "ERROR: loraguard: backend 'loralib': cannot import 'loraguard.backends.loralib' (libfoo.so: cannot open*"
+    result.stderr.fnmatch_lines([said])
+    assert result.stderr.str().count("ERROR: loraguard:") == 1
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output and "node down" not in output and "loraguard summary" not in output

@@ -24,6 +24,7 @@ class RankContext:
     options: dict[str, Any]
     progress: Progress
     _seq: int = field(default=0, repr=False)
+    _library_loaded: bool = field(default=False, repr=False)
 
     @property
     def rank(self) -> int:
@@ -45,7 +46,13 @@ class RankContext:
     def backend(self) -> Backend:
         """The backend under test, by the name in the run's options (``peft`` by default)."""
         from loraguard.backends import load_backend
+
+        name = self.options.get("backend", "peft")
+        if self._library_loaded:
+            return load_backend(name)
         from loraguard.core.heap import importing
 
-        with importing():  # a rank is loraguard's own process (loraguard.core.heap)
-            return load_backend(self.options.get("backend", "peft"))
+        with importing():  # the first load imports the library; a rank is loraguard's own process
+            backend = load_backend(name)
+        self._library_loaded = True
+        return backend

@@ -16,6 +16,7 @@ from hypothesis.errors import Unsatisfiable
 from hypothesis.stateful import run_state_machine_as_test
 
 from loraguard.backends.base import Backend, wrappable
+from loraguard.harness.draws import seed_only
 from loraguard.harness.strategies import TreeSpec
 from loraguard.harness.zoo import PLAIN
 from loraguard.invariants.checks import InvariantViolation, expect
@@ -54,7 +55,8 @@ def run_sequences(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the models are tiny: more threads only add overhead (10x slower under xdist)
     try:
-        run_state_machine_as_test(machine, settings=settings)
+        with seed_only():
+            run_state_machine_as_test(machine, settings=settings)
     finally:
         torch.set_num_threads(threads)
 

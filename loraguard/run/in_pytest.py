@@ -16,6 +16,7 @@ import pytest
 from _pytest.outcomes import Failed  # pytest.fail.Exception, by a name a type checker resolves
 
 from loraguard.backends import Backend
+from loraguard.harness.draws import seed_only
 from loraguard.harness.known_failures import KnownFailure
 from loraguard.harness.scenarios import Scenario
 from loraguard.harness.settings import Settings
@@ -253,7 +254,8 @@ def check_drawn(invariant_id: str, backend: Backend, settings: Settings, test: p
         drawn = seed(seed_for(invariant_id, backend.name))(drawn)
     failure: Exception | None = None
     try:
-        drawn()
+        with seed_only():
+            drawn()
     except Unsatisfiable:
         pass  # judged below: nothing could run
     except Exception as err:

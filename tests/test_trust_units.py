@@ -135,3 +135,27 @@ def test_a_known_failure_is_reported_unshrunk_an_unknown_one_is_shrunk(monkeypat
     assert runs[True] == runs[False][: first + 1] + runs[True][first + 1 :]  # the same examples up to the failure
     assert len(runs[True]) <= first + 2  # then only the final replay of the failing example
     assert len(runs[False]) > len(runs[True])  # unknown: shrunk
+
+
+def test_unmatched_target_names_no_container_whose_own_error_would_hide_the_typo() -> None:
+    """Found by the thorough profile against peft: targets 'fc_out' and 'xfc.xfc' gave entries ['fc_out', 'xfc', typo],
+    'xfc' also names the container 'xfc', and peft rightly refused that module first ("Target module ... is not
+    supported"), which the invariant took for an error that hides the typo. Now the entries are the full names."""
+    pytest.importorskip("peft")
+    from loraguard.backends.peft import PeftBackend
+    from loraguard.backends.reference import ReferenceBackend
+    from loraguard.core.config import LoraConfig
+    from loraguard.harness.scenarios import Scenario
+    from loraguard.harness.strategies import TreeSpec, tree_zoo_model
+    from loraguard.invariants.checks import InvariantViolation
+    from loraguard.invariants.registry import run_invariant
+
+    tree = TreeSpec(leaves=(("fc_out", "linear"), ("xfc.xfc", "linear"), ("fc", "linear")), embedding=None, tie="none")
+    config = LoraConfig(r=1, lora_alpha=2, target_modules="fc_out|xfc\\.xfc", init_lora_weights=False)
+    scenario = Scenario(tree_zoo_model(tree), config, label="drawn3")
+    check = all_invariants()["unmatched-target"]
+    run_invariant(check, ReferenceBackend(), scenario)
+    try:
+        run_invariant(check, PeftBackend(), scenario)
+    except InvariantViolation as err:  # peft 0.21 ignores the typo silently (reproducers/peft/unmatched_target_...)
+        assert "the error does not name" not in str(err), err

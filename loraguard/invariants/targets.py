@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from loraguard.backends.base import Backend, Unsupported, optional_methods
 from loraguard.core.config import LoraConfig
 from loraguard.core.keys import split
-from loraguard.core.matching import ALL_LINEAR, is_lora_internal, unmatched_entries
+from loraguard.core.matching import ALL_LINEAR, entry_matches, is_lora_internal, unmatched_entries
 from loraguard.harness.scenarios import Scenario, expected_targets
 from loraguard.invariants.checks import expect
-from loraguard.invariants.registry import invariant
+from loraguard.invariants.registry import Skipped, invariant
 from loraguard.invariants.steps import scratch_dir, wrap
 
 if TYPE_CHECKING:
@@ -99,6 +99,17 @@ def _added(
     expect(got == want, f"{what} wrapped {sorted(got)}, expected {sorted(want)}")
 
 
+def _entries_for(names: list[str], targets: set[str]) -> list[str]:
+    """List entries for `targets`: their last names, as users write them, unless one also names a container (a
+    module 'xfc' holding the targeted 'xfc.xfc'), which no library can adapt, so its error would be about that
+    module and not the typo; then their full names."""
+    containers = {n for n in names if any(m.startswith(n + ".") for m in names)} - targets
+    for entries in (sorted({split(t)[-1] for t in targets}), sorted(targets)):
+        if not any(entry_matches(c, e) for c in containers for e in entries):
+            return entries
+    raise Skipped(f"every list of entries for the targets {sorted(targets)} also names a container module")
+
+
 @invariant(
     "unmatched-target",
     "A target_modules list with an entry that matches no module (a typo such as 'v_prj') is reported, by an error "
@@ -107,7 +118,7 @@ def _added(
 def unmatched_entry_reported(backend: Backend, scenario: Scenario) -> None:
     base = scenario.base()
     names = [n for n, _ in base.named_modules() if n]
-    entries = sorted({split(p)[-1] for p in expected_targets(scenario)})
+    entries = _entries_for(names, set(expected_targets(scenario)))
     typo = entries[0][:-1] or entries[0] + "x"
     while not unmatched_entries(names, [typo]):
         typo += "x"

@@ -5,7 +5,7 @@ modules imported so far: not site-packages, so a user's conftest and project mod
 is installed editable. The derandomized ci profile therefore drew other examples in every project and after every
 edit of local code, and the known failures listed for a release (tuned on one set of draws) met other examples
 elsewhere: a run green here could be red in a user's CI. While loraguard draws, that pool is empty; Hypothesis's
-own global constants stay, so the draws are the same in every project and on every machine.
+own global constants stay, so a Hypothesis release draws the same examples in every project.
 """
 
 from __future__ import annotations

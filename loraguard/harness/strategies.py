@@ -145,6 +145,15 @@ class TokenTreeModel(TreeModel):
 EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "embed")
 
 
+# Built once: a strategy made inside a composite is a new object at every draw, and Hypothesis validates each new
+# one before drawing (a tenth of op-sequence's shrinking went there). The draws are the same.
+_NAME = st.sampled_from(NAMES)
+_PATH = {depth: st.lists(_NAME, min_size=depth, max_size=depth) for depth in range(4)}
+_EMBEDDING_NAME = st.sampled_from(EMBEDDING_NAMES)
+_TIE = st.sampled_from(TIES)
+_KINDS = {True: st.sampled_from(["linear", "conv1d"]), False: st.just("linear")}
+
+
 @st.composite
 def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True, embedding: bool = False) -> TreeSpec:
     """Trees of 1..max_leaves leaves at depth 1..3, with names drawn from NAMES so suffixes collide; with
@@ -153,22 +162,19 @@ def trees(draw: st.DrawFn, max_leaves: int = 5, conv: bool = True, embedding: bo
     emb = None
     if embedding and draw(st.booleans()):
         depth = draw(st.integers(1, 2))
-        emb = ".".join(
-            [*draw(st.lists(st.sampled_from(NAMES), min_size=depth - 1, max_size=depth - 1))]
-            + [draw(st.sampled_from(EMBEDDING_NAMES))]
-        )
+        emb = ".".join([*draw(_PATH[depth - 1]), draw(_EMBEDDING_NAME)])
         paths.append(emb)
     for _ in range(draw(st.integers(1, max_leaves))):
         depth = draw(st.integers(1, 3))
-        path = ".".join(draw(st.lists(st.sampled_from(NAMES), min_size=depth, max_size=depth)))
+        path = ".".join(draw(_PATH[depth]))
         # A path may be neither a prefix of another (a leaf cannot have children) nor a duplicate.
         if any(path == p or p.startswith(path + ".") or path.startswith(p + ".") for p in paths):
             continue
         paths.append(path)
     leaves = [p for p in paths if p != emb]
     assume(leaves)
-    kinds = st.sampled_from(["linear", "conv1d"]) if conv else st.just("linear")
-    tie = draw(st.sampled_from(TIES)) if emb is not None else "none"
+    kinds = _KINDS[conv]
+    tie = draw(_TIE) if emb is not None else "none"
     return TreeSpec(tuple((p, draw(kinds)) for p in leaves), emb, tie)
 
 
